@@ -1,0 +1,70 @@
+"""The native TensorFlow DQN learner: online and target networks, the compiled update, batched acting.
+
+The learner knows nothing of environments or logging: the training loop feeds it batches and reads
+back numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from invaders.agents.dqn_math import bootstrap_values, huber_loss, td_targets
+from invaders.config import TrainConfig
+from invaders.replay.frame_replay import Batch
+
+
+class DQNLearner:
+    """Double DQN with Huber loss, Adam, global-norm gradient clipping and hard target syncs."""
+
+    def __init__(self, online: tf.keras.Model, target: tf.keras.Model, config: TrainConfig):
+        import keras
+
+        self.online = online
+        self.target = target
+        self.config = config
+        self.optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate, epsilon=config.adam_epsilon)
+        self.optimizer.build(online.trainable_variables)
+        self.updates = 0
+        self.sync_target()
+
+    def sync_target(self) -> None:
+        self.target.set_weights(self.online.get_weights())
+
+    def greedy_actions(self, observations: np.ndarray) -> np.ndarray:
+        """Argmax-Q actions for a batch of uint8 observations, one compiled forward pass."""
+        return self._greedy(tf.convert_to_tensor(observations)).numpy()
+
+    @tf.function(jit_compile=True, reduce_retracing=True)
+    def _greedy(self, observations):
+        q_values = self.online(tf.cast(observations, tf.float32), training=False)
+        return tf.argmax(q_values, axis=1, output_type=tf.int32)
+
+    def update(self, batch: Batch) -> tuple[float, float]:
+        """One gradient step on ``batch``; syncs the target net on schedule. Returns (loss, mean Q)."""
+        loss, q_mean = self._update(
+            tf.convert_to_tensor(batch.observations),
+            tf.convert_to_tensor(batch.actions),
+            tf.convert_to_tensor(batch.returns),
+            tf.convert_to_tensor(batch.discounts),
+            tf.convert_to_tensor(batch.next_observations),
+        )
+        self.updates += 1
+        if self.updates % self.config.target_update_interval == 0:
+            self.sync_target()
+        return float(loss), float(q_mean)
+
+    @tf.function(jit_compile=True)
+    def _update(self, observations, actions, returns, discounts, next_observations):
+        next_observations = tf.cast(next_observations, tf.float32)
+        next_q_target = self.target(next_observations, training=False)
+        next_q_online = self.online(next_observations, training=False) if self.config.double_dqn else next_q_target
+        targets = td_targets(returns, discounts, bootstrap_values(next_q_online, next_q_target, self.config.double_dqn))
+        with tf.GradientTape() as tape:
+            q_values = self.online(tf.cast(observations, tf.float32), training=True)
+            q_taken = tf.gather(q_values, actions, axis=1, batch_dims=1)
+            loss = huber_loss(targets - q_taken)
+        gradients = tape.gradient(loss, self.online.trainable_variables)
+        gradients, _ = tf.clip_by_global_norm(gradients, self.config.max_grad_norm)
+        self.optimizer.apply_gradients(zip(gradients, self.online.trainable_variables))
+        return loss, tf.reduce_mean(q_taken)

@@ -1,0 +1,296 @@
+"""Typed configuration built from ``params.yaml``.
+
+Every field carries a one-line doc with its unit and the range it accepts. Building a config
+validates it completely (unknown keys, types, ranges, combinations) and raises ``ConfigError``
+with one line naming the key, the value and what is allowed. Nothing here imports TensorFlow,
+so a stage rejects bad input in well under a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user mistake in the params or inputs, explained in one line."""
+
+
+def _field(default: Any, doc: str, **rules: Any) -> Any:
+    """A dataclass field with its documentation and validation rules (ge, gt, le, lt, choices)."""
+    return field(default=default, metadata={"doc": doc, **rules})
+
+
+# Preprocessing names accepted by ``env.preprocessing``.
+PREPROCESSINGS = ("deepmind", "raw")
+NETWORKS = ("nature", "notebook")
+BACKENDS = ("native", "keras-rl2")
+_ENV_ID = re.compile(r"^(?:ALE/)?(?P<game>[A-Z][A-Za-z0-9]*?)(?P<noframeskip>NoFrameskip)?-v(?P<version>\d+)$")
+
+
+def rom_name(env_id: str) -> str:
+    """The ale-py ROM name of a gymnasium Atari id: ``ALE/SpaceInvaders-v5`` -> ``space_invaders``."""
+    match = _ENV_ID.match(env_id)
+    if match is None:
+        raise ConfigError(
+            f"env.id = {env_id!r}: not an Atari id; write it like 'ALE/SpaceInvaders-v5' or 'SpaceInvaders-v0'"
+        )
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", match["game"]).lower()
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """The game and the emulator protocol shared by training, the random baseline and evaluation."""
+
+    id: str = _field("ALE/SpaceInvaders-v5", "gymnasium Atari id; its game selects the ROM bundled with ale-py")
+    preprocessing: str = _field(
+        "deepmind",
+        "deepmind: 84x84 grayscale, max-pooled, frame-stacked (ale-py vector env); "
+        "raw: the id's own 210x160 RGB frames, as the notebook used (keras-rl2 backend only)",
+        choices=PREPROCESSINGS,
+    )
+    frame_skip: int = _field(4, "emulator frames per agent step (deepmind)", ge=1, le=16)
+    repeat_action_probability: float = _field(
+        0.25, "sticky actions: chance the emulator repeats the previous action (deepmind)", ge=0.0, lt=1.0
+    )
+    noop_max: int = _field(0, "at most this many random no-op agent steps at each reset (deepmind)", ge=0, le=100)
+    max_episode_frames: int = _field(108_000, "emulator frames before an episode is truncated (30 min of play)", ge=1)
+    screen_size: int = _field(84, "pixels per side of the square observation (deepmind)", ge=16, le=210)
+    frame_stack: int = _field(4, "frames stacked into one observation (deepmind)", ge=1, le=16)
+
+    @property
+    def game(self) -> str:
+        return rom_name(self.id)
+
+    def validate(self) -> None:
+        import ale_py
+
+        if self.game not in ale_py.roms.get_all_rom_ids():
+            raise ConfigError(f"env.id = {self.id!r}: ale-py has no ROM {self.game!r}; try 'ALE/SpaceInvaders-v5'")
+        if self.preprocessing == "raw":
+            import gymnasium
+
+            gymnasium.register_envs(ale_py)
+            if self.id not in gymnasium.registry:
+                raise ConfigError(
+                    f"env.id = {self.id!r}: not a registered gymnasium id (needed by preprocessing 'raw'); "
+                    "try 'SpaceInvaders-v0' or 'ALE/SpaceInvaders-v5'"
+                )
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """How the random baseline and every trained agent are scored: the evaluation protocol."""
+
+    episodes: int = _field(30, "whole games played; each score is the unclipped game score", ge=1, le=10_000)
+    epsilon: float = _field(0.05, "chance of a random action at each step (the 2015 DQN protocol uses 0.05)", ge=0.0, le=1.0)
+    seed: int = _field(1000, "seed of the evaluation environments and the epsilon draws", ge=0)
+    num_envs: int = _field(6, "games played in parallel (each plays the same share of episodes)", ge=1, le=64)
+    gif_max_frames: int = _field(4000, "agent steps of the first episode kept for the animated GIF (0: no GIF)", ge=0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The Q-network that build-model creates and train trains."""
+
+    network: str = _field(
+        "nature",
+        "nature: the 2015 DQN CNN on stacked 84x84 frames; notebook: the notebook's CNN on raw frames",
+        choices=NETWORKS,
+    )
+    dueling: bool = _field(True, "dueling head: Q = V + A - mean(A) on a shared hidden layer (keras-rl2's 'avg')")
+    seed: int = _field(0, "seed of the initial weights", ge=0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The DQN learner and its training budget."""
+
+    backend: str = _field("native", "native: this project's TensorFlow DQN; keras-rl2: keras-rl2's DQNAgent", choices=BACKENDS)
+    steps: int = _field(10_000, "agent steps to train for (one agent step = frame_skip emulator frames)", ge=1)
+    seed: int = _field(0, "seed of the environments, the replay sampling and the exploration", ge=0)
+    num_envs: int = _field(4, "games stepped together by the native backend; one batched action per vector step", ge=1, le=64)
+    replay_capacity: int = _field(100_000, "transitions kept in replay memory (one 84x84 uint8 frame each)", ge=1)
+    batch_size: int = _field(32, "transitions per gradient update", ge=1, le=4096)
+    learning_rate: float = _field(1.0e-4, "Adam learning rate", gt=0.0, le=1.0)
+    adam_epsilon: float = _field(1.5e-4, "Adam epsilon (Rainbow / Dopamine value)", gt=0.0, le=1.0)
+    gamma: float = _field(0.99, "discount per agent step", gt=0.0, le=1.0)
+    n_step: int = _field(3, "n of the n-step return (1 = classic DQN)", ge=1, le=20)
+    double_dqn: bool = _field(True, "Double DQN targets: online net picks the next action, target net values it")
+    warmup_steps: int = _field(1_000, "agent steps of pure exploration before the first update", ge=0)
+    replay_ratio: float = _field(0.25, "gradient updates per agent step (0.25 = one update every 4 steps)", gt=0.0, le=8.0)
+    target_update_interval: int = _field(2_000, "gradient updates between hard copies of the online net into the target net", ge=1)
+    epsilon_start: float = _field(1.0, "exploration epsilon at step 0", ge=0.0, le=1.0)
+    epsilon_end: float = _field(0.01, "exploration epsilon after the decay", ge=0.0, le=1.0)
+    epsilon_decay_steps: int = _field(100_000, "agent steps of linear epsilon decay", ge=1)
+    max_grad_norm: float = _field(10.0, "global gradient-norm clip", gt=0.0)
+    clip_rewards: bool = _field(True, "learn from sign(reward); reported scores are always unclipped")
+    terminal_on_life_loss: bool = _field(True, "treat a lost life as terminal for learning only; games go on to game over")
+    log_interval: int = _field(1_000, "agent steps between logged training metrics", ge=1)
+    memory_window: int = _field(3, "keras-rl2 backend: observations per state (notebook: 3)", ge=1, le=16)
+    target_model_update: float = _field(
+        10_000.0, "keras-rl2 backend: steps between hard target updates (>= 1) or soft update rate (< 1)", gt=0.0
+    )
+
+    def validate(self) -> None:
+        if self.warmup_steps >= self.steps:
+            raise ConfigError(
+                f"train.warmup_steps = {self.warmup_steps}: must be below train.steps ({self.steps}), "
+                "or no update ever happens"
+            )
+        if self.batch_size > self.replay_capacity:
+            raise ConfigError(
+                f"train.batch_size = {self.batch_size}: must not exceed train.replay_capacity ({self.replay_capacity})"
+            )
+        if self.backend == "native":
+            per_env = self.replay_capacity // self.num_envs
+            needed = self.n_step + 16 + 2
+            if per_env < needed:
+                raise ConfigError(
+                    f"train.replay_capacity = {self.replay_capacity}: must hold at least {needed} transitions per "
+                    f"environment ({needed * self.num_envs} for train.num_envs = {self.num_envs})"
+                )
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """The comparison report built from every run in the MLflow experiment."""
+
+    confidence: float = _field(0.95, "level of the bootstrap confidence interval of the mean score", gt=0.0, lt=1.0)
+    bootstrap_samples: int = _field(10_000, "bootstrap resamples for the confidence interval", ge=100)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where runs are recorded."""
+
+    experiment: str = _field("space-invaders-dqn", "MLflow experiment that holds every stage run")
+
+    def validate(self) -> None:
+        if not self.experiment.strip():
+            raise ConfigError("tracking.experiment = '': must be a non-empty experiment name")
+
+
+@dataclass(frozen=True)
+class Params:
+    """All of ``params.yaml``."""
+
+    env: EnvConfig
+    evaluation: EvaluationConfig
+    model: ModelConfig
+    train: TrainConfig
+    report: ReportConfig
+    tracking: TrackingConfig
+
+    def validate(self) -> None:
+        for section in dataclasses.fields(self):
+            validate = getattr(getattr(self, section.name), "validate", None)
+            if validate:
+                validate()
+        deepmind = self.env.preprocessing == "deepmind"
+        if self.train.backend == "native" and not deepmind:
+            raise ConfigError(
+                f"env.preprocessing = {self.env.preprocessing!r}: the native backend needs 'deepmind' "
+                "(raw frames are trained with train.backend = 'keras-rl2')"
+            )
+        wanted = "nature" if deepmind else "notebook"
+        if self.model.network != wanted:
+            raise ConfigError(
+                f"model.network = {self.model.network!r}: env.preprocessing = {self.env.preprocessing!r} "
+                f"feeds the {wanted!r} network"
+            )
+
+
+def _check_value(key: str, value: Any, spec: dataclasses.Field) -> Any:
+    """Return ``value`` converted to the field's type, or raise ConfigError naming ``key``."""
+    kind = spec.type if isinstance(spec.type, str) else spec.type.__name__
+    rules = spec.metadata
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} = {value!r}: must be true or false")
+    elif kind == "int":
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} = {value!r}: must be a whole number")
+    elif kind == "float":
+        if isinstance(value, str):
+            hint = " (YAML reads 1e-4 as text: write 1.0e-4)" if re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value) else ""
+            raise ConfigError(f"{key} = {value!r}: must be a number{hint}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ConfigError(f"{key} = {value!r}: must be a finite number")
+        value = float(value)
+    elif kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} = {value!r}: must be text")
+    bounds = [
+        ("ge", lambda v, b: v >= b, ">="),
+        ("gt", lambda v, b: v > b, ">"),
+        ("le", lambda v, b: v <= b, "<="),
+        ("lt", lambda v, b: v < b, "<"),
+    ]
+    for name, ok, symbol in bounds:
+        bound = rules.get(name)
+        if bound is not None and not ok(value, bound):
+            allowed = " and ".join(f"{s} {rules[n]}" for n, _, s in bounds if rules.get(n) is not None)
+            raise ConfigError(f"{key} = {value!r}: must be {allowed}")
+    choices = rules.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{key} = {value!r}: must be one of {', '.join(repr(c) for c in choices)}")
+    return value
+
+
+def build_section(cls: type, name: str, values: Any) -> Any:
+    """Build the dataclass ``cls`` of params section ``name`` from a mapping, validating every key."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{name} = {values!r}: must be a mapping of keys to values")
+    specs = {spec.name: spec for spec in dataclasses.fields(cls)}
+    for key in values:
+        if key not in specs:
+            close = difflib.get_close_matches(str(key), specs, n=1)
+            hint = f"; did you mean {name}.{close[0]}?" if close else f"; allowed: {', '.join(specs)}"
+            raise ConfigError(f"{name}.{key}: unknown key{hint}")
+    return cls(**{key: _check_value(f"{name}.{key}", value, specs[key]) for key, value in values.items()})
+
+
+def build_params(raw: Any) -> Params:
+    """Build and validate ``Params`` from the parsed YAML document."""
+    if not isinstance(raw, dict):
+        raise ConfigError("params.yaml: must be a mapping of sections")
+    classes = {spec.name: globals()[spec.type] for spec in dataclasses.fields(Params)}
+    for name in raw:
+        if name not in classes:
+            close = difflib.get_close_matches(str(name), classes, n=1)
+            hint = f"; did you mean {close[0]}?" if close else f"; allowed: {', '.join(classes)}"
+            raise ConfigError(f"{name}: unknown params section{hint}")
+    params = Params(**{name: build_section(cls, name, raw.get(name)) for name, cls in classes.items()})
+    params.validate()
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read, build and validate the params file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: params file not found; run from the repository root") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    return build_params(raw)
+
+
+def as_flat_dict(config: Any, prefix: str) -> dict[str, Any]:
+    """``{"prefix.field": value}`` for logging a section as params."""
+    return {f"{prefix}.{key}": value for key, value in dataclasses.asdict(config).items()}

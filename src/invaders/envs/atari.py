@@ -1,0 +1,57 @@
+"""Atari environments under the project's protocol, built from ``EnvConfig``.
+
+One place decides how frames reach an agent. ``deepmind`` preprocessing uses ale-py's native vector
+environment: frame skip with max-pooling over the last two frames, 84x84 grayscale, a zero-padded
+frame stack, sticky actions, a frame cap per episode. Rewards are the unclipped game score and a
+lost life does not end the game: clipping and life-loss terminals are decided by the learner.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ale_py.vector_env import AtariVectorEnv
+
+from invaders.config import EnvConfig
+
+
+def make_vector_env(config: EnvConfig, num_envs: int) -> AtariVectorEnv:
+    """``num_envs`` games stepped together; each step returns ``(num_envs, stack, H, W)`` uint8 frames.
+
+    Autoreset is ale-py's default ``next-step``: after a step that ends a game, the next step ignores
+    its action and returns the first observation of a new game with reward 0.
+    """
+    return AtariVectorEnv(
+        game=config.game,
+        num_envs=num_envs,
+        num_threads=min(num_envs, os.cpu_count() or 1),
+        frameskip=config.frame_skip,
+        repeat_action_probability=config.repeat_action_probability,
+        noop_max=config.noop_max,
+        max_num_frames_per_episode=config.max_episode_frames,
+        img_height=config.screen_size,
+        img_width=config.screen_size,
+        grayscale=True,
+        stack_num=config.frame_stack,
+        maxpool=True,
+        episodic_life=False,
+        reward_clipping=False,
+        use_fire_reset=False,
+    )
+
+
+def observation_shape(config: EnvConfig) -> tuple[int, ...]:
+    """Shape of one observation as the Q-network sees it (frame-major)."""
+    if config.preprocessing == "deepmind":
+        return (config.frame_stack, config.screen_size, config.screen_size)
+    return (3, 210, 160, 3)  # the notebook's window of raw RGB frames; keras-rl2 backend only
+
+
+def num_actions(config: EnvConfig) -> int:
+    """Size of the game's minimal action set (6 for Space Invaders)."""
+    import ale_py
+
+    interface = ale_py.ALEInterface()
+    interface.setLoggerMode(ale_py.LoggerMode.Error)
+    interface.loadROM(ale_py.roms.get_rom_path(config.game))
+    return len(interface.getMinimalActionSet())

@@ -1,0 +1,162 @@
+"""Q-networks: the Nature 2015 CNN and the notebook's CNN, with an optional dueling head.
+
+``build_q_network`` works with Keras 3 (the native backend) and with tf_keras (keras-rl2): both take
+the same ``NetworkSpec`` and produce the same list of weight arrays, so weights move between them.
+The dueling head is keras-rl2's ``avg`` form: one Dense(actions + 1) on the last hidden layer, then
+Q = V + A - mean(A). Inputs are frame-major, ``(stack, H, W)`` for stacked grayscale frames or
+``(window, H, W, 3)`` for raw RGB frames, in 0..255; the network scales them itself.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from invaders.config import ConfigError
+
+# Bytes at the start of every .npz (a zip archive): a cheap check before numpy parses a foreign file.
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Everything needed to rebuild a Q-network and check weights against it."""
+
+    network: str  # "nature" or "notebook"
+    dueling: bool
+    input_shape: tuple[int, ...]  # frame-major observation shape
+    num_actions: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> NetworkSpec:
+        values = json.loads(text)
+        return cls(values["network"], values["dueling"], tuple(values["input_shape"]), values["num_actions"])
+
+
+def _body_layers(keras: Any, network: str) -> list:
+    conv = keras.layers.Conv2D
+    if network == "nature":
+        return [
+            keras.layers.Permute((2, 3, 1)),  # (stack, H, W) -> (H, W, stack): TF's CPU convolutions want channels last
+            conv(32, 8, strides=4, activation="relu"),
+            conv(64, 4, strides=2, activation="relu"),
+            conv(64, 3, strides=1, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(512, activation="relu"),
+        ]
+    # The notebook's network: the same convolutions applied to each of the window's RGB frames.
+    return [
+        keras.layers.TimeDistributed(conv(32, 8, strides=4, activation="relu")),
+        keras.layers.TimeDistributed(conv(64, 4, strides=2, activation="relu")),
+        keras.layers.TimeDistributed(conv(64, 3, strides=1, activation="relu")),
+        keras.layers.Flatten(),
+        keras.layers.Dense(512, activation="relu"),
+        keras.layers.Dense(256, activation="relu"),
+    ]
+
+
+def build_q_network(spec: NetworkSpec, keras: Any = None, dueling: bool | None = None):
+    """Build the Q-network of ``spec`` with the given Keras module (Keras 3 by default).
+
+    ``dueling=False`` builds the plain body with a Dense(actions) output whatever the spec says, as
+    keras-rl2 wants it (its agent adds the dueling head itself).
+    """
+    if keras is None:
+        import keras
+    dueling = spec.dueling if dueling is None else dueling
+    inputs = keras.Input(shape=spec.input_shape, name="observation")
+    x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
+    for layer in _body_layers(keras, spec.network):
+        x = layer(x)
+    if dueling:
+        x = keras.layers.Dense(spec.num_actions + 1, name="value_and_advantages")(x)
+        outputs = DuelingCombine(name="dueling_q")(x)
+    else:
+        outputs = keras.layers.Dense(spec.num_actions, name="q")(x)
+    return keras.Model(inputs, outputs, name=f"{spec.network}{'_dueling' if dueling else ''}")
+
+
+def _dueling_combine_layer():
+    import keras
+
+    @keras.saving.register_keras_serializable(package="invaders")
+    class DuelingCombine(keras.layers.Layer):
+        """Q = V + A - mean(A) from a (value, advantages...) vector."""
+
+        def call(self, x):
+            value, advantages = x[:, :1], x[:, 1:]
+            return value + advantages - keras.ops.mean(advantages, axis=1, keepdims=True)
+
+    return DuelingCombine
+
+
+DuelingCombine = _dueling_combine_layer()
+
+
+def parameter_count(model) -> int:
+    return int(sum(np.prod(weight.shape) for weight in model.weights))
+
+
+def forward_flops(model) -> int:
+    """Analytic multiply-add FLOPs (2 per MAC) of one forward pass for one sample."""
+    flops = 0
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer)  # TimeDistributed wraps a Conv2D and repeats it over time
+        kernel = getattr(inner, "kernel", None)
+        if kernel is not None:
+            outputs = int(np.prod(layer.output.shape[1:]))
+            flops += 2 * int(np.prod(kernel.shape[:-1])) * outputs
+    return flops
+
+
+def save_weights(model, spec: NetworkSpec, directory: Path) -> None:
+    """Write ``weights.npz`` and ``spec.json`` into ``directory`` (which the caller publishes atomically)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {f"w{i:03d}": np.asarray(weight) for i, weight in enumerate(model.get_weights())}
+    np.savez(directory / "weights.npz", **arrays)
+    (directory / "spec.json").write_text(spec.to_json())
+
+
+def load_spec(directory: Path) -> NetworkSpec:
+    path = Path(directory) / "spec.json"
+    try:
+        return NetworkSpec.from_json(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: missing; run the stage that writes it (dvc repro)") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"{path}: not a network spec written by this project ({error})") from None
+
+
+def load_weight_arrays(directory: Path, model) -> list[np.ndarray]:
+    """The weight arrays saved in ``directory``, checked against ``model``'s shapes."""
+    path = Path(directory) / "weights.npz"
+    try:
+        with path.open("rb") as file:
+            if file.read(4) != _ZIP_MAGIC:
+                raise ConfigError(f"{path}: not a weights file written by this project (not an .npz archive)")
+        with np.load(path) as archive:
+            arrays = [archive[name] for name in sorted(archive.files)]
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: missing; run the stage that writes it (dvc repro)") from None
+    except (OSError, ValueError, EOFError) as error:
+        raise ConfigError(f"{path}: unreadable or truncated weights file ({type(error).__name__})") from None
+    expected = [tuple(weight.shape) for weight in model.weights]
+    found = [tuple(array.shape) for array in arrays]
+    if expected != found:
+        raise ConfigError(f"{path}: weights do not fit the {model.name} network ({len(found)} arrays, shapes differ)")
+    return arrays
+
+
+def load_model(directory: Path, keras: Any = None):
+    """Rebuild the network saved in ``directory`` and load its weights."""
+    spec = load_spec(directory)
+    model = build_q_network(spec, keras)
+    model.set_weights(load_weight_arrays(directory, model))
+    return model, spec
