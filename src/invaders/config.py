@@ -93,7 +93,7 @@ class EvaluationConfig:
     epsilon: float = _field(0.05, "chance of a random action at each step (the 2015 DQN protocol uses 0.05)", ge=0.0, le=1.0)
     seed: int = _field(1000, "seed of the evaluation environments and the epsilon draws", ge=0)
     num_envs: int = _field(6, "games played in parallel (each plays the same share of episodes)", ge=1, le=64)
-    gif_max_frames: int = _field(4000, "agent steps of the first episode kept for the animated GIF (0: no GIF)", ge=0)
+    gif_max_frames: int = _field(4000, "agent steps of the first game kept for the animated GIF", ge=1)
 
 
 @dataclass(frozen=True)

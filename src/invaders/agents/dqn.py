@@ -6,9 +6,9 @@ back numbers.
 
 from __future__ import annotations
 
-import numpy as np
 import tensorflow as tf
 
+from invaders.agents.policy import GreedyPolicy
 from invaders.agents.dqn_math import bootstrap_values, huber_loss, td_targets
 from invaders.config import TrainConfig
 from invaders.replay.frame_replay import Batch
@@ -25,20 +25,12 @@ class DQNLearner:
         self.config = config
         self.optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate, epsilon=config.adam_epsilon)
         self.optimizer.build(online.trainable_variables)
+        self.greedy_actions = GreedyPolicy(online)
         self.updates = 0
         self.sync_target()
 
     def sync_target(self) -> None:
         self.target.set_weights(self.online.get_weights())
-
-    def greedy_actions(self, observations: np.ndarray) -> np.ndarray:
-        """Argmax-Q actions for a batch of uint8 observations, one compiled forward pass."""
-        return self._greedy(tf.convert_to_tensor(observations)).numpy()
-
-    @tf.function(jit_compile=True, reduce_retracing=True)
-    def _greedy(self, observations):
-        q_values = self.online(tf.cast(observations, tf.float32), training=False)
-        return tf.argmax(q_values, axis=1, output_type=tf.int32)
 
     def update(self, batch: Batch) -> tuple[float, float]:
         """One gradient step on ``batch``; syncs the target net on schedule. Returns (loss, mean Q)."""

@@ -1,0 +1,36 @@
+"""Acting with a Q-network: one compiled forward pass for a whole batch of observations."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from invaders.agents.dqn_math import epsilon_greedy
+
+
+class GreedyPolicy:
+    """Argmax-Q actions of ``model`` for a batch of uint8 observations."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, observations: np.ndarray) -> np.ndarray:
+        return self._greedy(tf.convert_to_tensor(observations)).numpy()
+
+    @tf.function(jit_compile=True, reduce_retracing=True)
+    def _greedy(self, observations):
+        q_values = self.model(tf.cast(observations, tf.float32), training=False)
+        return tf.argmax(q_values, axis=1, output_type=tf.int32)
+
+
+class EpsilonGreedyPolicy:
+    """The evaluation policy: greedy, except a uniformly random action with probability ``epsilon``."""
+
+    def __init__(self, greedy: GreedyPolicy, num_actions: int, epsilon: float, seed: int):
+        self.greedy = greedy
+        self.num_actions = num_actions
+        self.epsilon = epsilon
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, observations: np.ndarray) -> np.ndarray:
+        return epsilon_greedy(self.greedy(observations), self.epsilon, self.num_actions, self.rng)
