@@ -9,7 +9,9 @@ Q = V + A - mean(A). Inputs are frame-major, ``(stack, H, W)`` for stacked grays
 
 from __future__ import annotations
 
+import functools
 import json
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -77,13 +79,15 @@ def build_q_network(spec: NetworkSpec, keras: Any = None, dueling: bool | None =
         x = layer(x)
     if dueling:
         x = keras.layers.Dense(spec.num_actions + 1, name="value_and_advantages")(x)
-        outputs = DuelingCombine(name="dueling_q")(x)
+        outputs = _dueling_combine_class()(name="dueling_q")(x)
     else:
         outputs = keras.layers.Dense(spec.num_actions, name="q")(x)
     return keras.Model(inputs, outputs, name=f"{spec.network}{'_dueling' if dueling else ''}")
 
 
-def _dueling_combine_layer():
+@functools.cache
+def _dueling_combine_class():
+    """Keras 3's layer class, made on first use so importing this module does not start TensorFlow."""
     import keras
 
     @keras.saving.register_keras_serializable(package="invaders")
@@ -95,9 +99,6 @@ def _dueling_combine_layer():
             return value + advantages - keras.ops.mean(advantages, axis=1, keepdims=True)
 
     return DuelingCombine
-
-
-DuelingCombine = _dueling_combine_layer()
 
 
 def parameter_count(model) -> int:
@@ -139,13 +140,15 @@ def load_weight_arrays(directory: Path, model) -> list[np.ndarray]:
     path = Path(directory) / "weights.npz"
     try:
         with path.open("rb") as file:
-            if file.read(4) != _ZIP_MAGIC:
-                raise ConfigError(f"{path}: not a weights file written by this project (not an .npz archive)")
-        with np.load(path) as archive:
-            arrays = [archive[name] for name in sorted(archive.files)]
+            magic = file.read(4)
     except FileNotFoundError:
         raise ConfigError(f"{path}: missing; run the stage that writes it (dvc repro)") from None
-    except (OSError, ValueError, EOFError) as error:
+    if magic != _ZIP_MAGIC:
+        raise ConfigError(f"{path}: not a weights file written by this project (not an .npz archive)")
+    try:
+        with np.load(path) as archive:
+            arrays = [archive[name] for name in sorted(archive.files)]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise ConfigError(f"{path}: unreadable or truncated weights file ({type(error).__name__})") from None
     expected = [tuple(weight.shape) for weight in model.weights]
     found = [tuple(array.shape) for array in arrays]

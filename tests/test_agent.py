@@ -1,0 +1,98 @@
+"""The native DQN on a tiny image game: it learns, it is deterministic, its weights round-trip."""
+
+import numpy as np
+import pytest
+from fake_env import BandGameVectorEnv
+
+from invaders.agents.dqn import DQNLearner
+from invaders.agents.policy import EpsilonGreedyPolicy, GreedyPolicy
+from invaders.agents.training import train_dqn
+from invaders.config import ConfigError, TrainConfig
+from invaders.evaluation.protocol import play_episodes
+from invaders.models.networks import NetworkSpec, build_q_network, load_model, save_weights
+from invaders.replay.frame_replay import FrameReplay
+
+SPEC = NetworkSpec("nature", True, (4, 44, 44), 3)
+QUICK = TrainConfig(
+    steps=2_400,
+    num_envs=2,
+    replay_capacity=4_000,
+    warmup_steps=200,
+    replay_ratio=0.5,
+    n_step=1,
+    gamma=0.5,
+    learning_rate=5.0e-4,
+    target_update_interval=100,
+    epsilon_decay_steps=1_000,
+    epsilon_end=0.05,
+    log_interval=200,
+)
+
+
+def train(config: TrainConfig, seed: int = 0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    online, target = build_q_network(SPEC), build_q_network(SPEC)
+    learner = DQNLearner(online, target, config)
+    replay = FrameReplay(config.replay_capacity, config.num_envs, (44, 44), 4, config.n_step, config.gamma)
+    env = BandGameVectorEnv(num_envs=config.num_envs)
+    result = train_dqn(env, learner, replay, config, lambda metrics, step: None, show_progress=False)
+    return learner, replay, result
+
+
+def test_agent_learns_the_pixel_game():
+    learner, _, result = train(QUICK)
+    assert result.steps >= QUICK.steps
+    assert result.updates == pytest.approx((result.steps - QUICK.warmup_steps) * QUICK.replay_ratio, abs=2)
+    env = BandGameVectorEnv(num_envs=2)
+    policy = EpsilonGreedyPolicy(GreedyPolicy(learner.online), 3, 0.0, seed=0)
+    episodes, frames = play_episodes(env, policy, 10, seed=123, gif_max_frames=5, show_progress=False)
+    mean = np.mean([episode.score for episode in episodes])
+    assert mean >= 9.0, f"optimal is 10, random is 3.3; got {mean}"
+    assert len(frames) == 5
+
+
+def test_same_seed_gives_same_actions_and_losses():
+    short = TrainConfig(**{**QUICK.__dict__, "steps": 400, "warmup_steps": 100, "log_interval": 50})
+    _, replay_a, result_a = train(short)
+    _, replay_b, result_b = train(short)
+    assert np.array_equal(replay_a.actions, replay_b.actions)
+    losses_a = [row["train/loss"] for row in result_a.curve]
+    losses_b = [row["train/loss"] for row in result_b.curve]
+    np.testing.assert_array_equal(losses_a, losses_b)
+
+
+def test_weights_round_trip_keeps_predictions(tmp_path):
+    model = build_q_network(SPEC)
+    save_weights(model, SPEC, tmp_path)
+    loaded, spec = load_model(tmp_path)
+    observations = np.random.default_rng(0).integers(0, 255, (5, 4, 44, 44)).astype(np.float32)
+    assert spec == SPEC
+    np.testing.assert_allclose(model(observations).numpy(), loaded(observations).numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "missing"),
+        (b"PK\x03\x04truncated", "unreadable or truncated"),
+        (b"not a weights file at all", "not an .npz archive"),
+    ],
+)
+def test_bad_weights_file_is_one_clear_error(tmp_path, content, message):
+    save_weights(build_q_network(SPEC), SPEC, tmp_path)
+    weights = tmp_path / "weights.npz"
+    if content is None:
+        weights.unlink()
+    else:
+        weights.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        load_model(tmp_path)
+
+
+def test_weights_of_another_network_are_refused(tmp_path):
+    other = NetworkSpec("nature", False, (4, 44, 44), 3)
+    save_weights(build_q_network(other), SPEC, tmp_path)  # spec says dueling, weights are not
+    with pytest.raises(ConfigError, match="do not fit"):
+        load_model(tmp_path)

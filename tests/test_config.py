@@ -1,0 +1,107 @@
+"""params.yaml builds the real objects; every bad input gets one clear line before any work starts."""
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import REPO
+
+from invaders.config import ConfigError, build_params, load_params
+
+RAW = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_params_yaml_builds_the_real_environment_and_network():
+    from invaders.envs.atari import make_vector_env, num_actions, observation_shape
+    from invaders.models.networks import NetworkSpec, build_q_network
+
+    params = load_params(REPO / "params.yaml")
+    spec = NetworkSpec(params.model.network, params.model.dueling, observation_shape(params.env), num_actions(params.env))
+    model = build_q_network(spec)
+    env = make_vector_env(params.env, 2)
+    observations, info = env.reset(seed=0)
+    assert observations.shape[1:] == spec.input_shape
+    assert model(observations.astype("float32")).shape == (2, 6)
+    assert env.single_action_space.n == 6
+    assert params.train.steps > params.train.warmup_steps
+
+
+def with_value(path: str, value):
+    raw = copy.deepcopy(RAW)
+    *sections, key = path.split(".")
+    node = raw
+    for section in sections:
+        node = node[section]
+    node[key] = value
+    return raw
+
+
+BAD_INPUTS = [
+    ("trian.steps", 5, "trian: unknown params section; did you mean train?"),
+    ("train.stepz", 5, "train.stepz: unknown key; did you mean train.steps?"),
+    ("train.learning_rate", "fast", "train.learning_rate = 'fast': must be a number"),
+    ("train.learning_rate", "1e-4", "YAML reads 1e-4 as text: write 1.0e-4"),
+    ("train.steps", -10, "train.steps = -10: must be >= 1"),
+    ("train.steps", "many", "train.steps = 'many': must be a whole number"),
+    ("train.epsilon_start", 1.5, "train.epsilon_start = 1.5: must be >= 0.0 and <= 1.0"),
+    ("train.batch_size", 500_000, "train.batch_size = 500000: must be >= 1 and <= 4096"),
+    ("train.replay_capacity", 16, "train.batch_size = 32: must not exceed train.replay_capacity (16)"),
+    ("train.warmup_steps", 20_000, "train.warmup_steps = 20000: must be below train.steps"),
+    ("train.double_dqn", "yes", "train.double_dqn = 'yes': must be true or false"),
+    ("train.backend", "pytorch", "train.backend = 'pytorch': must be one of 'native', 'keras-rl2'"),
+    ("evaluation.episodes", 0, "evaluation.episodes = 0: must be >= 1"),
+    ("env.id", "ALE/SpaceInvader-v5", "env.id = 'ALE/SpaceInvader-v5': ale-py has no ROM 'space_invader'"),
+    ("env.id", "space invaders", "env.id = 'space invaders': not an Atari id"),
+    ("model.network", "resnet", "model.network = 'resnet': must be one of 'nature', 'notebook'"),
+    ("model.network", "notebook", "model.network = 'notebook': env.preprocessing = 'deepmind' feeds the 'nature'"),
+    ("env.preprocessing", "raw", "env.preprocessing = 'raw': the native backend needs 'deepmind'"),
+    ("tracking.experiment", " ", "tracking.experiment = '': must be a non-empty"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "message"), BAD_INPUTS, ids=[case[0] + "=" + str(case[1]) for case in BAD_INPUTS])
+def test_bad_input_names_key_value_and_what_is_allowed(path, value, message):
+    raw = with_value(path, value) if not path.startswith("trian") else {**RAW, "trian": {"steps": value}}
+    with pytest.raises(ConfigError) as error:
+        build_params(raw)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_memory_too_small_for_the_environments():
+    raw = with_value("train.replay_capacity", 40)
+    raw["train"]["batch_size"] = 8
+    with pytest.raises(ConfigError, match="train.replay_capacity = 40: must hold at least"):
+        build_params(raw)
+
+
+@pytest.mark.parametrize("stage", ["baseline", "build_model", "train", "evaluate", "report"])
+def test_stage_rejects_bad_params_in_one_line_and_keeps_previous_outputs(tmp_path, stage):
+    shutil.copytree(REPO / "stages", tmp_path / "stages")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(with_value("train.learning_rate", "1e-4")))
+    previous = tmp_path / "results" / "train" / "metrics.json"
+    previous.parent.mkdir(parents=True)
+    previous.write_text('{"steps": 42}')
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "DVC_ROOT": str(tmp_path)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "train.learning_rate = '1e-4'" in lines[0] and "Traceback" not in done.stderr
+    assert previous.read_text() == '{"steps": 42}'
+    assert not (tmp_path / "mlflow.db").exists(), "no run store is touched for a params mistake"
+
+
+def test_unreachable_tracking_server_is_named_at_stage_start(tmp_path):
+    shutil.copytree(REPO / "stages", tmp_path / "stages")
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    done = subprocess.run([sys.executable, "stages/train.py"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("train: error: MLFLOW_TRACKING_URI = http://127.0.0.1:9: no MLflow server answers")
+    assert len(done.stderr.strip().splitlines()) == 1
