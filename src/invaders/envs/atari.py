@@ -15,12 +15,17 @@ from ale_py.vector_env import AtariVectorEnv
 from invaders.config import EnvConfig
 
 
-def make_vector_env(config: EnvConfig, num_envs: int) -> AtariVectorEnv:
-    """``num_envs`` games stepped together; each step returns ``(num_envs, stack, H, W)`` uint8 frames.
+def make_vector_env(config: EnvConfig, num_envs: int):
+    """``num_envs`` games stepped together; observations are batched as ``observation_shape(config)``.
 
     Autoreset is ale-py's default ``next-step``: after a step that ends a game, the next step ignores
-    its action and returns the first observation of a new game with reward 0.
+    its action and returns the first observation of a new game with reward 0. ``info`` carries
+    ``lives`` and ``episode_frame_number`` per game.
     """
+    if config.preprocessing == "raw":
+        from invaders.envs.raw import make_raw_vector_env
+
+        return make_raw_vector_env(config, num_envs)
     return AtariVectorEnv(
         game=config.game,
         num_envs=num_envs,
