@@ -44,7 +44,7 @@ BAD_INPUTS = [
     ("trian.steps", 5, "trian: unknown params section; did you mean train?"),
     ("train.stepz", 5, "train.stepz: unknown key; did you mean train.steps?"),
     ("train.learning_rate", "fast", "train.learning_rate = 'fast': must be a number"),
-    ("train.learning_rate", "1e-4", "YAML reads 1e-4 as text: write 1.0e-4"),
+    ("train.learning_rate", "1e-4", "YAML reads 1e-4 and 1.0e9 as text: write 1.0e-4, 1.0e+9"),
     ("train.steps", -10, "train.steps = -10: must be >= 1"),
     ("train.steps", "many", "train.steps = 'many': must be a whole number"),
     ("train.epsilon_start", 1.5, "train.epsilon_start = 1.5: must be >= 0.0 and <= 1.0"),

@@ -134,6 +134,9 @@ class TrainConfig:
     clip_rewards: bool = _field(True, "learn from sign(reward); reported scores are always unclipped")
     terminal_on_life_loss: bool = _field(True, "treat a lost life as terminal for learning only; games go on to game over")
     log_interval: int = _field(1_000, "agent steps between logged training metrics", ge=1)
+    checkpoint_interval: int = _field(
+        25_000, "agent steps between resumable checkpoints, which also send the metrics to MLflow", ge=1
+    )
     memory_window: int = _field(3, "keras-rl2 backend: observations per state (notebook: 3)", ge=1, le=16)
     target_model_update: float = _field(
         10_000.0, "keras-rl2 backend: steps between hard target updates (>= 1) or soft update rate (< 1)", gt=0.0
@@ -200,6 +203,16 @@ class Params:
                 f"env.preprocessing = {self.env.preprocessing!r}: the native backend needs 'deepmind' "
                 "(raw frames are trained with train.backend = 'keras-rl2')"
             )
+        if not deepmind and self.train.memory_window != 3:
+            raise ConfigError(
+                f"train.memory_window = {self.train.memory_window}: env.preprocessing 'raw' feeds the notebook "
+                "network a window of 3 frames"
+            )
+        if not deepmind and self.train.replay_capacity > 100_000:
+            raise ConfigError(
+                f"train.replay_capacity = {self.train.replay_capacity}: raw frames take ~100 KB each; "
+                "at most 100000 with env.preprocessing 'raw'"
+            )
         wanted = "nature" if deepmind else "notebook"
         if self.model.network != wanted:
             raise ConfigError(
@@ -222,7 +235,8 @@ def _check_value(key: str, value: Any, spec: dataclasses.Field) -> Any:
             raise ConfigError(f"{key} = {value!r}: must be a whole number")
     elif kind == "float":
         if isinstance(value, str):
-            hint = " (YAML reads 1e-4 as text: write 1.0e-4)" if re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value) else ""
+            scientific = re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value)
+            hint = " (YAML reads 1e-4 and 1.0e9 as text: write 1.0e-4, 1.0e+9)" if scientific else ""
             raise ConfigError(f"{key} = {value!r}: must be a number{hint}")
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise ConfigError(f"{key} = {value!r}: must be a finite number")

@@ -23,12 +23,21 @@ def _terminate(signum, frame):
     raise SystemExit(128 + signum)  # unwinds like Ctrl-C, so the MLflow run is marked KILLED
 
 
-def run_stage(stage: str, body: StageBody, params_path: str | Path = "params.yaml") -> None:
-    """Validate params, open the stage's MLflow run, run ``body``; user mistakes exit 2 with one line."""
+def run_stage(
+    stage: str,
+    body: StageBody,
+    params_path: str | Path = "params.yaml",
+    resume: Callable[[Params], str | None] | None = None,
+) -> None:
+    """Validate params, open the stage's MLflow run, run ``body``; user mistakes exit 2 with one line.
+
+    ``resume(params)`` may name the MLflow run of an interrupted earlier attempt to continue.
+    """
     signal.signal(signal.SIGTERM, _terminate)
     try:
         params = load_params(params_path)
-        with StageRun(stage, params.tracking.experiment) as run:
+        resume_run_id = resume(params) if resume else None
+        with StageRun(stage, params.tracking.experiment, resume_run_id, hold_metrics=resume is not None) as run:
             body(params, run)
     except ConfigError as error:
         print(f"{stage}: error: {error}", file=sys.stderr)

@@ -6,6 +6,7 @@ back numbers.
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from invaders.agents.policy import GreedyPolicy
@@ -31,6 +32,24 @@ class DQNLearner:
 
     def sync_target(self) -> None:
         self.target.set_weights(self.online.get_weights())
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Networks, optimizer slots and update count, for checkpoints."""
+        arrays = {f"online.{i:03d}": weight for i, weight in enumerate(self.online.get_weights())}
+        arrays.update({f"target.{i:03d}": weight for i, weight in enumerate(self.target.get_weights())})
+        arrays.update({f"optimizer.{i:03d}": variable.numpy() for i, variable in enumerate(self.optimizer.variables)})
+        arrays["updates"] = np.asarray(self.updates)
+        return arrays
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        def ordered(prefix: str) -> list[np.ndarray]:
+            return [arrays[key] for key in sorted(k for k in arrays if k.startswith(prefix))]
+
+        self.online.set_weights(ordered("online."))
+        self.target.set_weights(ordered("target."))
+        for variable, value in zip(self.optimizer.variables, ordered("optimizer."), strict=True):
+            variable.assign(value)
+        self.updates = int(arrays["updates"])
 
     def update(self, batch: Batch) -> tuple[float, float]:
         """One gradient step on ``batch``; syncs the target net on schedule. Returns (loss, mean Q)."""

@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from invaders.agents.dqn import DQNLearner
-from invaders.agents.training import MetricsCallback, train_dqn
+from invaders.agents.training import DQNTrainer, MetricsCallback
 from invaders.config import Params
 from invaders.envs.atari import make_vector_env
-from invaders.models.networks import build_q_network, load_model
+from invaders.models.networks import NetworkSpec, build_q_network, load_model
 from invaders.replay.frame_replay import FrameReplay
 
 
-def train_native(params: Params, initial: Path, on_metrics: MetricsCallback, show_progress: bool = True):
-    """Train the network saved in ``initial``; returns ``(model, spec, TrainingResult)``."""
+def build_trainer(params: Params, initial: Path, on_metrics: MetricsCallback) -> tuple[DQNTrainer, NetworkSpec]:
+    """The network saved in ``initial``, its learner, the environments and replay memory, wired together."""
     import keras
 
     config = params.train
@@ -29,5 +29,4 @@ def train_native(params: Params, initial: Path, on_metrics: MetricsCallback, sho
         config.n_step,
         config.gamma,
     )
-    result = train_dqn(env, learner, replay, config, on_metrics, show_progress)
-    return online, spec, result
+    return DQNTrainer(env, learner, replay, config, on_metrics), spec

@@ -8,6 +8,7 @@ never knows where they go.
 from __future__ import annotations
 
 import math
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,6 +74,143 @@ class _IntervalStats:
         return row
 
 
+class DQNTrainer:
+    """Owns one training run: the loop, its counters, and their checkpointable state.
+
+    Ctrl-C and SIGTERM are caught between two vector steps, where the state is consistent: the
+    trainer checkpoints, then raises KeyboardInterrupt.
+    """
+
+    def __init__(self, env, learner: DQNLearner, replay: FrameReplay, config: TrainConfig, on_metrics: MetricsCallback):
+        self.env = env
+        self.learner = learner
+        self.replay = replay
+        self.config = config
+        self.on_metrics = on_metrics
+        self.rng = np.random.default_rng(config.seed)
+        self.result = TrainingResult()
+        self.stats = _IntervalStats(0)
+        self.next_log = config.log_interval
+        self.resumes = 0
+        self._stop_signal: int | None = None
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Arrays (replay, networks, optimizer) and JSON-able metadata of everything the loop needs."""
+        arrays = {f"replay.{name}": value for name, value in self.replay.state_dict().items()}
+        arrays.update(self.learner.state_arrays())
+        arrays["episode_returns"] = np.asarray(self.result.episode_returns, dtype=np.float64)
+        meta = {
+            "steps": self.result.steps,
+            "wall_time_s": self.result.wall_time_s + time.perf_counter() - self._started,
+            "curve": self.result.curve,
+            "next_log": self.next_log,
+            "resumes": self.resumes,
+            "rng": self.rng.bit_generator.state,
+            "interval": {"losses": self.stats.losses, "q_means": self.stats.q_means, "returns": self.stats.returns},
+        }
+        return arrays, meta
+
+    def restore(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        self.replay.load_state_dict({k.removeprefix("replay."): v for k, v in arrays.items() if k.startswith("replay.")})
+        self.learner.load_state_arrays(arrays)
+        self.result = TrainingResult(
+            curve=meta["curve"],
+            episode_returns=arrays["episode_returns"].tolist(),
+            steps=meta["steps"],
+            updates=self.learner.updates,
+            wall_time_s=meta["wall_time_s"],
+        )
+        self.next_log = meta["next_log"]
+        self.resumes = meta["resumes"] + 1
+        self.rng.bit_generator.state = meta["rng"]
+        self.stats.reset(self.result.steps)
+        self.stats.losses, self.stats.q_means, self.stats.returns = (
+            meta["interval"]["losses"],
+            meta["interval"]["q_means"],
+            meta["interval"]["returns"],
+        )
+        # Games in progress at the checkpoint are lost: their last observation becomes a final one
+        # (bootstrapped like a time-limit cut) and the environments start new games.
+        self.replay.end_episodes()
+
+    def _request_stop(self, signum, frame) -> None:
+        self._stop_signal = signum
+
+    def run(
+        self, on_checkpoint: Callable[[DQNTrainer], None] | None = None, checkpoint_interval: int = 0, show_progress: bool = True
+    ) -> TrainingResult:
+        """Train until ``config.steps`` agent steps (transitions, not counting ignored reset steps)."""
+        handlers = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        self._started = time.perf_counter()
+        try:
+            self._loop(on_checkpoint, checkpoint_interval, show_progress)
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        self.result.updates = self.learner.updates
+        self.result.wall_time_s += time.perf_counter() - self._started
+        return self.result
+
+    def _loop(self, on_checkpoint, checkpoint_interval: int, show_progress: bool) -> None:
+        config, env, replay, learner, result, stats = self.config, self.env, self.replay, self.learner, self.result, self.stats
+        num_envs = env.num_envs
+        num_actions = int(env.single_action_space.n)
+        observations, info = env.reset(seed=config.seed + 7919 * self.resumes)
+        lives = info["lives"]
+        finals = np.zeros(num_envs, dtype=bool)  # observation is the last of its game: its action is ignored
+        firsts = np.ones(num_envs, dtype=bool)
+        game_returns = np.zeros(num_envs)
+        next_checkpoint = (result.steps // checkpoint_interval + 1) * checkpoint_interval if checkpoint_interval else None
+        bar = progress_bar(config.steps, "train", show_progress)
+        bar.update(result.steps)
+        while result.steps < config.steps:
+            epsilon = exploration_epsilon(result.steps, config)
+            greedy = learner.greedy_actions(observations) if epsilon < 1.0 else np.zeros(num_envs, dtype=np.int32)
+            actions = epsilon_greedy(greedy, epsilon, num_actions, self.rng)
+            env.send(actions)
+            if replay.sampleable() > 0:
+                for _ in range(updates_due(result.steps, config) - learner.updates):
+                    loss, q_mean = learner.update(replay.sample(config.batch_size, self.rng))
+                    stats.losses.append(loss)
+                    stats.q_means.append(q_mean)
+            next_observations, rewards, terminated, truncated, info = env.recv()
+
+            life_lost = (info["lives"] < lives) & config.terminal_on_life_loss
+            learn_rewards = np.sign(rewards) if config.clip_rewards else rewards
+            replay.add(observations[:, -1], actions, learn_rewards, (terminated | life_lost) & ~finals, finals, firsts)
+
+            acted = ~finals
+            game_returns += np.where(acted, rewards, 0)
+            result.steps += int(acted.sum())
+            ended = (terminated | truncated) & acted
+            for game in np.flatnonzero(ended):
+                score = float(game_returns[game])
+                result.episode_returns.append(score)
+                stats.returns.append(score)
+                self.on_metrics({"train/game_score": score}, result.steps)
+                bar.set_postfix(score=f"{score:.0f}", eps=f"{epsilon:.2f}", refresh=False)
+            game_returns[ended] = 0.0
+            firsts, finals = finals, ended
+            lives = info["lives"]
+            observations = next_observations
+            bar.update(int(acted.sum()))
+
+            if result.steps >= self.next_log or result.steps >= config.steps:
+                row = stats.row(result.steps, len(result.episode_returns), learner.updates, epsilon)
+                result.curve.append({"step": result.steps, **row})
+                self.on_metrics({key: value for key, value in row.items() if not math.isnan(value)}, result.steps)
+                self.next_log += config.log_interval
+            if on_checkpoint and next_checkpoint and result.steps >= next_checkpoint and result.steps < config.steps:
+                on_checkpoint(self)
+                next_checkpoint += checkpoint_interval
+            if self._stop_signal is not None:
+                bar.close()
+                if on_checkpoint:
+                    on_checkpoint(self)
+                raise KeyboardInterrupt
+        bar.close()
+
+
 def train_dqn(
     env,
     learner: DQNLearner,
@@ -81,58 +219,5 @@ def train_dqn(
     on_metrics: MetricsCallback,
     show_progress: bool = True,
 ) -> TrainingResult:
-    """Train for ``config.steps`` agent steps (transitions, not counting the ignored reset steps)."""
-    rng = np.random.default_rng(config.seed)
-    num_envs = env.num_envs
-    num_actions = int(env.single_action_space.n)
-    observations, info = env.reset(seed=config.seed)
-    lives = info["lives"]
-    finals = np.zeros(num_envs, dtype=bool)  # observation is the last of its game: its action is ignored
-    firsts = np.ones(num_envs, dtype=bool)
-    game_returns = np.zeros(num_envs)
-    result = TrainingResult()
-    stats = _IntervalStats(0)
-    next_log = config.log_interval
-    started = time.perf_counter()
-    bar = progress_bar(config.steps, "train", show_progress)
-    while result.steps < config.steps:
-        epsilon = exploration_epsilon(result.steps, config)
-        greedy = learner.greedy_actions(observations) if epsilon < 1.0 else np.zeros(num_envs, dtype=np.int32)
-        actions = epsilon_greedy(greedy, epsilon, num_actions, rng)
-        env.send(actions)
-        if replay.sampleable() > 0:
-            for _ in range(updates_due(result.steps, config) - learner.updates):
-                loss, q_mean = learner.update(replay.sample(config.batch_size, rng))
-                stats.losses.append(loss)
-                stats.q_means.append(q_mean)
-        next_observations, rewards, terminated, truncated, info = env.recv()
-
-        life_lost = (info["lives"] < lives) & config.terminal_on_life_loss
-        learn_rewards = np.sign(rewards) if config.clip_rewards else rewards
-        replay.add(observations[:, -1], actions, learn_rewards, (terminated | life_lost) & ~finals, finals, firsts)
-
-        acted = ~finals
-        game_returns += np.where(acted, rewards, 0)
-        result.steps += int(acted.sum())
-        ended = (terminated | truncated) & acted
-        for game in np.flatnonzero(ended):
-            score = float(game_returns[game])
-            result.episode_returns.append(score)
-            stats.returns.append(score)
-            on_metrics({"train/game_score": score}, result.steps)
-            bar.set_postfix(score=f"{score:.0f}", eps=f"{epsilon:.2f}", refresh=False)
-        game_returns[ended] = 0.0
-        firsts, finals = finals, ended
-        lives = info["lives"]
-        observations = next_observations
-        bar.update(int(acted.sum()))
-
-        if result.steps >= next_log or result.steps >= config.steps:
-            row = stats.row(result.steps, len(result.episode_returns), learner.updates, epsilon)
-            result.curve.append({"step": result.steps, **row})
-            on_metrics({key: value for key, value in row.items() if not math.isnan(value)}, result.steps)
-            next_log += config.log_interval
-    bar.close()
-    result.updates = learner.updates
-    result.wall_time_s = time.perf_counter() - started
-    return result
+    """Train for ``config.steps`` agent steps without checkpoints."""
+    return DQNTrainer(env, learner, replay, config, on_metrics).run(show_progress=show_progress)

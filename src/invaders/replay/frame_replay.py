@@ -85,6 +85,13 @@ class FrameReplay:
         self.episode_starts[:, position] = self._current_start
         self.written += 1
 
+    def end_episodes(self) -> None:
+        """Make the newest observation of every ring the final one of its episode (after a resume,
+        the environments start new games; the last transition is dropped, the ones before it
+        bootstrap from that observation as after a time-limit cut)."""
+        if self.written:
+            self.finals[:, (self.written - 1) % self.capacity] = True
+
     def sampleable(self) -> int:
         """How many start indices per ring can be sampled now."""
         return max(0, self._high() - self._low())

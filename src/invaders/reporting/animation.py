@@ -11,9 +11,14 @@ from invaders import io
 
 
 def write_gif(frames: list[np.ndarray], path: Path, agent_steps_per_second: float = 15.0, scale: int = 3) -> None:
-    """Save grayscale frames as a looping GIF, enlarged ``scale`` times; at real speed by default
-    (60 emulator frames/s over a frame skip of 4 is 15 agent steps/s)."""
-    images = [Image.fromarray(np.kron(frame, np.ones((scale, scale), dtype=np.uint8))) for frame in frames]
+    """Save grayscale (H, W) or RGB (H, W, 3) frames as a looping GIF, enlarged ``scale`` times
+    (84x84) or 2 times (raw frames); at real speed by default (60 emulator frames/s over a frame skip
+    of 4 is 15 agent steps/s)."""
+    scale = scale if frames[0].shape[0] < 100 else 2
+    images = [
+        Image.fromarray(frame).resize((frame.shape[1] * scale, frame.shape[0] * scale), Image.Resampling.NEAREST)
+        for frame in frames
+    ]
     with io.atomic_path(path) as temporary:
         images[0].save(
             temporary,

@@ -77,18 +77,26 @@ def _client(uri: str):
     from mlflow.tracking import MlflowClient
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    return MlflowClient(tracking_uri=uri)
+    with _store_lock(uri):  # the first client of a new sqlite store creates and migrates it
+        return MlflowClient(tracking_uri=uri)
 
 
 def open_experiment(uri: str, name: str, root: Path | None = None) -> str:
     """The id of experiment ``name``, created (once, under a lock) if needed."""
+    from mlflow.exceptions import MlflowException
+
     root = root or project_root()
+    client = _client(uri)
     with _store_lock(uri):
-        client = _client(uri)
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             location = (root / "mlruns" / name).as_uri() if uri.startswith("sqlite:") else None
-            return client.create_experiment(name, artifact_location=location, tags=_EXPERIMENT_TAGS)
+            try:
+                return client.create_experiment(name, artifact_location=location, tags=_EXPERIMENT_TAGS)
+            except MlflowException as error:  # a server has no file lock: another stage created it first
+                if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                experiment = client.get_experiment_by_name(name)
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
         return experiment.experiment_id
@@ -129,10 +137,16 @@ def _pid_alive(pid: int) -> bool:
 
 
 class StageRun:
-    """One MLflow run for one stage run; marked FAILED or KILLED if the stage does not finish."""
+    """One MLflow run for one stage run; marked FAILED or KILLED if the stage does not finish.
 
-    def __init__(self, stage: str, experiment: str):
+    ``resume_run_id`` continues a run left by an interrupted stage. With ``hold_metrics`` metrics are
+    sent only by ``flush_checkpoint`` (and at the end), so that a resumed run logs every step once.
+    """
+
+    def __init__(self, stage: str, experiment: str, resume_run_id: str | None = None, hold_metrics: bool = False):
         self.stage = stage
+        self.resume_run_id = resume_run_id
+        self.hold_metrics = hold_metrics
         self.root = project_root()
         self.uri = tracking_uri(self.root)
         check_store(self.uri)
@@ -145,8 +159,13 @@ class StageRun:
     def __enter__(self) -> StageRun:
         self._close_orphans()
         tags = _run_tags(self.stage, self.root)
-        run_name = f"{self.stage}-{tags['dvc.exp_name']}"
-        self.run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=run_name).info.run_id
+        if self.resume_run_id:
+            self.run_id = self.resume_run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+            self.set_tags({"invaders.pid": tags["invaders.pid"], "invaders.host": tags["invaders.host"]})
+        else:
+            run_name = f"{self.stage}-{tags['dvc.exp_name']}"
+            self.run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=run_name).info.run_id
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
@@ -192,7 +211,7 @@ class StageRun:
         self._pending += [
             Metric(key, float(value), now, int(step)) for key, value in metrics.items() if math.isfinite(value)
         ]
-        if len(self._pending) >= _BATCH_LIMIT * 5 or time.monotonic() - self._last_flush > 30:
+        if not self.hold_metrics and (len(self._pending) >= _BATCH_LIMIT * 5 or time.monotonic() - self._last_flush > 30):
             self.flush()
 
     def flush(self) -> None:
@@ -200,6 +219,30 @@ class StageRun:
             batch, self._pending = self._pending[:_BATCH_LIMIT], self._pending[_BATCH_LIMIT:]
             self.client.log_batch(self.run_id, metrics=batch)
         self._last_flush = time.monotonic()
+
+    def take_pending(self) -> list[list]:
+        """The metrics not sent yet, as JSON-able ``[key, value, timestamp, step]`` rows; the queue empties."""
+        pending, self._pending = self._pending, []
+        return [[m.key, m.value, m.timestamp, m.step] for m in pending]
+
+    def flush_checkpoint(self, checkpoint_id: str, rows: list[list], start: int = 0) -> None:
+        """Send ``rows[start:]``; each batch records how far it got in the same write, so a resumed run
+        re-sends exactly what is missing (see ``flushed_through``)."""
+        from mlflow.entities import Metric, RunTag
+
+        for begin in range(start, len(rows), _BATCH_LIMIT):
+            end = min(begin + _BATCH_LIMIT, len(rows))
+            metrics = [Metric(key, value, timestamp, step) for key, value, timestamp, step in rows[begin:end]]
+            marker = RunTag("invaders.metrics_flushed", f"{checkpoint_id}:{end}")
+            self.client.log_batch(self.run_id, metrics=metrics, tags=[marker])
+        if start >= len(rows):
+            self.set_tags({"invaders.metrics_flushed": f"{checkpoint_id}:{len(rows)}"})
+
+    def flushed_through(self, checkpoint_id: str) -> int:
+        """How many of checkpoint ``checkpoint_id``'s metric rows already reached the store."""
+        marker = self.client.get_run(self.run_id).data.tags.get("invaders.metrics_flushed", "")
+        flushed_id, _, count = marker.rpartition(":")
+        return int(count) if flushed_id == checkpoint_id else 0
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         path = Path(path)

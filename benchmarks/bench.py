@@ -1,0 +1,153 @@
+"""Benchmark of the native DQN on this machine: prints the figures, asserts nothing.
+
+    make bench                       # default Atari setup from params.yaml
+    python benchmarks/bench.py --capacity 1000000 --train-steps 4000
+
+Figures: agent steps/s end to end (training at params' replay ratio and batch), ms per compiled update,
+ms per batched action, ms per replay sample, the environment's cost, the share of each in one vector
+step, how much the loop adds on top of the bare update, peak RSS with a full replay memory of the
+capacity reported, and the fraction of the CPU's fp32 peak that an update reaches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from invaders.config import load_params  # noqa: E402
+
+
+def timed(function, repeats: int, warmup: int = 3) -> float:
+    """Median seconds per call."""
+    for _ in range(warmup):
+        function()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        samples.append(time.perf_counter() - start)
+    return float(np.median(samples))
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def matmul_peak_gflops() -> float:
+    import tensorflow as tf
+
+    size = 2048
+    a = tf.random.normal((size, size))
+    b = tf.random.normal((size, size))
+    matmul = tf.function(lambda: tf.linalg.matmul(a, b))
+    seconds = timed(lambda: matmul().numpy(), repeats=10)
+    return 2 * size**3 / seconds / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--train-steps", type=int, default=4_000, help="agent steps of the end-to-end run after warm-up")
+    parser.add_argument("--capacity", type=int, default=1_000_000, help="replay capacity filled for the memory figure")
+    args = parser.parse_args()
+
+    import keras
+
+    from invaders.agents.dqn import DQNLearner
+    from invaders.agents.training import train_dqn
+    from invaders.envs.atari import make_vector_env, num_actions, observation_shape
+    from invaders.models.networks import NetworkSpec, build_q_network, forward_flops
+    from invaders.replay.frame_replay import FrameReplay
+
+    params = load_params(args.params)
+    config = params.train
+    spec = NetworkSpec(params.model.network, params.model.dueling, observation_shape(params.env), num_actions(params.env))
+    keras.utils.set_random_seed(0)
+    online, target = build_q_network(spec), build_q_network(spec)
+    learner = DQNLearner(online, target, config)
+    rng = np.random.default_rng(0)
+    envs = config.num_envs
+    print(f"setup: {params.env.id}, {spec.network}{' dueling' if spec.dueling else ''}, batch {config.batch_size}, "
+          f"replay ratio {config.replay_ratio}, {envs} envs, double DQN {config.double_dqn}, n-step {config.n_step}")
+
+    # Components, each alone.
+    env = make_vector_env(params.env, envs)
+    observations, _ = env.reset(seed=0)
+    random_actions = lambda: rng.integers(0, spec.num_actions, envs).astype(np.int32)  # noqa: E731
+    env_s = timed(lambda: env.step(random_actions()), repeats=300)
+    act_s = timed(lambda: learner.greedy_actions(observations), repeats=300)
+    replay = FrameReplay(20_000, envs, spec.input_shape[1:], spec.input_shape[0], config.n_step, config.gamma)
+    for step in range(20_000 // envs):
+        observations, rewards, terminated, truncated, _ = env.step(random_actions())
+        replay.add(observations[:, -1], random_actions(), np.sign(rewards), terminated, np.zeros(envs, bool), np.zeros(envs, bool) if step else np.ones(envs, bool))
+    sample_s = timed(lambda: replay.sample(config.batch_size, rng), repeats=300)
+    batch = replay.sample(config.batch_size, rng)
+    update_s = timed(lambda: learner.update(batch), repeats=100, warmup=5)
+
+    # End to end: the real training loop.
+    run_config = type(config)(**{**config.__dict__, "steps": config.warmup_steps + args.train_steps, "log_interval": config.warmup_steps})
+    learner = DQNLearner(online, target, run_config)
+    replay = FrameReplay(config.replay_capacity, envs, spec.input_shape[1:], spec.input_shape[0], config.n_step, config.gamma)
+    env = make_vector_env(params.env, envs)
+    timings = {}
+
+    def on_metrics(metrics, step):
+        if step >= config.warmup_steps and "start" not in timings:
+            timings["start"], timings["step"], timings["updates"] = time.perf_counter(), step, learner.updates
+
+    result = train_dqn(env, learner, replay, run_config, on_metrics, show_progress=False)
+    end = time.perf_counter()
+    # Measured from the first metrics row at the end of the warm-up (log_interval = warmup_steps).
+    steps = result.steps - timings["step"]
+    seconds = end - timings["start"]
+    updates = result.updates - timings["updates"]
+    steps_per_s = steps / seconds
+
+    per_vector_step = {
+        "env": env_s,
+        "act": act_s,
+        "sample": sample_s * config.replay_ratio * envs,
+        "update": update_s * config.replay_ratio * envs,
+    }
+    serial = sum(per_vector_step.values())
+    measured = seconds / (steps / envs)
+    update_flops = forward_flops(online) * config.batch_size * (3 + 1 + (1 if config.double_dqn else 0))
+    peak = matmul_peak_gflops()
+
+    # Memory: a replay memory of the capacity reported, completely written.
+    big = FrameReplay(args.capacity, envs, spec.input_shape[1:], spec.input_shape[0], config.n_step, config.gamma)
+    frames = rng.integers(0, 255, (envs,) + spec.input_shape[1:], dtype=np.uint8)
+    zeros = np.zeros(envs)
+    for _ in range(big.capacity):
+        big.add(frames, zeros, zeros, zeros.astype(bool), zeros.astype(bool), zeros.astype(bool))
+    frame_bytes = args.capacity * int(np.prod(spec.input_shape[1:]))
+
+    print(f"agent steps/s, training end to end:     {steps_per_s:8.1f}   ({steps} steps, {updates} updates, {seconds:.1f} s)")
+    print(f"  1M agent steps would take:            {1e6 / steps_per_s / 3600:8.2f} h")
+    print(f"ms per compiled update (bare):          {update_s * 1e3:8.2f}")
+    print(f"ms per batched action ({envs} games):        {act_s * 1e3:8.2f}")
+    print(f"ms per replay sample (batch {config.batch_size}):        {sample_s * 1e3:8.2f}")
+    print(f"ms per vector step of the env ({envs} games): {env_s * 1e3:8.2f}   ({envs / env_s:.0f} agent steps/s alone)")
+    print(f"ms per vector step, measured in the loop: {measured * 1e3:6.2f}   (serial sum of parts {serial * 1e3:.2f};"
+          " env overlaps the update)")
+    for name, value in per_vector_step.items():
+        print(f"  share {name:<7}                         {value / serial:8.1%}")
+    bare_update_time = update_s * updates
+    print(f"loop cost on top of the bare updates:   {seconds / bare_update_time - 1:8.1%}")
+    print(f"GFLOP per update (analytic):            {update_flops / 1e9:8.2f}")
+    print(f"fp32 matmul peak measured (GFLOP/s):    {peak:8.1f}")
+    print(f"update reaches of that peak:            {update_flops / update_s / 1e9 / peak:8.1%}")
+    print(f"replay capacity {args.capacity:,}: frames {frame_bytes / 1e9:.2f} GB, all fields {big.nbytes / 1e9:.2f} GB "
+          f"({big.nbytes / frame_bytes:.3f} x C x 84 x 84)")
+    print(f"peak RSS with that memory full:         {peak_rss_gb():8.2f} GB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Resuming an interrupted training run: where checkpoints live, when one is usable, how it is written.
+
+Checkpoints live outside the workspace outputs, in ``<repo>/checkpoints/<dvc experiment>/<stage>``, so
+``dvc repro`` or ``dvc exp run -n NAME`` started again after a crash finds them. A checkpoint is only
+used by a run with the same params, except the budget and logging cadence (a longer run may continue
+a shorter one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+from invaders.checkpoints import CheckpointStore
+from invaders.config import Params, as_flat_dict
+
+# Params a checkpoint survives: they change how long or how often, not what is learned.
+_FREE_TO_CHANGE = {"train.steps", "train.log_interval", "train.checkpoint_interval"}
+
+
+def checkpoint_store(root: Path, stage: str) -> CheckpointStore:
+    experiment = os.environ.get("DVC_EXP_NAME", "workspace")
+    return CheckpointStore(root / "checkpoints" / experiment / stage)
+
+
+def fingerprint(params: Params, initial_weights: Path) -> dict[str, str]:
+    """What a checkpoint must match: the learning params and the initial weights."""
+    values = {**as_flat_dict(params.env, "env"), **as_flat_dict(params.model, "model"), **as_flat_dict(params.train, "train")}
+    values = {key: str(value) for key, value in values.items() if key not in _FREE_TO_CHANGE}
+    values["initial_weights_sha256"] = hashlib.sha256(initial_weights.read_bytes()).hexdigest()
+    return values
+
+
+def resumable_run(store: CheckpointStore, current: dict[str, str], stage: str) -> str | None:
+    """The MLflow run id of a usable checkpoint; an unusable one is discarded with one line saying why."""
+    meta = store.latest_meta()
+    if meta is None:
+        return None
+    changed = sorted(key for key in current if meta.get("fingerprint", {}).get(key) != current[key])
+    if changed:
+        print(f"{stage}: checkpoint at step {meta['steps']:,} was made with other {', '.join(changed)}; starting fresh", file=sys.stderr)
+        store.clear()
+        return None
+    print(f"{stage}: resuming from the checkpoint at step {meta['steps']:,}", file=sys.stderr)
+    return meta["run_id"]
+
+
+class CheckpointWriter:
+    """Called by the trainer: writes the checkpoint, then sends the metrics it holds to the run."""
+
+    def __init__(self, store: CheckpointStore, run, current: dict[str, str]):
+        self.store = store
+        self.run = run
+        self.current = current
+
+    def __call__(self, trainer) -> None:
+        arrays, meta = trainer.state()
+        checkpoint_id = str(meta["steps"])
+        rows = self.run.take_pending()
+        meta.update(run_id=self.run.run_id, fingerprint=self.current, checkpoint_id=checkpoint_id, pending_metrics=rows)
+        self.store.save(meta["steps"], arrays, meta)
+        self.run.flush_checkpoint(checkpoint_id, rows)
+
+    def restore(self, trainer) -> None:
+        """Load the newest checkpoint into ``trainer`` and send whatever of its metrics never arrived."""
+        arrays, meta = self.store.latest()
+        trainer.restore(arrays, meta)
+        rows = meta["pending_metrics"]
+        self.run.flush_checkpoint(meta["checkpoint_id"], rows, start=self.run.flushed_through(meta["checkpoint_id"]))

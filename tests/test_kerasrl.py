@@ -1,0 +1,243 @@
+"""The keras-rl2 backend: real ``DQNAgent.fit`` in a child process, its numpy-2 fixes, the raw-frame env."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from invaders.config import ConfigError, EnvConfig, build_params
+from invaders.envs.atari import make_vector_env, num_actions, observation_shape
+from invaders.models.networks import NetworkSpec, build_q_network, save_weights
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_STEPS, WARMUP, LOG_INTERVAL = 400, 100, 100
+
+
+def make_params(env: dict | None = None, model: dict | None = None, train: dict | None = None):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["env"].update(env or {})
+    raw["model"].update(model or {})
+    raw["train"].update({"backend": "keras-rl2", **(train or {})})
+    return build_params(raw)
+
+
+def save_initial(params, directory: Path):
+    import keras
+
+    spec = NetworkSpec(
+        params.model.network, params.model.dueling, observation_shape(params.env), num_actions(params.env)
+    )
+    keras.utils.set_random_seed(params.model.seed)
+    model = build_q_network(spec)
+    save_weights(model, spec, directory)
+    return model, spec
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One small keras-rl2 run on the deepmind setup (Nature network), shared by the tests below."""
+    params = make_params(
+        env={"max_episode_frames": 400},  # 100 agent steps per game: several whole games in the run
+        train={
+            "steps": TRAIN_STEPS,
+            "warmup_steps": WARMUP,
+            "replay_capacity": 2_000,
+            "replay_ratio": 0.25,
+            "log_interval": LOG_INTERVAL,
+            "target_model_update": 100.0,
+        },
+    )
+    initial = tmp_path_factory.mktemp("initial")
+    initial_model, spec = save_initial(params, initial)
+    logged = []
+    from invaders.agents.kerasrl_backend import train_kerasrl
+
+    model, trained_spec, result = train_kerasrl(
+        params, initial, lambda m, s: logged.append((s, m)), show_progress=False
+    )
+    return params, initial_model, spec, model, trained_spec, result, logged
+
+
+def test_kerasrl_backend_trains_the_nature_network(trained):
+    from invaders.agents.training import _IntervalStats
+
+    params, initial_model, spec, model, trained_spec, result, logged = trained
+    assert trained_spec == spec
+    assert model.input_shape == (None, 4, 84, 84) and model.output_shape == (None, 6)
+    for before, after in zip(initial_model.get_weights(), model.get_weights(), strict=True):
+        assert before.shape == after.shape
+        assert not np.array_equal(before, after)
+    assert result.steps == TRAIN_STEPS
+    # One update every 4 steps after the warm-up (keras-rl2 may add one in the extra step after a game ends).
+    assert (
+        (TRAIN_STEPS - WARMUP) // 4 <= result.updates <= (TRAIN_STEPS - WARMUP) // 4 + len(result.episode_returns) + 1
+    )
+
+    native_keys = {"step", *_IntervalStats(0).row(1, 0, 0, 1.0)}
+    assert [row["step"] for row in result.curve] == list(range(LOG_INTERVAL, TRAIN_STEPS + 1, LOG_INTERVAL))
+    assert all(set(row) == native_keys for row in result.curve)
+    last = result.curve[-1]
+    assert last["train/updates"] == result.updates and math.isfinite(last["train/loss"])
+    assert last["train/episodes"] == len(result.episode_returns)
+    assert 0.0 < last["train/epsilon"] < 1.0
+
+    # Whole games (400 frames = 100 agent steps each) with unclipped scores: Space Invaders pays 5-30 a kill.
+    scores = result.episode_returns
+    assert len(scores) >= 3
+    assert all(score == int(score) and score % 5 == 0 for score in scores)
+    assert max(scores) > 0
+    assert [m["train/game_score"] for _, m in logged if "train/game_score" in m] == scores
+    rows_logged = [(s, m) for s, m in logged if "train/loss" in m or "train/epsilon" in m]
+    assert [s for s, _ in rows_logged] == [row["step"] for row in result.curve]
+
+
+def test_kerasrl_side_effects_stay_in_the_child(trained):
+    import keras
+    import tensorflow as tf
+
+    assert tf.executing_eagerly()
+    assert "rl" not in sys.modules and "rl.agents" not in sys.modules
+    assert os.environ.get("TF_USE_LEGACY_KERAS") != "1"
+    assert keras.__version__.startswith("3.")
+    model = trained[3]
+    assert model(np.zeros((1, 4, 84, 84), np.float32)).shape == (1, 6)  # the returned Keras 3 model runs eagerly
+
+
+def test_network_that_does_not_fit_is_a_config_error_before_training(tmp_path):
+    params = make_params(
+        env={"id": "SpaceInvaders-v0", "preprocessing": "raw"},
+        model={"network": "notebook"},
+        train={"memory_window": 3, "steps": 10, "warmup_steps": 1, "replay_capacity": 100},
+    )
+    spec = NetworkSpec("notebook", True, (4, *observation_shape(params.env)[1:]), 6)
+    (tmp_path / "spec.json").write_text(spec.to_json())  # the check runs before any weights are read
+    from invaders.agents.kerasrl_backend import train_kerasrl
+
+    with pytest.raises(ConfigError, match="train.memory_window = 3: the network .* takes states of 4 frames"):
+        train_kerasrl(params, tmp_path, lambda m, s: None, show_progress=False)
+
+
+# Runs in its own interpreter: keras-rl2 switches the process to graph mode.
+_COUNTER_SCRIPT = r"""
+import json, warnings
+import numpy as np
+from invaders.agents import kerasrl_compat
+
+kerasrl_compat.apply()
+import gymnasium
+import tf_keras
+import rl.memory
+from rl.agents.dqn import DQNAgent
+from rl.callbacks import Callback
+from rl.core import Processor
+from rl.memory import SequentialMemory
+from rl.policy import EpsGreedyQPolicy
+
+class Game(gymnasium.Env):
+    observation_space = gymnasium.spaces.Box(0.0, 1.0, (2,), np.float32)
+    action_space = gymnasium.spaces.Discrete(2)
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+    def step(self, action):
+        self.t += 1
+        return np.full(2, self.t / 5, np.float32), 2.0, self.t == 5, False, {"lives": 1}
+
+class Clip(Processor):
+    def process_reward(self, reward):
+        return float(np.sign(reward))
+
+START, END = 32_760, 32_790
+class JumpAhead(Callback):
+    # Put fit's own step counter (keeping the type fit gave it) just below int16's maximum.
+    def on_step_begin(self, step, logs={}):
+        if self.model.step == 0:
+            self.model.step = type(self.model.step)(START)
+
+layers = tf_keras.layers
+model = tf_keras.Sequential([tf_keras.Input((1, 2)), layers.Flatten(), layers.Dense(8, "relu"), layers.Dense(2)])
+agent = DQNAgent(
+    model=model, nb_actions=2, memory=SequentialMemory(limit=100, window_length=1), policy=EpsGreedyQPolicy(),
+    batch_size=16, nb_steps_warmup=START + 5, target_model_update=40_000, enable_dueling_network=True, processor=Clip(),
+)
+agent.compile(kerasrl_compat.legacy_adam(1e-3, 1e-7))
+env = kerasrl_compat.GymnasiumAdapter(Game(), seed=0)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    agent.fit(env, nb_steps=END, verbose=0, callbacks=[JumpAhead()])
+batch = agent.process_state_batch([[np.zeros(2, np.uint8)], [np.ones(2)]])
+print(json.dumps({
+    "step": agent.step,
+    "step_type": type(agent.step).__name__,
+    "last_game_score": env.last_game_score,
+    "memory_rewards": sorted({float(r) for r in agent.memory.rewards}),
+    "oversampled": any("Not enough entries" in str(w.message) for w in caught),
+    "indexes": len(rl.memory.sample_batch_indexes(0, 3, 10)),
+    "batch_dtype": str(batch.dtype),
+    "batch_shape": list(batch.shape),
+}))
+"""
+
+
+def test_int16_step_counter_fix_lets_fit_run_past_32767():
+    with np.errstate(over="ignore"):
+        assert np.int16(32_767) + 1 == -32_768  # numpy 2 keeps int16: keras-rl2's unpatched counter wraps here
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(
+        [sys.executable, "-c", _COUNTER_SCRIPT], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    # fit ran from 32,760 to 32,790 and stopped: no wrap, and `step % 40_000` raised no OverflowError.
+    assert report["step"] == 32_790 and report["step_type"] == "int"
+    assert report["last_game_score"] == 10.0  # 5 rewards of 2: the adapter's score is unclipped ...
+    assert report["memory_rewards"] == [0.0, 1.0]  # ... while the memory learned from clipped rewards
+    assert report["oversampled"] and report["indexes"] == 10  # fix 7: sampling more than memory holds
+    assert report["batch_dtype"] == "float32" and report["batch_shape"] == [2, 1, 2]  # fix 6
+
+
+def test_raw_vector_env_windows_of_three_frames_with_next_step_autoreset():
+    config = EnvConfig(id="ALE/SpaceInvaders-v5", preprocessing="raw", max_episode_frames=60)  # 15 steps a game
+    env = make_vector_env(config, 2)
+    assert env.num_envs == 2 and env.single_action_space.n == 6
+    observations, info = env.reset(seed=7)
+    assert observations.shape == (2, 3, 210, 160, 3) and observations.dtype == np.uint8
+    assert (observations[:, :2] == 0).all() and (observations[:, 2] > 0).any(axis=(1, 2, 3)).all()
+    assert list(info["lives"]) == [3, 3]
+
+    previous = observations
+    observations, rewards, terminated, truncated, info = env.step(np.array([1, 1]))
+    assert (observations[:, 0] == 0).all() and np.array_equal(observations[:, 1], previous[:, 2])
+    steps = 1
+    while not (terminated | truncated).all():
+        assert not (terminated | truncated).any()  # v5 is deterministic in frames: both games stop together
+        observations, rewards, terminated, truncated, info = env.step(np.array([1, 1]))
+        steps += 1
+    assert truncated.all() and steps == 15 and (info["episode_frame_number"] >= 60).all()
+    # Next-step autoreset: the action is ignored, reward 0, a new game's zero-padded first window.
+    observations, rewards, terminated, truncated, info = env.step(np.array([1, 1]))
+    assert (rewards == 0).all() and not (terminated | truncated).any()
+    assert (observations[:, :2] == 0).all() and (observations[:, 2] > 0).any(axis=(1, 2, 3)).all()
+    assert list(info["lives"]) == [3, 3] and list(info["episode_frame_number"]) == [0, 0]
+    env.close()
+
+
+def test_raw_vector_env_plays_the_evaluation_protocol():
+    from invaders.evaluation.protocol import play_episodes
+
+    env = make_vector_env(EnvConfig(id="SpaceInvaders-v0", preprocessing="raw", max_episode_frames=200), 2)
+    rng = np.random.default_rng(0)
+    episodes, frames = play_episodes(
+        env, lambda obs: rng.integers(0, 6, len(obs)), 3, seed=1, gif_max_frames=4, show_progress=False
+    )
+    assert len(episodes) == 3 and all(e.truncated and e.frames >= 200 - 4 for e in episodes)
+    assert all(e.score == int(e.score) for e in episodes)
+    assert len(frames) == 4 and frames[0].shape == (210, 160, 3)
+    env.close()

@@ -1,0 +1,148 @@
+"""Interrupted training resumes: checkpoints restore the exact state, and a killed stage continues
+its MLflow run with every metric step logged once."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fake_env import BandGameVectorEnv
+from repo_copy import environment, make_repo, run
+
+from invaders.agents.dqn import DQNLearner
+from invaders.agents.training import DQNTrainer
+from invaders.checkpoints import CheckpointStore
+from invaders.config import TrainConfig
+from invaders.models.networks import NetworkSpec, build_q_network
+from invaders.replay.frame_replay import FrameReplay
+from invaders.tracking import mlflow_tracking as tracking
+
+SPEC = NetworkSpec("nature", False, (4, 44, 44), 3)
+CONFIG = TrainConfig(steps=500, num_envs=2, replay_capacity=2_000, warmup_steps=100, log_interval=100, n_step=2)
+
+
+def trainer(seed: int) -> DQNTrainer:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    learner = DQNLearner(build_q_network(SPEC), build_q_network(SPEC), CONFIG)
+    replay = FrameReplay(CONFIG.replay_capacity, 2, (44, 44), 4, CONFIG.n_step, CONFIG.gamma)
+    return DQNTrainer(BandGameVectorEnv(num_envs=2), learner, replay, CONFIG, lambda metrics, step: None)
+
+
+def test_checkpoint_restores_replay_networks_optimizer_and_counters(tmp_path):
+    store = CheckpointStore(tmp_path / "checkpoints", keep=2)
+    first = trainer(seed=0)
+
+    def save(current: DQNTrainer) -> None:
+        arrays, meta = current.state()
+        store.save(meta["steps"], arrays, meta)
+
+    first.run(save, checkpoint_interval=150, show_progress=False)
+    kept = sorted(path.name for path in store.directory.iterdir())
+    assert len(kept) == 2 and kept[-1] >= "step-000000000450", kept
+    arrays, meta = store.latest()
+
+    second = trainer(seed=1)
+    second.restore(arrays, meta)
+    assert second.result.steps == meta["steps"]
+    assert second.learner.updates == int(arrays["updates"])
+    assert int(second.learner.optimizer.iterations.numpy()) == second.learner.updates
+    for name in ("frames", "actions", "rewards", "terminals", "episode_starts"):
+        np.testing.assert_array_equal(getattr(second.replay, name), arrays[f"replay.{name}"])
+    for mine, saved in zip(second.learner.online.get_weights(), [arrays[k] for k in sorted(arrays) if k.startswith("online.")]):
+        np.testing.assert_array_equal(mine, saved)
+    assert second.rng.bit_generator.state == meta["rng"]
+    # The games in progress ended at the checkpoint: no sample bootstraps across the gap.
+    assert second.replay.finals[:, (second.replay.written - 1) % second.replay.capacity].all()
+    result = second.run(show_progress=False)
+    assert result.steps >= CONFIG.steps
+
+
+@pytest.mark.e2e
+def test_killed_training_resumes_the_same_run_with_each_metric_step_once(tmp_path):
+    overrides = {"train": {"steps": 2_000, "checkpoint_interval": 400, "log_interval": 100, "replay_capacity": 60_000}}
+    root = make_repo(tmp_path / "repo", overrides)
+    env = environment(root)
+    run(["dvc", "repro", "build-model"], root, env)
+    env["PYTHONPATH"] = str(root / "src")
+    checkpoints = root / "checkpoints" / "workspace" / "train"
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "stages/train.py"], cwd=root, env=env, stderr=subprocess.PIPE, text=True)
+
+    def wait_for(condition, process: subprocess.Popen, limit: float = 240.0) -> None:
+        deadline = time.monotonic() + limit
+        while not condition():
+            assert process.poll() is None, process.stderr.read()[-2000:]
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.005)
+
+    committed = lambda: sorted(checkpoints.glob("step-*")) if checkpoints.is_dir() else []  # noqa: E731
+    writing = lambda: checkpoints.is_dir() and any(checkpoints.glob(".step-*.tmp"))  # noqa: E731
+
+    # 1. SIGKILL after the first checkpoint.
+    process = start()
+    wait_for(lambda: len(committed()) >= 1, process)
+    time.sleep(1.0)
+    process.kill()
+    process.wait()
+    # 2. SIGKILL in the middle of writing a checkpoint.
+    process = start()
+    wait_for(writing, process)
+    process.kill()
+    process.wait()
+    assert not (root / "models" / "trained").exists(), "a killed stage publishes no weights"
+    # 3. Ctrl-C: writes a checkpoint, exits non-zero.
+    process = start()
+    before = committed()[-1].name
+    wait_for(lambda: committed() and committed()[-1].name != before, process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0 and "interrupted" in stderr
+    # 4. The same command finishes the run.
+    done = subprocess.run([sys.executable, "stages/train.py"], cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming from the checkpoint" in done.stderr
+
+    assert json.loads((root / "results/train/metrics.json").read_text())["total_steps"] >= 2_000
+    assert not checkpoints.exists(), "checkpoints are removed once the run is complete"
+    os.environ["DVC_ROOT"] = str(root)
+    try:
+        runs = tracking.stage_runs("space-invaders-dqn", "train")
+        assert len(runs) == 1, "one MLflow run across all the attempts"
+        run_id = runs.iloc[0]["run_id"]
+        history = tracking.metric_history(run_id, "train/episodes")
+        steps = history["step"].tolist()
+        assert len(steps) == len(set(steps)), "no step logged twice"
+        assert len(steps) == 20, f"one row per 100 steps, no gaps: {steps}"
+        client = tracking._client(tracking.tracking_uri())
+        assert client.get_run(run_id).info.status == "FINISHED"
+    finally:
+        del os.environ["DVC_ROOT"]
+
+
+@pytest.mark.e2e
+def test_checkpoint_from_other_params_is_discarded_in_one_line(tmp_path):
+    root = make_repo(tmp_path / "repo", {"train": {"steps": 5_000, "checkpoint_interval": 300}})
+    env = environment(root)
+    run(["dvc", "repro", "build-model"], root, env)
+    env["PYTHONPATH"] = str(root / "src")
+    process = subprocess.Popen([sys.executable, "stages/train.py"], cwd=root, env=env, stderr=subprocess.DEVNULL)
+    checkpoints = root / "checkpoints" / "workspace" / "train"
+    deadline = time.monotonic() + 240
+    while not (checkpoints.is_dir() and any(checkpoints.glob("step-*"))):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    text = (root / "params.yaml").read_text().replace("learning_rate: 0.0001", "learning_rate: 0.0002")
+    (root / "params.yaml").write_text(text.replace("steps: 5000", "steps: 400"))
+    done = subprocess.run([sys.executable, "stages/train.py"], cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "was made with other train.learning_rate; starting fresh" in done.stderr
