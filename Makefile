@@ -42,7 +42,7 @@ ui: setup
 		--default-artifact-root $(CURDIR)/mlruns --host 127.0.0.1 --port 5000
 
 bench: setup
-	python benchmarks/bench.py
+	python benchmarks/bench.py --capacity 1000000
 
 notebook: setup
 	dvc exp run -n $(NOTEBOOK_NAME) $(NOTEBOOK)

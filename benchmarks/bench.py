@@ -37,7 +37,33 @@ def timed(function, repeats: int, warmup: int = 3) -> float:
 
 
 def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB
+
+
+def _fill_replay(capacity: int, envs: int, shape: tuple[int, ...], n_step: int, gamma: float, queue) -> None:
+    from invaders.replay.frame_replay import FrameReplay
+
+    replay = FrameReplay(capacity, envs, shape[1:], shape[0], n_step, gamma)
+    frames = np.random.default_rng(0).integers(0, 255, (envs,) + shape[1:], dtype=np.uint8)
+    zeros = np.zeros(envs)
+    flags = np.zeros(envs, dtype=bool)
+    for _ in range(replay.capacity):
+        replay.add(frames, zeros, zeros, flags, flags, flags)
+    replay.sample(32, np.random.default_rng(0))
+    queue.put({"total_gb": replay.nbytes / 1e9, "peak_rss_gb": peak_rss_gb()})
+
+
+def replay_memory_figures(capacity: int, envs: int, shape: tuple[int, ...], n_step: int, gamma: float) -> dict:
+    """Fill a replay memory of ``capacity`` in a fresh process (no TensorFlow) and read its peak RSS."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_fill_replay, args=(capacity, envs, shape, n_step, gamma, queue))
+    process.start()
+    figures = queue.get()
+    process.join()
+    return {**figures, "frame_gb": capacity * int(np.prod(shape[1:])) / 1e9}
 
 
 def matmul_peak_gflops() -> float:
@@ -121,13 +147,8 @@ def main() -> None:
     update_flops = forward_flops(online) * config.batch_size * (3 + 1 + (1 if config.double_dqn else 0))
     peak = matmul_peak_gflops()
 
-    # Memory: a replay memory of the capacity reported, completely written.
-    big = FrameReplay(args.capacity, envs, spec.input_shape[1:], spec.input_shape[0], config.n_step, config.gamma)
-    frames = rng.integers(0, 255, (envs,) + spec.input_shape[1:], dtype=np.uint8)
-    zeros = np.zeros(envs)
-    for _ in range(big.capacity):
-        big.add(frames, zeros, zeros, zeros.astype(bool), zeros.astype(bool), zeros.astype(bool))
-    frame_bytes = args.capacity * int(np.prod(spec.input_shape[1:]))
+    memory = replay_memory_figures(args.capacity, envs, spec.input_shape, config.n_step, config.gamma)
+    training_rss = peak_rss_gb()
 
     print(f"agent steps/s, training end to end:     {steps_per_s:8.1f}   ({steps} steps, {updates} updates, {seconds:.1f} s)")
     print(f"  1M agent steps would take:            {1e6 / steps_per_s / 3600:8.2f} h")
@@ -144,10 +165,10 @@ def main() -> None:
     print(f"GFLOP per update (analytic):            {update_flops / 1e9:8.2f}")
     print(f"fp32 matmul peak measured (GFLOP/s):    {peak:8.1f}")
     print(f"update reaches of that peak:            {update_flops / update_s / 1e9 / peak:8.1%}")
-    print(f"replay capacity {args.capacity:,}: frames {frame_bytes / 1e9:.2f} GB, all fields {big.nbytes / 1e9:.2f} GB "
-          f"({big.nbytes / frame_bytes:.3f} x C x 84 x 84)")
-    print(f"peak RSS with that memory full:         {peak_rss_gb():8.2f} GB")
-
+    print(f"replay capacity {args.capacity:,}: frames {memory['frame_gb']:.2f} GB, all fields {memory['total_gb']:.2f} GB "
+          f"({memory['total_gb'] / memory['frame_gb']:.3f} x C x 84 x 84)")
+    print(f"peak RSS, process holding only that memory, full: {memory['peak_rss_gb']:.2f} GB")
+    print(f"peak RSS of this training process (TensorFlow, 100k-capacity replay partly written): {training_rss:.2f} GB")
 
 if __name__ == "__main__":
     main()
