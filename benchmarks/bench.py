@@ -80,7 +80,9 @@ def matmul_peak_gflops() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--train-steps", type=int, default=4_000, help="agent steps of the end-to-end run after warm-up")
+    parser.add_argument(
+        "--train-steps", type=int, default=4_000, help="agent steps of the end-to-end run after warm-up"
+    )
     parser.add_argument("--capacity", type=int, default=1_000_000, help="replay capacity filled for the memory figure")
     args = parser.parse_args()
 
@@ -94,14 +96,18 @@ def main() -> None:
 
     params = load_params(args.params)
     config = params.train
-    spec = NetworkSpec(params.model.network, params.model.dueling, observation_shape(params.env), num_actions(params.env))
+    spec = NetworkSpec(
+        params.model.network, params.model.dueling, observation_shape(params.env), num_actions(params.env)
+    )
     keras.utils.set_random_seed(0)
     online, target = build_q_network(spec), build_q_network(spec)
     learner = DQNLearner(online, target, config)
     rng = np.random.default_rng(0)
     envs = config.num_envs
-    print(f"setup: {params.env.id}, {spec.network}{' dueling' if spec.dueling else ''}, batch {config.batch_size}, "
-          f"replay ratio {config.replay_ratio}, {envs} envs, double DQN {config.double_dqn}, n-step {config.n_step}")
+    print(
+        f"setup: {params.env.id}, {spec.network}{' dueling' if spec.dueling else ''}, batch {config.batch_size}, "
+        f"replay ratio {config.replay_ratio}, {envs} envs, double DQN {config.double_dqn}, n-step {config.n_step}"
+    )
 
     # Components, each alone.
     env = make_vector_env(params.env, envs)
@@ -112,15 +118,26 @@ def main() -> None:
     replay = FrameReplay(20_000, envs, spec.input_shape[1:], spec.input_shape[0], config.n_step, config.gamma)
     for step in range(20_000 // envs):
         observations, rewards, terminated, truncated, _ = env.step(random_actions())
-        replay.add(observations[:, -1], random_actions(), np.sign(rewards), terminated, np.zeros(envs, bool), np.zeros(envs, bool) if step else np.ones(envs, bool))
+        replay.add(
+            observations[:, -1],
+            random_actions(),
+            np.sign(rewards),
+            terminated,
+            np.zeros(envs, bool),
+            np.zeros(envs, bool) if step else np.ones(envs, bool),
+        )
     sample_s = timed(lambda: replay.sample(config.batch_size, rng), repeats=300)
     batch = replay.sample(config.batch_size, rng)
     update_s = timed(lambda: learner.update(batch), repeats=100, warmup=5)
 
     # End to end: the real training loop.
-    run_config = type(config)(**{**config.__dict__, "steps": config.warmup_steps + args.train_steps, "log_interval": config.warmup_steps})
+    run_config = type(config)(
+        **{**config.__dict__, "steps": config.warmup_steps + args.train_steps, "log_interval": config.warmup_steps}
+    )
     learner = DQNLearner(online, target, run_config)
-    replay = FrameReplay(config.replay_capacity, envs, spec.input_shape[1:], spec.input_shape[0], config.n_step, config.gamma)
+    replay = FrameReplay(
+        config.replay_capacity, envs, spec.input_shape[1:], spec.input_shape[0], config.n_step, config.gamma
+    )
     env = make_vector_env(params.env, envs)
     timings = {}
 
@@ -150,14 +167,20 @@ def main() -> None:
     memory = replay_memory_figures(args.capacity, envs, spec.input_shape, config.n_step, config.gamma)
     training_rss = peak_rss_gb()
 
-    print(f"agent steps/s, training end to end:     {steps_per_s:8.1f}   ({steps} steps, {updates} updates, {seconds:.1f} s)")
+    print(
+        f"agent steps/s, training end to end:     {steps_per_s:8.1f}   ({steps} steps, {updates} updates, {seconds:.1f} s)"
+    )
     print(f"  1M agent steps would take:            {1e6 / steps_per_s / 3600:8.2f} h")
     print(f"ms per compiled update (bare):          {update_s * 1e3:8.2f}")
     print(f"ms per batched action ({envs} games):        {act_s * 1e3:8.2f}")
     print(f"ms per replay sample (batch {config.batch_size}):        {sample_s * 1e3:8.2f}")
-    print(f"ms per vector step of the env ({envs} games): {env_s * 1e3:8.2f}   ({envs / env_s:.0f} agent steps/s alone)")
-    print(f"ms per vector step, measured in the loop: {measured * 1e3:6.2f}   (serial sum of parts {serial * 1e3:.2f};"
-          " env overlaps the update)")
+    print(
+        f"ms per vector step of the env ({envs} games): {env_s * 1e3:8.2f}   ({envs / env_s:.0f} agent steps/s alone)"
+    )
+    print(
+        f"ms per vector step, measured in the loop: {measured * 1e3:6.2f}   (serial sum of parts {serial * 1e3:.2f};"
+        " env overlaps the update)"
+    )
     for name, value in per_vector_step.items():
         print(f"  share {name:<7}                         {value / serial:8.1%}")
     bare_update_time = update_s * updates
@@ -165,10 +188,13 @@ def main() -> None:
     print(f"GFLOP per update (analytic):            {update_flops / 1e9:8.2f}")
     print(f"fp32 matmul peak measured (GFLOP/s):    {peak:8.1f}")
     print(f"update reaches of that peak:            {update_flops / update_s / 1e9 / peak:8.1%}")
-    print(f"replay capacity {args.capacity:,}: frames {memory['frame_gb']:.2f} GB, all fields {memory['total_gb']:.2f} GB "
-          f"({memory['total_gb'] / memory['frame_gb']:.3f} x C x 84 x 84)")
+    print(
+        f"replay capacity {args.capacity:,}: frames {memory['frame_gb']:.2f} GB, all fields {memory['total_gb']:.2f} GB "
+        f"({memory['total_gb'] / memory['frame_gb']:.3f} x C x 84 x 84)"
+    )
     print(f"peak RSS, process holding only that memory, full: {memory['peak_rss_gb']:.2f} GB")
     print(f"peak RSS of this training process (TensorFlow, 100k-capacity replay partly written): {training_rss:.2f} GB")
+
 
 if __name__ == "__main__":
     main()

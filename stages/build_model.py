@@ -16,8 +16,12 @@ METRICS = Path("results/build-model/metrics.json")
 def build_model(params, run) -> None:
     import keras
 
-    spec = NetworkSpec(params.model.network, params.model.dueling, observation_shape(params.env), num_actions(params.env))
-    run.log_params({**as_flat_dict(params.model, "model"), "input_shape": spec.input_shape, "num_actions": spec.num_actions})
+    spec = NetworkSpec(
+        params.model.network, params.model.dueling, observation_shape(params.env), num_actions(params.env)
+    )
+    run.log_params(
+        {**as_flat_dict(params.model, "model"), "input_shape": spec.input_shape, "num_actions": spec.num_actions}
+    )
     keras.utils.set_random_seed(params.model.seed)
     model = build_q_network(spec)
     summary = text_io.StringIO()

@@ -59,7 +59,9 @@ def evaluate(params, run) -> None:
     if frames:
         write_gif(frames, OUTPUT / "episode.gif")
         run.log_artifact(OUTPUT / "episode.gif")
-    print(f"{agent_label(agent)}: {summary['score_mean']:.1f} +- {summary['score_std']:.1f} over {summary['episodes']} games")
+    print(
+        f"{agent_label(agent)}: {summary['score_mean']:.1f} +- {summary['score_std']:.1f} over {summary['episodes']} games"
+    )
 
 
 if __name__ == "__main__":

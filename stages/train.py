@@ -24,12 +24,16 @@ RESULTS = Path("results/train")
 def resume(params) -> str | None:
     if params.train.backend != "native" or not (INITIAL / "weights.npz").is_file():
         return None
-    return resumable_run(checkpoint_store(project_root(), "train"), fingerprint(params, INITIAL / "weights.npz"), "train")
+    return resumable_run(
+        checkpoint_store(project_root(), "train"), fingerprint(params, INITIAL / "weights.npz"), "train"
+    )
 
 
 def train(params, run) -> None:
     config = params.train
-    run.log_params({**as_flat_dict(config, "train"), **as_flat_dict(params.env, "env"), **as_flat_dict(params.model, "model")})
+    run.log_params(
+        {**as_flat_dict(config, "train"), **as_flat_dict(params.env, "env"), **as_flat_dict(params.model, "model")}
+    )
     run.set_tags({"invaders.backend": config.backend})
     store = checkpoint_store(project_root(), "train")
     if config.backend == "native":

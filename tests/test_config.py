@@ -20,7 +20,9 @@ def test_params_yaml_builds_the_real_environment_and_network():
     from invaders.models.networks import NetworkSpec, build_q_network
 
     params = load_params(REPO / "params.yaml")
-    spec = NetworkSpec(params.model.network, params.model.dueling, observation_shape(params.env), num_actions(params.env))
+    spec = NetworkSpec(
+        params.model.network, params.model.dueling, observation_shape(params.env), num_actions(params.env)
+    )
     model = build_q_network(spec)
     env = make_vector_env(params.env, 2)
     observations, info = env.reset(seed=0)
@@ -44,7 +46,11 @@ BAD_INPUTS = [
     ("trian.steps", 5, "trian: unknown params section; did you mean train?"),
     ("train.stepz", 5, "train.stepz: unknown key; did you mean train.steps?"),
     ("train.learning_rate", "fast", "train.learning_rate = 'fast': must be a number"),
-    ("train.learning_rate", "1e-4", "YAML reads 1e-4 and 1.0e9 as text: write 1.0e-4, 1.0e+9"),
+    (
+        "train.learning_rate",
+        "1e-4",
+        "train.learning_rate = '1e-4': must be a number (it is quoted text: remove the quotes)",
+    ),
     ("train.steps", -10, "train.steps = -10: must be >= 1"),
     ("train.steps", "many", "train.steps = 'many': must be a whole number"),
     ("train.epsilon_start", 1.5, "train.epsilon_start = 1.5: must be >= 0.0 and <= 1.0"),
@@ -63,13 +69,24 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(("path", "value", "message"), BAD_INPUTS, ids=[case[0] + "=" + str(case[1]) for case in BAD_INPUTS])
+@pytest.mark.parametrize(
+    ("path", "value", "message"), BAD_INPUTS, ids=[case[0] + "=" + str(case[1]) for case in BAD_INPUTS]
+)
 def test_bad_input_names_key_value_and_what_is_allowed(path, value, message):
     raw = with_value(path, value) if not path.startswith("trian") else {**RAW, "trian": {"steps": value}}
     with pytest.raises(ConfigError) as error:
         build_params(raw)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_floats_read_as_dvc_writes_them(tmp_path):
+    text = (REPO / "params.yaml").read_text().replace("learning_rate: 1.0e-4", "learning_rate: 1e-05")
+    text = text.replace("max_grad_norm: 10.0", "max_grad_norm: 1.0e9")
+    (tmp_path / "params.yaml").write_text(text)
+    params = load_params(tmp_path / "params.yaml")
+    assert params.train.learning_rate == 1e-05 and params.train.max_grad_norm == 1e9
+    assert params.train.steps == RAW["train"]["steps"] and isinstance(params.train.steps, int)
 
 
 def test_memory_too_small_for_the_environments():
@@ -103,5 +120,7 @@ def test_unreachable_tracking_server_is_named_at_stage_start(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
     done = subprocess.run([sys.executable, "stages/train.py"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 2
-    assert done.stderr.strip().startswith("train: error: MLFLOW_TRACKING_URI = http://127.0.0.1:9: no MLflow server answers")
+    assert done.stderr.strip().startswith(
+        "train: error: MLFLOW_TRACKING_URI = http://127.0.0.1:9: no MLflow server answers"
+    )
     assert len(done.stderr.strip().splitlines()) == 1

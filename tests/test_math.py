@@ -40,9 +40,7 @@ def test_updates_follow_the_replay_ratio_after_warmup():
 
 
 def _returns(rewards, terminals, finals, gamma=GAMMA):
-    return n_step_returns(
-        np.array([rewards], dtype=np.float32), np.array([terminals]), np.array([finals]), gamma
-    )
+    return n_step_returns(np.array([rewards], dtype=np.float32), np.array([terminals]), np.array([finals]), gamma)
 
 
 def test_n_step_without_episode_end_bootstraps_after_n():
@@ -98,8 +96,14 @@ def test_epsilon_greedy_extremes():
 def test_summary_and_bootstrap_interval():
     scores = np.array([100.0, 200.0, 300.0, 400.0])
     summary = summarize(scores)
-    assert summary == {"mean": 250.0, "std": pytest.approx(111.803, rel=1e-4), "median": 250.0,
-                       "min": 100.0, "max": 400.0, "episodes": 4}
+    assert summary == {
+        "mean": 250.0,
+        "std": pytest.approx(111.803, rel=1e-4),
+        "median": 250.0,
+        "min": 100.0,
+        "max": 400.0,
+        "episodes": 4,
+    }
     low, high = bootstrap_ci(scores, 0.95, 2_000)
     assert 100.0 <= low < 250.0 < high <= 400.0
 

@@ -105,8 +105,14 @@ def test_ring_wraparound_keeps_stacks_consistent():
 def test_state_round_trip_restores_the_same_samples():
     replay = FrameReplay(32, 2, (2, 2), 4, 3, GAMMA)
     for step in range(40):
-        replay.add(np.stack([frame(step)] * 2)[:, 0], np.array([1, 2]), np.array([1.0, 0.0]),
-                   np.array([False, False]), np.array([False, False]), np.array([step == 0] * 2))
+        replay.add(
+            np.stack([frame(step)] * 2)[:, 0],
+            np.array([1, 2]),
+            np.array([1.0, 0.0]),
+            np.array([False, False]),
+            np.array([False, False]),
+            np.array([step == 0] * 2),
+        )
     restored = FrameReplay(32, 2, (2, 2), 4, 3, GAMMA)
     restored.load_state_dict({k: np.copy(v) for k, v in replay.state_dict().items()})
     a = replay.sample(16, np.random.default_rng(5))

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,7 +54,9 @@ def test_checkpoint_restores_replay_networks_optimizer_and_counters(tmp_path):
     assert int(second.learner.optimizer.iterations.numpy()) == second.learner.updates
     for name in ("frames", "actions", "rewards", "terminals", "episode_starts"):
         np.testing.assert_array_equal(getattr(second.replay, name), arrays[f"replay.{name}"])
-    for mine, saved in zip(second.learner.online.get_weights(), [arrays[k] for k in sorted(arrays) if k.startswith("online.")]):
+    for mine, saved in zip(
+        second.learner.online.get_weights(), [arrays[k] for k in sorted(arrays) if k.startswith("online.")]
+    ):
         np.testing.assert_array_equal(mine, saved)
     assert second.rng.bit_generator.state == meta["rng"]
     # The games in progress ended at the checkpoint: no sample bootstraps across the gap.
@@ -74,7 +75,9 @@ def test_killed_training_resumes_the_same_run_with_each_metric_step_once(tmp_pat
     checkpoints = root / "checkpoints" / "workspace" / "train"
 
     def start() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "stages/train.py"], cwd=root, env=env, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "stages/train.py"], cwd=root, env=env, stderr=subprocess.PIPE, text=True
+        )
 
     def wait_for(condition, process: subprocess.Popen, limit: float = 240.0) -> None:
         deadline = time.monotonic() + limit

@@ -90,7 +90,9 @@ class EvaluationConfig:
     """How the random baseline and every trained agent are scored: the evaluation protocol."""
 
     episodes: int = _field(30, "whole games played; each score is the unclipped game score", ge=1, le=10_000)
-    epsilon: float = _field(0.05, "chance of a random action at each step (the 2015 DQN protocol uses 0.05)", ge=0.0, le=1.0)
+    epsilon: float = _field(
+        0.05, "chance of a random action at each step (the 2015 DQN protocol uses 0.05)", ge=0.0, le=1.0
+    )
     seed: int = _field(1000, "seed of the evaluation environments and the epsilon draws", ge=0)
     num_envs: int = _field(6, "games played in parallel (each plays the same share of episodes)", ge=1, le=64)
     gif_max_frames: int = _field(4000, "agent steps of the first game kept for the animated GIF", ge=1)
@@ -113,10 +115,14 @@ class ModelConfig:
 class TrainConfig:
     """The DQN learner and its training budget."""
 
-    backend: str = _field("native", "native: this project's TensorFlow DQN; keras-rl2: keras-rl2's DQNAgent", choices=BACKENDS)
+    backend: str = _field(
+        "native", "native: this project's TensorFlow DQN; keras-rl2: keras-rl2's DQNAgent", choices=BACKENDS
+    )
     steps: int = _field(10_000, "agent steps to train for (one agent step = frame_skip emulator frames)", ge=1)
     seed: int = _field(0, "seed of the environments, the replay sampling and the exploration", ge=0)
-    num_envs: int = _field(4, "games stepped together by the native backend; one batched action per vector step", ge=1, le=64)
+    num_envs: int = _field(
+        4, "games stepped together by the native backend; one batched action per vector step", ge=1, le=64
+    )
     replay_capacity: int = _field(100_000, "transitions kept in replay memory (one 84x84 uint8 frame each)", ge=1)
     batch_size: int = _field(32, "transitions per gradient update", ge=1, le=4096)
     learning_rate: float = _field(1.0e-4, "Adam learning rate", gt=0.0, le=1.0)
@@ -125,14 +131,20 @@ class TrainConfig:
     n_step: int = _field(3, "n of the n-step return (1 = classic DQN)", ge=1, le=20)
     double_dqn: bool = _field(True, "Double DQN targets: online net picks the next action, target net values it")
     warmup_steps: int = _field(1_000, "agent steps of pure exploration before the first update", ge=0)
-    replay_ratio: float = _field(0.25, "gradient updates per agent step (0.25 = one update every 4 steps)", gt=0.0, le=8.0)
-    target_update_interval: int = _field(2_000, "gradient updates between hard copies of the online net into the target net", ge=1)
+    replay_ratio: float = _field(
+        0.25, "gradient updates per agent step (0.25 = one update every 4 steps)", gt=0.0, le=8.0
+    )
+    target_update_interval: int = _field(
+        2_000, "gradient updates between hard copies of the online net into the target net", ge=1
+    )
     epsilon_start: float = _field(1.0, "exploration epsilon at step 0", ge=0.0, le=1.0)
     epsilon_end: float = _field(0.01, "exploration epsilon after the decay", ge=0.0, le=1.0)
     epsilon_decay_steps: int = _field(100_000, "agent steps of linear epsilon decay", ge=1)
     max_grad_norm: float = _field(10.0, "global gradient-norm clip", gt=0.0)
     clip_rewards: bool = _field(True, "learn from sign(reward); reported scores are always unclipped")
-    terminal_on_life_loss: bool = _field(True, "treat a lost life as terminal for learning only; games go on to game over")
+    terminal_on_life_loss: bool = _field(
+        True, "treat a lost life as terminal for learning only; games go on to game over"
+    )
     log_interval: int = _field(1_000, "agent steps between logged training metrics", ge=1)
     checkpoint_interval: int = _field(
         25_000, "agent steps between resumable checkpoints, which also send the metrics to MLflow", ge=1
@@ -221,6 +233,23 @@ class Params:
             )
 
 
+# YAML 1.2 floats, as DVC writes them (`dvc exp run -S train.learning_rate=1e-5` stores `1e-05`);
+# PyYAML's YAML 1.1 rules would read `1e-05` and `1.0e9` as text.
+_FLOAT = re.compile(
+    r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?)$""",
+    re.X,
+)
+
+
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats."""
+
+
+_ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
 def _check_value(key: str, value: Any, spec: dataclasses.Field) -> Any:
     """Return ``value`` converted to the field's type, or raise ConfigError naming ``key``."""
     kind = spec.type if isinstance(spec.type, str) else spec.type.__name__
@@ -235,8 +264,7 @@ def _check_value(key: str, value: Any, spec: dataclasses.Field) -> Any:
             raise ConfigError(f"{key} = {value!r}: must be a whole number")
     elif kind == "float":
         if isinstance(value, str):
-            scientific = re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value)
-            hint = " (YAML reads 1e-4 and 1.0e9 as text: write 1.0e-4, 1.0e+9)" if scientific else ""
+            hint = " (it is quoted text: remove the quotes)" if _FLOAT.match(value) else ""
             raise ConfigError(f"{key} = {value!r}: must be a number{hint}")
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise ConfigError(f"{key} = {value!r}: must be a finite number")
@@ -250,7 +278,7 @@ def _check_value(key: str, value: Any, spec: dataclasses.Field) -> Any:
         ("le", lambda v, b: v <= b, "<="),
         ("lt", lambda v, b: v < b, "<"),
     ]
-    for name, ok, symbol in bounds:
+    for name, ok, _ in bounds:
         bound = rules.get(name)
         if bound is not None and not ok(value, bound):
             allowed = " and ".join(f"{s} {rules[n]}" for n, _, s in bounds if rules.get(n) is not None)
@@ -295,7 +323,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     """Read, build and validate the params file."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_ParamsLoader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: params file not found; run from the repository root") from None
     except yaml.YAMLError as error:

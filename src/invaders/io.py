@@ -43,6 +43,8 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     """Yield an empty staging directory beside ``path``; on success it takes ``path``'s place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):  # from a writer killed mid-way
+        shutil.rmtree(leftover, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield staging

@@ -27,7 +27,11 @@ def checkpoint_store(root: Path, stage: str) -> CheckpointStore:
 
 def fingerprint(params: Params, initial_weights: Path) -> dict[str, str]:
     """What a checkpoint must match: the learning params and the initial weights."""
-    values = {**as_flat_dict(params.env, "env"), **as_flat_dict(params.model, "model"), **as_flat_dict(params.train, "train")}
+    values = {
+        **as_flat_dict(params.env, "env"),
+        **as_flat_dict(params.model, "model"),
+        **as_flat_dict(params.train, "train"),
+    }
     values = {key: str(value) for key, value in values.items() if key not in _FREE_TO_CHANGE}
     values["initial_weights_sha256"] = hashlib.sha256(initial_weights.read_bytes()).hexdigest()
     return values
@@ -40,7 +44,10 @@ def resumable_run(store: CheckpointStore, current: dict[str, str], stage: str) -
         return None
     changed = sorted(key for key in current if meta.get("fingerprint", {}).get(key) != current[key])
     if changed:
-        print(f"{stage}: checkpoint at step {meta['steps']:,} was made with other {', '.join(changed)}; starting fresh", file=sys.stderr)
+        print(
+            f"{stage}: checkpoint at step {meta['steps']:,} was made with other {', '.join(changed)}; starting fresh",
+            file=sys.stderr,
+        )
         store.clear()
         return None
     print(f"{stage}: resuming from the checkpoint at step {meta['steps']:,}", file=sys.stderr)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from invaders.agents.policy import GreedyPolicy
 from invaders.agents.dqn_math import bootstrap_values, huber_loss, td_targets
+from invaders.agents.policy import GreedyPolicy
 from invaders.config import TrainConfig
 from invaders.replay.frame_replay import Batch
 

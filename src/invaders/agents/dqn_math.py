@@ -62,7 +62,9 @@ def huber_loss(errors: tf.Tensor, delta: float = 1.0) -> tf.Tensor:
     return tf.reduce_mean(0.5 * tf.square(quadratic) + delta * (absolute - quadratic))
 
 
-def epsilon_greedy(greedy_actions: np.ndarray, epsilon: float, num_actions: int, rng: np.random.Generator) -> np.ndarray:
+def epsilon_greedy(
+    greedy_actions: np.ndarray, epsilon: float, num_actions: int, rng: np.random.Generator
+) -> np.ndarray:
     """Replace each greedy action by a uniformly random one with probability ``epsilon``."""
     explore = rng.random(greedy_actions.shape[0]) < epsilon
     random_actions = rng.integers(0, num_actions, greedy_actions.shape[0])

@@ -39,7 +39,9 @@ def exploration_epsilon(step: int, config: TrainConfig) -> float:
     """Uniform random play during the warm-up, then epsilon annealed linearly."""
     if step < config.warmup_steps:
         return 1.0
-    return linear_epsilon(step - config.warmup_steps, config.epsilon_start, config.epsilon_end, config.epsilon_decay_steps)
+    return linear_epsilon(
+        step - config.warmup_steps, config.epsilon_start, config.epsilon_end, config.epsilon_decay_steps
+    )
 
 
 def updates_due(step: int, config: TrainConfig) -> int:
@@ -111,7 +113,9 @@ class DQNTrainer:
         return arrays, meta
 
     def restore(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        self.replay.load_state_dict({k.removeprefix("replay."): v for k, v in arrays.items() if k.startswith("replay.")})
+        self.replay.load_state_dict(
+            {k.removeprefix("replay."): v for k, v in arrays.items() if k.startswith("replay.")}
+        )
         self.learner.load_state_arrays(arrays)
         self.result = TrainingResult(
             curve=meta["curve"],
@@ -137,7 +141,10 @@ class DQNTrainer:
         self._stop_signal = signum
 
     def run(
-        self, on_checkpoint: Callable[[DQNTrainer], None] | None = None, checkpoint_interval: int = 0, show_progress: bool = True
+        self,
+        on_checkpoint: Callable[[DQNTrainer], None] | None = None,
+        checkpoint_interval: int = 0,
+        show_progress: bool = True,
     ) -> TrainingResult:
         """Train until ``config.steps`` agent steps (transitions, not counting ignored reset steps)."""
         handlers = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -152,7 +159,14 @@ class DQNTrainer:
         return self.result
 
     def _loop(self, on_checkpoint, checkpoint_interval: int, show_progress: bool) -> None:
-        config, env, replay, learner, result, stats = self.config, self.env, self.replay, self.learner, self.result, self.stats
+        config, env, replay, learner, result, stats = (
+            self.config,
+            self.env,
+            self.replay,
+            self.learner,
+            self.result,
+            self.stats,
+        )
         num_envs = env.num_envs
         num_actions = int(env.single_action_space.n)
         observations, info = env.reset(seed=config.seed + 7919 * self.resumes)
@@ -160,7 +174,9 @@ class DQNTrainer:
         finals = np.zeros(num_envs, dtype=bool)  # observation is the last of its game: its action is ignored
         firsts = np.ones(num_envs, dtype=bool)
         game_returns = np.zeros(num_envs)
-        next_checkpoint = (result.steps // checkpoint_interval + 1) * checkpoint_interval if checkpoint_interval else None
+        next_checkpoint = (
+            (result.steps // checkpoint_interval + 1) * checkpoint_interval if checkpoint_interval else None
+        )
         bar = progress_bar(config.steps, "train", show_progress)
         bar.update(result.steps)
         while result.steps < config.steps:

@@ -62,7 +62,12 @@ def play_episodes(
             if played[game] < quotas[game]:
                 played[game] += 1
                 results.append(
-                    Episode(float(scores[game]), int(steps[game]), int(info["episode_frame_number"][game]), bool(truncated[game]))
+                    Episode(
+                        float(scores[game]),
+                        int(steps[game]),
+                        int(info["episode_frame_number"][game]),
+                        bool(truncated[game]),
+                    )
                 )
                 bar.update(1)
                 bar.set_postfix(score=f"{scores[game]:.0f}", refresh=False)

@@ -146,6 +146,13 @@ def load_weight_arrays(directory: Path, model) -> list[np.ndarray]:
     if magic != _ZIP_MAGIC:
         raise ConfigError(f"{path}: not a weights file written by this project (not an .npz archive)")
     try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.namelist()
+    except (OSError, zipfile.BadZipFile) as error:
+        raise ConfigError(f"{path}: unreadable or truncated weights file ({type(error).__name__})") from None
+    if not members or not all(name.endswith(".npy") for name in members):
+        raise ConfigError(f"{path}: a zip archive but not a weights file written by this project")
+    try:
         with np.load(path) as archive:
             arrays = [archive[name] for name in sorted(archive.files)]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:

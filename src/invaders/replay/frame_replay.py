@@ -40,7 +40,9 @@ class Batch:
 class FrameReplay:
     """Uniform replay of n-step transitions from ``num_envs`` parallel environments."""
 
-    def __init__(self, capacity: int, num_envs: int, frame_shape: tuple[int, int], stack: int, n_step: int, gamma: float):
+    def __init__(
+        self, capacity: int, num_envs: int, frame_shape: tuple[int, int], stack: int, n_step: int, gamma: float
+    ):
         self.capacity = capacity // num_envs
         self.num_envs = num_envs
         self.stack = stack

@@ -100,7 +100,12 @@ def plot_score_distributions(agents: list[AgentScores], path: Path) -> None:
 
 
 def write_report(
-    agents: list[AgentScores], directory: Path, confidence: float, samples: int, best: AgentScores | None, gif: Path | None
+    agents: list[AgentScores],
+    directory: Path,
+    confidence: float,
+    samples: int,
+    best: AgentScores | None,
+    gif: Path | None,
 ) -> str:
     """Write report.md, report.html and the plots into ``directory``; return the Markdown."""
     table = results_table(agents, confidence, samples)
@@ -134,7 +139,10 @@ def _html(table: pd.DataFrame, directory: Path, best: AgentScores | None, gif: P
     """A self-contained page: images inlined, no external resources, opens offline."""
     images = "".join(
         f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" src="{_embedded(directory / name, "image/png")}">'
-        for title, name in [("Learning curves", "learning_curves.png"), ("Score distributions", "score_distributions.png")]
+        for title, name in [
+            ("Learning curves", "learning_curves.png"),
+            ("Score distributions", "score_distributions.png"),
+        ]
     )
     if gif is not None:
         label = html.escape(best.label)

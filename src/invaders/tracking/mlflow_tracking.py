@@ -211,7 +211,9 @@ class StageRun:
         self._pending += [
             Metric(key, float(value), now, int(step)) for key, value in metrics.items() if math.isfinite(value)
         ]
-        if not self.hold_metrics and (len(self._pending) >= _BATCH_LIMIT * 5 or time.monotonic() - self._last_flush > 30):
+        if not self.hold_metrics and (
+            len(self._pending) >= _BATCH_LIMIT * 5 or time.monotonic() - self._last_flush > 30
+        ):
             self.flush()
 
     def flush(self) -> None:
