@@ -12,6 +12,7 @@ capacity reported, and the fraction of the CPU's fp32 peak that an update reache
 from __future__ import annotations
 
 import argparse
+import itertools
 import resource
 import sys
 import time
@@ -127,8 +128,9 @@ def main() -> None:
             np.zeros(envs, bool) if step else np.ones(envs, bool),
         )
     sample_s = timed(lambda: replay.sample(config.batch_size, rng), repeats=300)
-    batch = replay.sample(config.batch_size, rng)
-    update_s = timed(lambda: learner.update(batch), repeats=100, warmup=5)
+    # Fresh batches, as in training: one batch reused stays in the CPU caches and flatters the update.
+    batches = itertools.cycle([replay.sample(config.batch_size, rng) for _ in range(64)])
+    update_s = timed(lambda: learner.update(next(batches)), repeats=100, warmup=5)
 
     # End to end: the real training loop.
     run_config = type(config)(

@@ -2,14 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from invaders.agents.dqn_math import (
-    bootstrap_values,
-    epsilon_greedy,
-    huber_loss,
-    linear_epsilon,
-    n_step_returns,
-    td_targets,
-)
+from invaders.agents.dqn_math import epsilon_greedy, linear_epsilon, n_step_returns
+from invaders.agents.losses import bootstrap_values, huber_loss, td_targets
 from invaders.agents.training import exploration_epsilon, updates_due
 from invaders.config import TrainConfig
 from invaders.evaluation.protocol import episode_quotas

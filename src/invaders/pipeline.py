@@ -60,10 +60,13 @@ def protocol_params(params: Params) -> dict[str, object]:
 
 def protocol_label(params: Params, epsilon: float) -> str:
     env = params.env
-    return (
-        f"{env.id}, {env.preprocessing}, sticky {env.repeat_action_probability:g}, "
-        f"frame skip {env.frame_skip}, eps {epsilon:g}, whole games, unclipped score"
-    )
+    if env.preprocessing == "raw":
+        emulator = f"{env.id} raw frames, the id's own frame skip and sticky actions"
+    else:
+        emulator = (
+            f"{env.id}, 84x84x{env.frame_stack}, sticky {env.repeat_action_probability:g}, frame skip {env.frame_skip}"
+        )
+    return f"{emulator}, eps {epsilon:g}, whole games, unclipped score"
 
 
 def publish_scores(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from invaders.agents.dqn_math import bootstrap_values, huber_loss, td_targets
+from invaders.agents.losses import bootstrap_values, huber_loss, td_targets
 from invaders.agents.policy import GreedyPolicy
 from invaders.config import TrainConfig
 from invaders.replay.frame_replay import Batch

@@ -1,9 +1,11 @@
-"""The DQN math as small pure functions: schedules, n-step returns, targets and loss."""
+"""The DQN math that needs no TensorFlow, as small pure functions: schedules, n-step returns, exploration.
+
+The TensorFlow half (targets, loss) is in ``losses.py``; replay and the benchmark's memory probe import
+this module without starting TensorFlow."""
 
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
 
 def linear_epsilon(step: int, start: float, end: float, decay_steps: int) -> float:
@@ -40,26 +42,6 @@ def n_step_returns(
         running &= ~(stops_terminal | stops_truncated)
     discount[running] = gamma**n
     return returns, discount, offset
-
-
-def bootstrap_values(next_q_online: tf.Tensor, next_q_target: tf.Tensor, double_dqn: bool) -> tf.Tensor:
-    """Value of the bootstrap state: Double DQN evaluates the online argmax with the target net."""
-    if not double_dqn:
-        return tf.reduce_max(next_q_target, axis=1)
-    best = tf.argmax(next_q_online, axis=1, output_type=tf.int32)
-    return tf.gather(next_q_target, best, axis=1, batch_dims=1)
-
-
-def td_targets(returns: tf.Tensor, discounts: tf.Tensor, next_values: tf.Tensor) -> tf.Tensor:
-    """``r + gamma^k * V(s')``, without gradient."""
-    return tf.stop_gradient(returns + discounts * next_values)
-
-
-def huber_loss(errors: tf.Tensor, delta: float = 1.0) -> tf.Tensor:
-    """Mean Huber loss: quadratic within ``delta`` of zero, linear beyond (the 2015 DQN error clipping)."""
-    absolute = tf.abs(errors)
-    quadratic = tf.minimum(absolute, delta)
-    return tf.reduce_mean(0.5 * tf.square(quadratic) + delta * (absolute - quadratic))
 
 
 def epsilon_greedy(

@@ -77,7 +77,8 @@ def plot_learning_curves(agents: list[AgentScores], path: Path, window: int = 20
     axes.set_xlabel("agent steps")
     axes.set_ylabel(f"game score while training (mean of {window} games)")
     axes.set_title("Learning curves")
-    axes.legend(fontsize=8)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=8)
     axes.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
