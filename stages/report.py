@@ -37,7 +37,7 @@ def gather_agents(experiment: str):
         evaluations = evaluations.sort_values("metrics.agent.train_steps", kind="stable")
     runs = []
     for _, run in evaluations.iterrows():
-        curve = metric_history(run["tags.invaders.train_run_id"], "train/game_score")
+        curve = metric_history(run["tags.invaders.train_run_id"], "train/episode_return")
         agents.append(
             AgentScores(
                 label=run["tags.invaders.agent"],

@@ -11,7 +11,7 @@ from invaders.tracking import mlflow_tracking as tracking
 
 pytestmark = pytest.mark.e2e
 
-STAGES = ["baseline", "build-model", "train", "evaluate", "report"]
+STAGES = ["baseline", "build-model", "train", "evaluate", "evaluate-shipped@dqn-100k", "report"]
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +20,12 @@ def repo(tmp_path_factory) -> Path:
     return make_repo(tmp_path_factory.mktemp("repo"))
 
 
-def runs_of(root: Path, monkeypatch, stage: str):
+def runs_of(root: Path, monkeypatch, dvc_stage: str):
+    """The finished MLflow runs of one DVC stage (the two evaluate stages share the tag invaders.stage)."""
     monkeypatch.setenv("DVC_ROOT", str(root))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return tracking.stage_runs("space-invaders-dqn", stage)
+    runs = tracking.stage_runs("space-invaders-dqn", dvc_stage.split("-shipped")[0])
+    return runs[runs["tags.dvc.stage"] == dvc_stage].reset_index(drop=True)
 
 
 def test_repro_then_nothing_reruns_then_an_experiment(repo, monkeypatch):
@@ -38,6 +40,7 @@ def test_repro_then_nothing_reruns_then_an_experiment(repo, monkeypatch):
         "models/trained/weights.npz",
         "results/train/curve.csv",
         "results/evaluate/episode.gif",
+        "results/shipped/dqn-100k/metrics.json",
         "report/report.md",
         "report/report.html",
         "report/learning_curves.png",
@@ -47,7 +50,7 @@ def test_repro_then_nothing_reruns_then_an_experiment(repo, monkeypatch):
     assert metrics["episodes"] == 2 and metrics["score_min"] <= metrics["score_mean"] <= metrics["score_max"]
     assert json.loads((repo / "results/train/metrics.json").read_text())["total_steps"] >= 600
     report = (repo / "report/report.md").read_text()
-    assert "random" in report and "native nature-dueling" in report
+    assert "random" in report and "native nature-dueling 6" in report and "native nature-dueling 100,003" in report
     assert (repo / "mlflow.db").is_file()
 
     for stage in STAGES:
@@ -70,6 +73,9 @@ def test_repro_then_nothing_reruns_then_an_experiment(repo, monkeypatch):
     assert trains.iloc[1]["params.train.steps"] == "800"
     evaluations = runs_of(repo, monkeypatch, "evaluate")
     assert evaluations["tags.dvc.exp_name"].tolist() == ["workspace", "longer"]
+    assert len(runs_of(repo, monkeypatch, "evaluate-shipped@dqn-100k")) == 1, (
+        "the shipped agent does not depend on train"
+    )
 
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, env))
     experiments = [exp for row in shown for exp in (row.get("experiments") or []) if exp.get("name") == "longer"]

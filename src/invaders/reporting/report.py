@@ -32,7 +32,7 @@ class AgentScores:
     experiment: str  # DVC experiment that produced the evaluation
     commit: str
     scores: np.ndarray  # unclipped game score of each evaluation game
-    curve: pd.DataFrame | None = None  # training game scores: columns step, value
+    curve: pd.DataFrame | None = None  # mean training game score per log interval: columns step, value
 
 
 def results_table(agents: list[AgentScores], confidence: float, samples: int) -> pd.DataFrame:
@@ -64,7 +64,7 @@ def _duration(seconds: float) -> str:
     return f"{minutes:.1f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
 
 
-def plot_learning_curves(agents: list[AgentScores], path: Path, window: int = 20) -> None:
+def plot_learning_curves(agents: list[AgentScores], path: Path, window: int = 5) -> None:
     figure, axes = plt.subplots(figsize=(8, 4.5))
     random_mean = next((a.scores.mean() for a in agents if a.train_steps == 0), None)
     for agent in agents:
@@ -75,7 +75,7 @@ def plot_learning_curves(agents: list[AgentScores], path: Path, window: int = 20
     if random_mean is not None:
         axes.axhline(random_mean, color="grey", linestyle="--", label="random agent (evaluation mean)")
     axes.set_xlabel("agent steps")
-    axes.set_ylabel(f"game score while training (mean of {window} games)")
+    axes.set_ylabel(f"game score while training\n(rolling mean of {window} log intervals)")
     axes.set_title("Learning curves")
     if axes.get_legend_handles_labels()[0]:
         axes.legend(fontsize=8)

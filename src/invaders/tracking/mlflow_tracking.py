@@ -278,8 +278,13 @@ def stage_runs(experiment: str, stage: str) -> pd.DataFrame:
 
 
 def metric_history(run_id: str, key: str) -> pd.DataFrame:
-    """A metric's values by step, as logged."""
-    history = _client(tracking_uri()).get_metric_history(run_id, key)
+    """A metric's values by step, as logged; empty if the run is not in this store."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        history = _client(tracking_uri()).get_metric_history(run_id, key)
+    except MlflowException:
+        history = []
     return pd.DataFrame({"step": [m.step for m in history], "value": [m.value for m in history]}).sort_values("step")
 
 
