@@ -149,3 +149,16 @@ def test_checkpoint_from_other_params_is_discarded_in_one_line(tmp_path):
     done = subprocess.run([sys.executable, "stages/train.py"], cwd=root, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "was made with other train.learning_rate; starting fresh" in done.stderr
+
+
+def test_unreadable_checkpoint_is_skipped_with_one_line(tmp_path, capsys):
+    store = CheckpointStore(tmp_path, keep=2)
+    store.save(100, {"values": np.arange(1_000)}, {"steps": 100})
+    newest = store.save(200, {"values": np.arange(1_000)}, {"steps": 200})
+    data = (newest / "values.npy").read_bytes()
+    (newest / "values.npy").write_bytes(data[: len(data) // 2])  # a file cut short by a crash
+    arrays, meta = store.latest()
+    assert meta["steps"] == 100 and int(arrays["values"][-1]) == 999
+    assert capsys.readouterr().err.count("\n") == 1
+    (tmp_path / "step-000000000100" / "meta.json").write_text("{not json")
+    assert store.latest() is None

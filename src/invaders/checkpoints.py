@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -58,22 +59,15 @@ class CheckpointStore:
         return sorted(path for path in self.directory.iterdir() if path.name.startswith(_PREFIX) and path.is_dir())
 
     def latest(self) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
-        """The newest readable checkpoint, or None."""
+        """The newest readable checkpoint, or None. Arrays are memory-mapped: reading the headers checks
+        every file is complete, and nothing is loaded until used. Unreadable ones are skipped, saying so."""
         for path in reversed(self._committed()):
             try:
                 meta = json.loads((path / "meta.json").read_text())
-                arrays = {file.stem: np.load(file, allow_pickle=False) for file in path.glob("*.npy")}
+                arrays = {file.stem: np.load(file, mmap_mode="r", allow_pickle=False) for file in path.glob("*.npy")}
                 return arrays, meta
-            except (OSError, ValueError):
-                continue
-        return None
-
-    def latest_meta(self) -> dict[str, Any] | None:
-        for path in reversed(self._committed()):
-            try:
-                return json.loads((path / "meta.json").read_text())
-            except (OSError, ValueError):
-                continue
+            except (OSError, ValueError) as error:
+                print(f"checkpoint {path}: unreadable ({type(error).__name__}: {error}); skipped", file=sys.stderr)
         return None
 
     def clear(self) -> None:

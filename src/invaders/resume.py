@@ -39,9 +39,10 @@ def fingerprint(params: Params, initial_weights: Path) -> dict[str, str]:
 
 def resumable_run(store: CheckpointStore, current: dict[str, str], stage: str) -> str | None:
     """The MLflow run id of a usable checkpoint; an unusable one is discarded with one line saying why."""
-    meta = store.latest_meta()
-    if meta is None:
+    latest = store.latest()
+    if latest is None:
         return None
+    _, meta = latest
     changed = sorted(key for key in current if meta.get("fingerprint", {}).get(key) != current[key])
     if changed:
         print(
