@@ -67,6 +67,28 @@ def replay_memory_figures(capacity: int, envs: int, shape: tuple[int, ...], n_st
     return {**figures, "frame_gb": capacity * int(np.prod(shape[1:])) / 1e9}
 
 
+def kerasrl_steps_per_second(params, spec, steps: int) -> float:
+    """keras-rl2's DQNAgent on the same setup (network, batch, replay ratio), after its warm-up."""
+    import dataclasses
+    import tempfile
+
+    from invaders.agents.kerasrl_backend import train_kerasrl
+    from invaders.models.networks import build_q_network, save_weights
+
+    train = dataclasses.replace(
+        params.train,
+        backend="keras-rl2",
+        steps=params.train.warmup_steps + steps,
+        log_interval=params.train.warmup_steps,
+    )
+    with tempfile.TemporaryDirectory() as initial:
+        save_weights(build_q_network(spec), spec, Path(initial))
+        _, _, result = train_kerasrl(dataclasses.replace(params, train=train), Path(initial), lambda m, s: None, False)
+    rows = result.curve  # one row per warm-up length: the first closes the warm-up
+    seconds = sum((b["step"] - a["step"]) / b["train/steps_per_second"] for a, b in zip(rows, rows[1:]))
+    return (rows[-1]["step"] - rows[0]["step"]) / seconds
+
+
 def matmul_peak_gflops() -> float:
     import tensorflow as tf
 
@@ -85,6 +107,12 @@ def main() -> None:
         "--train-steps", type=int, default=4_000, help="agent steps of the end-to-end run after warm-up"
     )
     parser.add_argument("--capacity", type=int, default=1_000_000, help="replay capacity filled for the memory figure")
+    parser.add_argument(
+        "--kerasrl-steps",
+        type=int,
+        default=1_500,
+        help="agent steps after warm-up for keras-rl2 on the same setup (0: skip)",
+    )
     args = parser.parse_args()
 
     import keras
@@ -166,6 +194,7 @@ def main() -> None:
     update_flops = forward_flops(online) * config.batch_size * (3 + 1 + (1 if config.double_dqn else 0))
     peak = matmul_peak_gflops()
 
+    kerasrl = kerasrl_steps_per_second(params, spec, args.kerasrl_steps) if args.kerasrl_steps else None
     memory = replay_memory_figures(args.capacity, envs, spec.input_shape, config.n_step, config.gamma)
     training_rss = peak_rss_gb()
 
@@ -173,6 +202,11 @@ def main() -> None:
         f"agent steps/s, training end to end:     {steps_per_s:8.1f}   ({steps} steps, {updates} updates, {seconds:.1f} s)"
     )
     print(f"  1M agent steps would take:            {1e6 / steps_per_s / 3600:8.2f} h")
+    if kerasrl:
+        print(
+            f"keras-rl2 DQNAgent, same setup, agent steps/s: {kerasrl:8.1f}   ({1e3 / kerasrl:.1f} ms per agent step;"
+            f" native {1e3 / steps_per_s:.1f} ms)"
+        )
     print(f"ms per compiled update (bare):          {update_s * 1e3:8.2f}")
     print(f"ms per batched action ({envs} games):        {act_s * 1e3:8.2f}")
     print(f"ms per replay sample (batch {config.batch_size}):        {sample_s * 1e3:8.2f}")
