@@ -139,7 +139,7 @@ class TrainConfig:
     )
     epsilon_start: float = _field(1.0, "exploration epsilon at step 0", ge=0.0, le=1.0)
     epsilon_end: float = _field(0.01, "exploration epsilon after the decay", ge=0.0, le=1.0)
-    epsilon_decay_steps: int = _field(100_000, "agent steps of linear epsilon decay", ge=1)
+    epsilon_decay_steps: int = _field(50_000, "agent steps of linear epsilon decay, after the warm-up", ge=1)
     max_grad_norm: float = _field(10.0, "global gradient-norm clip", gt=0.0)
     clip_rewards: bool = _field(True, "learn from sign(reward); reported scores are always unclipped")
     terminal_on_life_loss: bool = _field(
