@@ -8,11 +8,12 @@ its curve is logged with the evaluation, since its training run is in another ML
 """
 
 import argparse
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
 
-from invaders.config import ConfigError
+from invaders.config import ConfigError, load_params
 from invaders.pipeline import protocol_params, publish_scores, run_stage
 
 TRAINED = Path("models/trained")
@@ -37,7 +38,7 @@ def agent_label(agent: dict) -> str:
 
 def evaluate(params, run, agent_dir: Path = TRAINED, output: Path = OUTPUT) -> None:
     from invaders.agents.policy import EpsilonGreedyPolicy, GreedyPolicy
-    from invaders.envs.atari import make_vector_env
+    from invaders.envs.atari import make_vector_env, observation_shape
     from invaders.evaluation.protocol import play_episodes
     from invaders.models.networks import load_model
     from invaders.reporting.animation import write_gif
@@ -45,6 +46,14 @@ def evaluate(params, run, agent_dir: Path = TRAINED, output: Path = OUTPUT) -> N
     evaluation = params.evaluation
     agent = read_agent(agent_dir)
     model, spec = load_model(agent_dir)
+    if (agent_dir / "params.yaml").is_file():
+        # A shipped agent plays the game it was trained on; the evaluation settings are this run's.
+        params = dataclasses.replace(params, env=load_params(agent_dir / "params.yaml").env)
+    if tuple(spec.input_shape) != observation_shape(params.env):
+        raise ConfigError(
+            f"{agent_dir / 'spec.json'}: the network takes observations {tuple(spec.input_shape)}, env gives "
+            f"{observation_shape(params.env)}; rerun build-model and train (dvc repro)"
+        )
     weights_sha = hashlib.sha256((agent_dir / "weights.npz").read_bytes()).hexdigest()
     run.log_params(
         {

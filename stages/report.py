@@ -63,8 +63,8 @@ def report(params, run) -> None:
     with io.atomic_directory(OUTPUT) as staging:
         best, gif = None, None
         if trained:
-            best = max(trained, key=lambda agent: agent.scores.mean())
-            best_run = evaluation_runs[trained.index(best)]
+            best_index = max(range(len(trained)), key=lambda index: trained[index].scores.mean())
+            best, best_run = trained[best_index], evaluation_runs[best_index]
             with tempfile.TemporaryDirectory() as downloads:
                 source = download_artifact(best_run, "episode.gif", Path(downloads))
                 gif = staging / "best_agent.gif"

@@ -50,7 +50,9 @@ def test_repro_then_nothing_reruns_then_an_experiment(repo, monkeypatch):
     assert metrics["episodes"] == 2 and metrics["score_min"] <= metrics["score_mean"] <= metrics["score_max"]
     assert json.loads((repo / "results/train/metrics.json").read_text())["total_steps"] >= 600
     report = (repo / "report/report.md").read_text()
-    assert "random" in report and "native nature-dueling 6" in report and "native nature-dueling 100,003" in report
+    assert (
+        "random" in report and "native nature-dueling 6" in report and "native nature-dueling 100,000 steps" in report
+    )
     assert (repo / "mlflow.db").is_file()
 
     for stage in STAGES:

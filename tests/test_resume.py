@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 from fake_env import BandGameVectorEnv
-from repo_copy import environment, make_repo, run
+from repo_copy import environment, make_repo, run, write_params
 
 from invaders.agents.dqn import DQNLearner
 from invaders.agents.training import DQNTrainer
@@ -144,8 +144,7 @@ def test_checkpoint_from_other_params_is_discarded_in_one_line(tmp_path):
         time.sleep(0.05)
     process.kill()
     process.wait()
-    text = (root / "params.yaml").read_text().replace("learning_rate: 0.0001", "learning_rate: 0.0002")
-    (root / "params.yaml").write_text(text.replace("steps: 5000", "steps: 400"))
+    write_params(root, {"train": {"learning_rate": 2.0e-4, "steps": 400}})
     done = subprocess.run([sys.executable, "stages/train.py"], cwd=root, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "was made with other train.learning_rate; starting fresh" in done.stderr

@@ -60,3 +60,24 @@ def test_run_of_a_dead_process_is_marked_killed(store):
         pass
     assert client.get_run(stale.run_id).info.status == "KILLED"
     assert os.getpid()  # the live process's own run finished normally
+
+
+def test_resumed_run_records_a_longer_budget_without_rewriting_params(store):
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.StageRun("train", "unit") as first:
+            first.log_params({"train.steps": 10})
+            raise KeyboardInterrupt
+    with tracking.StageRun("train", "unit", resume_run_id=first.run_id) as resumed:
+        resumed.log_params({"train.steps": 20, "train.seed": 0})
+    run = resumed.client.get_run(first.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {"train.steps": "10", "train.seed": "0"}
+    assert run.data.tags["resumed.train.steps"] == "20"
+
+
+def test_held_metrics_of_a_failed_run_are_not_sent(store):
+    with pytest.raises(RuntimeError):
+        with tracking.StageRun("train", "unit", hold_metrics=True) as run:
+            run.log_metrics({"train/loss": 1.0}, step=5)
+            raise RuntimeError
+    assert tracking.metric_history(run.run_id, "train/loss").empty

@@ -132,7 +132,7 @@ class TrainConfig:
     double_dqn: bool = _field(True, "Double DQN targets: online net picks the next action, target net values it")
     warmup_steps: int = _field(1_000, "agent steps of pure exploration before the first update", ge=0)
     replay_ratio: float = _field(
-        0.25, "gradient updates per agent step (0.25 = one update every 4 steps)", gt=0.0, le=8.0
+        0.5, "gradient updates per agent step (0.25 = one update every 4 steps)", gt=0.0, le=8.0
     )
     target_update_interval: int = _field(
         2_000, "gradient updates between hard copies of the online net into the target net", ge=1

@@ -37,7 +37,7 @@ def run_stage(
     try:
         params = load_params(params_path)
         resume_run_id = resume(params) if resume else None
-        with StageRun(stage, params.tracking.experiment, resume_run_id, hold_metrics=resume is not None) as run:
+        with StageRun(stage, params.tracking.experiment, resume_run_id) as run:
             body(params, run)
     except ConfigError as error:
         print(f"{stage}: error: {error}", file=sys.stderr)

@@ -175,6 +175,8 @@ class StageRun:
             status = "KILLED"
         else:
             status = "FAILED"
+        if self.hold_metrics and status != "FINISHED":
+            self._pending = []  # sent with the next checkpoint by the run that resumes, so never twice
         try:
             self.flush()
         finally:
@@ -195,6 +197,18 @@ class StageRun:
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
+        if self.resume_run_id:
+            # MLflow keeps a param's first value: a resumed run records new values (a longer
+            # train.steps) as tags and logs only the params it does not have yet.
+            logged = self.client.get_run(self.run_id).data.params
+            self.set_tags(
+                {
+                    f"resumed.{key}": value
+                    for key, value in params.items()
+                    if key in logged and logged[key] != str(value)
+                }
+            )
+            params = {key: value for key, value in params.items() if key not in logged}
         items = [Param(key, str(value)) for key, value in params.items()]
         for start in range(0, len(items), _BATCH_LIMIT):
             self.client.log_batch(self.run_id, params=items[start : start + _BATCH_LIMIT])
