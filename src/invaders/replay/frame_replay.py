@@ -99,8 +99,8 @@ class FrameReplay:
         return max(0, self._high() - self._low())
 
     def _low(self) -> int:
-        # The stack of the oldest start, and the slot before it used on rejection, must still be in memory.
-        return max(0, self.written - self.capacity) + self.stack
+        # The frame stack of the oldest start must still be in memory.
+        return max(0, self.written - self.capacity) + self.stack - 1
 
     def _high(self) -> int:
         # n transitions after the start, and the observation that follows them, must be written.
@@ -109,8 +109,15 @@ class FrameReplay:
     def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
         envs = rng.integers(0, self.num_envs, batch_size)
         starts = rng.integers(self._low(), self._high(), batch_size)
-        # A final observation has no transition: take the one before it (the episode's last transition).
-        starts -= self.finals[envs, starts % self.capacity]
+        # A final observation has no transition: draw again (shifting to a neighbour would favour it).
+        final = self.finals[envs, starts % self.capacity]
+        for _ in range(1_000):
+            if not final.any():
+                break
+            starts[final] = rng.integers(self._low(), self._high(), int(final.sum()))
+            final = self.finals[envs, starts % self.capacity]
+        else:
+            raise RuntimeError("replay memory holds no transition to sample yet")
         window = starts[:, None] + np.arange(self.n_step)[None, :]
         returns, discounts, offsets = n_step_returns(
             self.rewards[envs[:, None], window % self.capacity],
