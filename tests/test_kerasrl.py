@@ -65,7 +65,7 @@ def trained(tmp_path_factory):
 
 
 def test_kerasrl_backend_trains_the_nature_network(trained):
-    from invaders.agents.training import _IntervalStats
+    from invaders.agents.interval_stats import IntervalStats
 
     params, initial_model, spec, model, trained_spec, result, logged = trained
     assert trained_spec == spec
@@ -79,7 +79,7 @@ def test_kerasrl_backend_trains_the_nature_network(trained):
         (TRAIN_STEPS - WARMUP) // 4 <= result.updates <= (TRAIN_STEPS - WARMUP) // 4 + len(result.episode_returns) + 1
     )
 
-    native_keys = {"step", *_IntervalStats(0).row(1, 0, 0, 1.0)}
+    native_keys = {"step", *IntervalStats().row(1, 0, 0, 1.0)}
     assert [row["step"] for row in result.curve] == list(range(LOG_INTERVAL, TRAIN_STEPS + 1, LOG_INTERVAL))
     assert all(set(row) == native_keys for row in result.curve)
     last = result.curve[-1]

@@ -3,6 +3,7 @@ import pytest
 import tensorflow as tf
 
 from invaders.agents.dqn_math import epsilon_greedy, linear_epsilon, n_step_returns
+from invaders.agents.interval_stats import IntervalStats
 from invaders.agents.losses import bootstrap_values, huber_loss, td_targets
 from invaders.agents.training import exploration_epsilon, updates_due
 from invaders.config import TrainConfig
@@ -105,3 +106,14 @@ def test_summary_and_bootstrap_interval():
 def test_every_env_plays_an_equal_share_of_episodes():
     assert episode_quotas(30, 6).tolist() == [5] * 6
     assert episode_quotas(7, 3).tolist() == [3, 2, 2]
+
+
+def test_interval_row_averages_since_the_last_row_and_leaves_nan_where_nothing_happened():
+    stats = IntervalStats(start_step=100)
+    stats.losses += [1.0, 3.0]
+    stats.returns.append(50.0)
+    row = stats.row(step=200, episodes=7, updates=25, epsilon=0.5)
+    assert row["train/loss"] == 2.0 and row["train/episode_return"] == 50.0 and np.isnan(row["train/q_mean"])
+    assert row["train/episodes"] == 7 and row["train/updates"] == 25 and row["train/steps_per_second"] > 0
+    empty = stats.row(step=300, episodes=7, updates=25, epsilon=0.5)
+    assert np.isnan(empty["train/loss"]) and np.isnan(empty["train/episode_return"])

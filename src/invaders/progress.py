@@ -7,9 +7,11 @@ import sys
 from tqdm import tqdm
 
 
-def progress_bar(total: int, description: str, enabled: bool = True) -> tqdm:
+def progress_bar(total: int, description: str, enabled: bool = True, done: int = 0) -> tqdm:
+    """`done` steps were finished before (a resumed run): they count towards the total, not the rate."""
     return tqdm(
         total=total,
+        initial=done,
         desc=description,
         unit="step",
         unit_scale=True,

@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 import invaders
+from invaders.agents.interval_stats import IntervalStats
 from invaders.config import ConfigError, Params, build_params
 from invaders.models.networks import NetworkSpec, load_spec, load_weight_arrays
 
@@ -309,7 +310,8 @@ def _train_in_child(params: Params, initial: Path, output: Path, show_progress: 
 
     # Count every gradient update, with its loss and mean Q: keras-rl2 also trains in the extra
     # forward/backward it runs after a terminal step, which no callback sees.
-    updates = {"count": 0, "losses": [], "q_means": []}
+    stats = IntervalStats()
+    updates = {"count": 0}
     trainable = agent.trainable_model
     train_on_batch = trainable.train_on_batch
     q_index = next(i for i, name in enumerate(trainable.metrics_names) if name.endswith("mean_q"))
@@ -317,8 +319,8 @@ def _train_in_child(params: Params, initial: Path, output: Path, show_progress: 
     def counted_train_on_batch(*args, **kwargs):
         outputs = train_on_batch(*args, **kwargs)
         updates["count"] += 1
-        updates["losses"].append(float(outputs[0]))
-        updates["q_means"].append(float(outputs[q_index]))
+        stats.losses.append(float(outputs[0]))
+        stats.q_means.append(float(outputs[q_index]))
         return outputs
 
     trainable.train_on_batch = counted_train_on_batch
@@ -331,9 +333,7 @@ def _train_in_child(params: Params, initial: Path, output: Path, show_progress: 
             super().__init__()
             self.steps = 0
             self.episodes = 0
-            self.returns: list[float] = []
             self.row_due = False
-            self.start_step, self.start_time = 0, time.perf_counter()
 
         # A row is sent at the start of the next step (or at the end of training), not in on_step_end:
         # a game that ends on this step, and the update keras-rl2 runs in the extra step after it, come
@@ -348,33 +348,20 @@ def _train_in_child(params: Params, initial: Path, output: Path, show_progress: 
             self.row_due = self.steps % config.log_interval == 0
 
         def on_train_end(self, logs=None):
-            if self.row_due or self.steps > self.start_step:
+            if self.row_due or self.steps > stats.start_step:
                 self.send_row()
 
         def on_episode_end(self, episode, logs={}):  # noqa: B006
             score = env.last_game_score
             self.episodes += 1
-            self.returns.append(score)
+            stats.returns.append(score)
             send({"type": "score", "step": self.steps, "score": score})
             bar.set_postfix(score=f"{score:.0f}", eps=f"{policy.inner_policy.eps:.2f}", refresh=False)
 
         def send_row(self):
-            elapsed = max(time.perf_counter() - self.start_time, 1e-9)
-            row = {
-                "train/steps_per_second": (self.steps - self.start_step) / elapsed,
-                "train/epsilon": float(policy.inner_policy.eps),
-                "train/episodes": float(self.episodes),
-                "train/updates": float(updates["count"]),
-                "train/loss": float(np.mean(updates["losses"])) if updates["losses"] else math.nan,
-                "train/q_mean": float(np.mean(updates["q_means"])) if updates["q_means"] else math.nan,
-                "train/episode_return": float(np.mean(self.returns)) if self.returns else math.nan,
-            }
+            row = stats.row(self.steps, self.episodes, updates["count"], float(policy.inner_policy.eps))
             send({"type": "row", "step": self.steps, "row": row})
-            updates["losses"].clear()
-            updates["q_means"].clear()
-            self.returns = []
             self.row_due = False
-            self.start_step, self.start_time = self.steps, time.perf_counter()
 
     started = time.perf_counter()
     agent.fit(env, nb_steps=config.steps, verbose=0, callbacks=[Reporter()])

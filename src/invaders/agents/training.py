@@ -17,6 +17,7 @@ import numpy as np
 
 from invaders.agents.dqn import DQNLearner
 from invaders.agents.dqn_math import epsilon_greedy, linear_epsilon
+from invaders.agents.interval_stats import IntervalStats
 from invaders.config import TrainConfig
 from invaders.progress import progress_bar
 from invaders.replay.frame_replay import FrameReplay
@@ -49,33 +50,6 @@ def updates_due(step: int, config: TrainConfig) -> int:
     return max(0, math.floor((step - config.warmup_steps) * config.replay_ratio))
 
 
-class _IntervalStats:
-    """Accumulates what happened since the last logged row."""
-
-    def __init__(self, start_step: int):
-        self.reset(start_step)
-
-    def reset(self, step: int) -> None:
-        self.start_step, self.start_time = step, time.perf_counter()
-        self.losses: list[float] = []
-        self.q_means: list[float] = []
-        self.returns: list[float] = []
-
-    def row(self, step: int, episodes: int, updates: int, epsilon: float) -> dict[str, float]:
-        elapsed = max(time.perf_counter() - self.start_time, 1e-9)
-        row = {
-            "train/steps_per_second": (step - self.start_step) / elapsed,
-            "train/epsilon": epsilon,
-            "train/episodes": float(episodes),
-            "train/updates": float(updates),
-            "train/loss": float(np.mean(self.losses)) if self.losses else math.nan,
-            "train/q_mean": float(np.mean(self.q_means)) if self.q_means else math.nan,
-            "train/episode_return": float(np.mean(self.returns)) if self.returns else math.nan,
-        }
-        self.reset(step)
-        return row
-
-
 class DQNTrainer:
     """Owns one training run: the loop, its counters, and their checkpointable state.
 
@@ -91,7 +65,7 @@ class DQNTrainer:
         self.on_metrics = on_metrics
         self.rng = np.random.default_rng(config.seed)
         self.result = TrainingResult()
-        self.stats = _IntervalStats(0)
+        self.stats = IntervalStats(0)
         self.next_log = config.log_interval
         self.resumes = 0
         self._stop_signal: int | None = None
@@ -177,8 +151,7 @@ class DQNTrainer:
         next_checkpoint = (
             (result.steps // checkpoint_interval + 1) * checkpoint_interval if checkpoint_interval else None
         )
-        bar = progress_bar(config.steps, "train", show_progress)
-        bar.update(result.steps)
+        bar = progress_bar(config.steps, "train", show_progress, done=result.steps)
         while result.steps < config.steps:
             epsilon = exploration_epsilon(result.steps, config)
             greedy = learner.greedy_actions(observations) if epsilon < 1.0 else np.zeros(num_envs, dtype=np.int32)
