@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)/src
 
-.PHONY: setup run test test-fast ui bench notebook lint format lock
+.PHONY: setup run test test-fast ui bench notebook ship lint format lock
 
 # The notebook's own experiment: keras-rl2's DQNAgent on SpaceInvaders-v0 raw frames, with its values.
 # `make notebook` trains 10k steps (~2.6 h here); `make notebook NOTEBOOK_STEPS=1000000 NOTEBOOK_NAME=notebook-1m`.
@@ -46,6 +46,10 @@ bench: setup
 
 notebook: setup
 	dvc exp run -n $(NOTEBOOK_NAME) $(NOTEBOOK)
+
+# After a finished run in this workspace: copy it into shipped/$(NAME) for the evaluate-shipped stage.
+ship: setup
+	python -m invaders.shipping "$(NAME)" --command "$(COMMAND)"
 
 lint: setup
 	ruff check src stages tests benchmarks

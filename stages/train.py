@@ -31,9 +31,8 @@ def resume(params) -> str | None:
 
 def train(params, run) -> None:
     config = params.train
-    run.hold_metrics = (
-        config.backend == "native"
-    )  # metrics go out with each checkpoint, so a resumed run logs each step once
+    # Native metrics go out with each checkpoint, so a resumed run logs each step once.
+    run.hold_metrics = config.backend == "native"
     run.log_params(
         {**as_flat_dict(config, "train"), **as_flat_dict(params.env, "env"), **as_flat_dict(params.model, "model")}
     )

@@ -1,0 +1,88 @@
+"""Ship a finished training run into ``shipped/<name>/``, where the ``evaluate-shipped`` stage finds it.
+
+    python -m invaders.shipping NAME [--workspace DIR] [--command "how it was trained"]
+
+Copies what the run's ``train`` stage wrote (weights, spec, agent.json, curve, metrics), the params it
+was trained with, and its evaluation metrics if it has them; records the git commit of the workspace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from invaders import io
+
+# (source inside the workspace, name inside shipped/<name>/, required)
+FILES = [
+    ("models/trained/weights.npz", "weights.npz", True),
+    ("models/trained/spec.json", "spec.json", True),
+    ("params.yaml", "params.yaml", True),
+    ("results/train/curve.csv", "curve.csv", True),
+    ("results/train/metrics.json", "train_metrics.json", True),
+    ("results/evaluate/metrics.json", "evaluation_metrics.json", False),
+]
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
+
+
+class ShippingError(Exception):
+    pass
+
+
+def git_commit(workspace: Path) -> str:
+    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workspace, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ShippingError(f"{workspace} is not a git work tree: the commit that trained the agent is unknown")
+    return result.stdout.strip()
+
+
+def ship(workspace: Path, name: str, destination: Path, command: str = "") -> Path:
+    """Copy a finished run of ``workspace`` into ``destination/name``; returns that folder."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise ShippingError(f"name={name!r}: use lower-case letters, digits, '.', '_' and '-'")
+    target = destination / name
+    if target.exists():
+        raise ShippingError(f"{target} exists: shipped agents are never overwritten; pick another name")
+    missing = [source for source, _, required in FILES if required and not (workspace / source).is_file()]
+    if missing:
+        raise ShippingError(f"{workspace} has no finished training run: missing {', '.join(missing)}")
+    agent = json.loads((workspace / "models/trained/agent.json").read_text())
+    planned = yaml.safe_load((workspace / "params.yaml").read_text())["train"]["steps"]
+    if agent["train_steps"] < planned:
+        raise ShippingError(f"train_steps={agent['train_steps']}: the run stopped before its {planned} steps")
+    agent["git_commit"] = git_commit(workspace)
+    if command:
+        agent["trained_with"] = command
+    with io.atomic_directory(target) as staging:
+        for source, copied, _ in FILES:
+            if (workspace / source).is_file():
+                shutil.copy2(workspace / source, staging / copied)
+        (staging / "agent.json").write_text(json.dumps(agent, indent=2) + "\n")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", help="folder name under shipped/, e.g. dqn-1m")
+    parser.add_argument("--workspace", type=Path, default=Path("."), help="repository that ran the training")
+    parser.add_argument("--destination", type=Path, default=Path("shipped"))
+    parser.add_argument("--command", default="", help="how the run was started, recorded in agent.json")
+    args = parser.parse_args(argv)
+    try:
+        target = ship(args.workspace, args.name, args.destination, args.command)
+    except ShippingError as error:
+        print(f"ship: {error}", file=sys.stderr)
+        return 2
+    print(f"ship: {target} written; add '{args.name}' to evaluate-shipped in dvc.yaml and to the report's deps")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Shipping a finished run: every file evaluate-shipped needs, the commit that trained it, never a partial copy."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from conftest import REPO
+
+from invaders.shipping import ShippingError, main, ship
+
+SHIPPED = REPO / "shipped" / "dqn-100k"
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """A repository after a finished run, laid out as the train and evaluate stages leave it."""
+    root = tmp_path / "workspace"
+    for source, target in [
+        ("weights.npz", "models/trained/weights.npz"),
+        ("spec.json", "models/trained/spec.json"),
+        ("agent.json", "models/trained/agent.json"),
+        ("params.yaml", "params.yaml"),
+        ("curve.csv", "results/train/curve.csv"),
+        ("train_metrics.json", "results/train/metrics.json"),
+        ("evaluation_metrics.json", "results/evaluate/metrics.json"),
+    ]:
+        (root / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SHIPPED / source, root / target)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"],
+        cwd=root,
+        check=True,
+    )
+    return root
+
+
+def test_ship_copies_the_run_and_records_its_commit(workspace, tmp_path):
+    target = ship(workspace, "dqn-test", tmp_path / "shipped", command="dvc exp run -S train.steps=100000")
+    assert sorted(path.name for path in target.iterdir()) == sorted(path.name for path in SHIPPED.iterdir())
+    agent = json.loads((target / "agent.json").read_text())
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workspace, capture_output=True, text=True).stdout
+    assert agent["git_commit"] == head.strip() and agent["trained_with"] == "dvc exp run -S train.steps=100000"
+    assert (target / "weights.npz").read_bytes() == (SHIPPED / "weights.npz").read_bytes()
+
+
+def test_ship_refuses_to_overwrite_an_unfinished_run_or_a_bad_name(workspace, tmp_path, capsys):
+    ship(workspace, "dqn-test", tmp_path / "shipped")
+    with pytest.raises(ShippingError, match="exists"):
+        ship(workspace, "dqn-test", tmp_path / "shipped")
+    with pytest.raises(ShippingError, match="name='../up'"):
+        ship(workspace, "../up", tmp_path / "shipped")
+
+    agent = json.loads((workspace / "models/trained/agent.json").read_text())
+    (workspace / "models/trained/agent.json").write_text(json.dumps({**agent, "train_steps": 1000}))
+    assert main(["other", "--workspace", str(workspace), "--destination", str(tmp_path / "shipped")]) == 2
+    assert capsys.readouterr().err.strip() == "ship: train_steps=1000: the run stopped before its 100000 steps"
+    assert not (tmp_path / "shipped" / "other").exists()
