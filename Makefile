@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)/src
 .PHONY: setup run test test-fast ui bench notebook ship lint format lock
 
 # The notebook's own experiment: keras-rl2's DQNAgent on SpaceInvaders-v0 raw frames, with its values.
-# `make notebook` trains 10k steps (~2.6 h here); `make notebook NOTEBOOK_STEPS=1000000 NOTEBOOK_NAME=notebook-1m`.
+# `make notebook` trains 10k steps (~2.7 h here); `make notebook NOTEBOOK_STEPS=1000000 NOTEBOOK_NAME=notebook-1m`.
 NOTEBOOK_STEPS ?= 10000
 NOTEBOOK_NAME ?= notebook-10k
 NOTEBOOK = -S env.id=SpaceInvaders-v0 -S env.preprocessing=raw -S model.network=notebook -S model.dueling=true \

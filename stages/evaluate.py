@@ -38,9 +38,9 @@ def agent_label(agent: dict) -> str:
 
 def evaluate(params, run, agent_dir: Path = TRAINED, output: Path = OUTPUT) -> None:
     from invaders.agents.policy import EpsilonGreedyPolicy, GreedyPolicy
-    from invaders.envs.atari import make_vector_env, observation_shape
+    from invaders.envs.atari import make_vector_env, num_actions, observation_shape
     from invaders.evaluation.protocol import play_episodes
-    from invaders.models.networks import load_model
+    from invaders.models.networks import check_fits, load_model
     from invaders.reporting.animation import write_gif
 
     evaluation = params.evaluation
@@ -48,12 +48,14 @@ def evaluate(params, run, agent_dir: Path = TRAINED, output: Path = OUTPUT) -> N
     model, spec = load_model(agent_dir)
     if (agent_dir / "params.yaml").is_file():
         # A shipped agent plays the game it was trained on; the evaluation settings are this run's.
-        params = dataclasses.replace(params, env=load_params(agent_dir / "params.yaml").env)
-    if tuple(spec.input_shape) != observation_shape(params.env):
-        raise ConfigError(
-            f"{agent_dir / 'spec.json'}: the network takes observations {tuple(spec.input_shape)}, env gives "
-            f"{observation_shape(params.env)}; rerun build-model and train (dvc repro)"
-        )
+        try:
+            shipped_env = load_params(agent_dir / "params.yaml").env
+        except ConfigError as error:
+            message = str(error)  # say which params file: not the project's own
+            where = "" if message.startswith(str(agent_dir)) else f"{agent_dir}/params.yaml: "
+            raise ConfigError(where + message) from None
+        params = dataclasses.replace(params, env=shipped_env)
+    check_fits(spec, agent_dir, observation_shape(params.env), num_actions(params.env))
     weights_sha = hashlib.sha256((agent_dir / "weights.npz").read_bytes()).hexdigest()
     run.log_params(
         {

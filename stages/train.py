@@ -5,6 +5,7 @@ same command after a crash resumes from the newest checkpoint and continues the 
 """
 
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,7 @@ from invaders.config import as_flat_dict
 from invaders.models.networks import save_weights
 from invaders.pipeline import run_stage
 from invaders.resume import CheckpointWriter, checkpoint_store, fingerprint, resumable_run
-from invaders.tracking.mlflow_tracking import project_root
+from invaders.tracking.mlflow_tracking import project_root, run_in_experiment, tracking_uri
 
 INITIAL = Path("models/initial")
 OUTPUT = Path("models/trained")
@@ -24,9 +25,17 @@ RESULTS = Path("results/train")
 def resume(params) -> str | None:
     if params.train.backend != "native" or not (INITIAL / "weights.npz").is_file():
         return None
-    return resumable_run(
+    run_id = resumable_run(
         checkpoint_store(project_root(), "train"), fingerprint(params, INITIAL / "weights.npz"), "train"
     )
+    if run_id and not run_in_experiment(run_id, params.tracking.experiment):
+        print(
+            f"train: the checkpoint's MLflow run {run_id} is not in experiment {params.tracking.experiment!r} "
+            f"of {tracking_uri()}; starting fresh",
+            file=sys.stderr,
+        )
+        return None
+    return run_id
 
 
 def train(params, run) -> None:
@@ -42,7 +51,7 @@ def train(params, run) -> None:
         from invaders.agents.native_backend import build_trainer
 
         trainer, spec = build_trainer(params, INITIAL, run.log_metrics)
-        writer = CheckpointWriter(store, run, fingerprint(params, INITIAL / "weights.npz"))
+        writer = CheckpointWriter(store, run, fingerprint(params, INITIAL / "weights.npz"), fresh=not run.resume_run_id)
         if run.resume_run_id:
             writer.restore(trainer)
         result = trainer.run(writer, config.checkpoint_interval)
@@ -79,6 +88,7 @@ def train(params, run) -> None:
     run.log_metrics(metrics, step=result.steps)
     run.log_artifact(OUTPUT, "model")
     run.log_artifact(RESULTS / "curve.csv")
+    run.flush()  # the held metrics reach the store before the checkpoint that also holds them goes
     store.clear()
 
 

@@ -96,3 +96,19 @@ def test_weights_of_another_network_are_refused(tmp_path):
     save_weights(build_q_network(other), SPEC, tmp_path)  # spec says dueling, weights are not
     with pytest.raises(ConfigError, match="do not fit"):
         load_model(tmp_path)
+
+
+def test_native_training_refuses_a_saved_network_that_does_not_fit_the_environment(tmp_path):
+    import yaml
+    from conftest import REPO
+
+    from invaders.agents.native_backend import build_trainer
+    from invaders.config import build_params
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["env"]["frame_stack"] = 3  # changed after build-model made a network for 4
+    params = build_params(raw)
+    spec = NetworkSpec("nature", True, (4, 84, 84), 6)
+    save_weights(build_q_network(spec), spec, tmp_path)
+    with pytest.raises(ConfigError, match=r"the network takes observations \(4, 84, 84\) with 6 actions, the envir"):
+        build_trainer(params, tmp_path, lambda metrics, step: None)

@@ -19,6 +19,7 @@ from invaders.checkpoints import CheckpointStore
 from invaders.config import TrainConfig
 from invaders.models.networks import NetworkSpec, build_q_network
 from invaders.replay.frame_replay import FrameReplay
+from invaders.resume import CheckpointWriter
 from invaders.tracking import mlflow_tracking as tracking
 
 SPEC = NetworkSpec("nature", False, (4, 44, 44), 3)
@@ -147,7 +148,8 @@ def test_checkpoint_from_other_params_is_discarded_in_one_line(tmp_path):
     write_params(root, {"train": {"learning_rate": 2.0e-4, "steps": 400}})
     done = subprocess.run([sys.executable, "stages/train.py"], cwd=root, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "was made with other train.learning_rate; starting fresh" in done.stderr
+    assert "was made with train.learning_rate 0.0001 -> 0.0002; starting fresh" in done.stderr
+    assert not checkpoints.exists(), "the finished run leaves no checkpoint behind"
 
 
 def test_unreadable_checkpoint_is_skipped_with_one_line(tmp_path, capsys):
@@ -161,3 +163,36 @@ def test_unreadable_checkpoint_is_skipped_with_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
     (tmp_path / "step-000000000100" / "meta.json").write_text("{not json")
     assert store.latest() is None
+
+
+def test_checkpoint_store_replaces_the_same_step_and_removes_a_killed_writers_leftovers(tmp_path):
+    store = CheckpointStore(tmp_path, keep=2)
+    (tmp_path / ".step-000000000100.tmp").mkdir()  # a writer killed mid-way
+    (tmp_path / ".step-000000000050.deleted").mkdir()  # killed mid-delete
+    store.save(100, {"values": np.arange(3)}, {"steps": 100})
+    store.save(100, {"values": np.arange(4)}, {"steps": 100})  # Ctrl-C right after a periodic checkpoint
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["step-000000000100"]
+    assert len(store.latest()[0]["values"]) == 4
+
+
+class _SavedState:
+    """What a trainer hands the writer: arrays and metadata."""
+
+    def state(self):
+        return {"values": np.arange(3)}, {"steps": 10}
+
+
+def test_a_fresh_run_keeps_old_checkpoints_until_it_writes_its_own(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    store = CheckpointStore(tmp_path / "checkpoints", keep=2)
+    store.save(900, {"values": np.arange(5)}, {"steps": 900})
+    with tracking.StageRun("train", "resume-test", hold_metrics=True) as run:
+        writer = CheckpointWriter(store, run, {"train.seed": "0"}, fresh=True)
+        assert store.latest()[1]["steps"] == 900, "stopping before the first checkpoint loses nothing"
+        writer(_SavedState())
+        assert [path.name for path in store.directory.iterdir()] == ["step-000000000010"]
+        assert store.latest()[1]["run_id"] == run.run_id
+    assert tracking.run_in_experiment(run.run_id, "resume-test")
+    assert not tracking.run_in_experiment(run.run_id, "another-experiment")
+    assert not tracking.run_in_experiment("0" * 32, "resume-test")

@@ -1,8 +1,9 @@
 """Numbered checkpoints that are never half-visible: written in a hidden folder, fsynced, then renamed.
 
 The rename is the commit point (Dopamine writes a sentinel last for the same reason): whatever moment
-the process dies, ``latest()`` sees either the previous checkpoint or the new complete one. The
-newest ``keep`` are kept.
+the process dies, ``latest()`` sees either the previous checkpoint or the new complete one. Deletion
+goes the other way, renamed to a hidden name first, so no half-deleted checkpoint is ever visible. The
+newest ``keep`` are kept; hidden leftovers of a killed writer are removed by the next ``save``.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ class CheckpointStore:
 
     def save(self, step: int, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
+        for leftover in self.directory.glob(".*"):  # one writer per store: any hidden entry is garbage
+            shutil.rmtree(leftover, ignore_errors=True)
         final = self.directory / f"{_PREFIX}{step:012d}"
-        staging = self.directory / f".{final.name}.{os.getpid()}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
+        staging = self.directory / f".{final.name}.tmp"
         staging.mkdir()
         for name, array in arrays.items():
             with open(staging / f"{name}.npy", "wb") as file:
@@ -46,12 +48,18 @@ class CheckpointStore:
         (staging / "meta.json").write_text(json.dumps(meta))
         _fsync(staging / "meta.json")
         _fsync(staging)
-        shutil.rmtree(final, ignore_errors=True)
+        if final.exists():  # the same step again (Ctrl-C right after a periodic checkpoint)
+            self._delete(final)
         os.rename(staging, final)
         _fsync(self.directory)
         for old in self._committed()[: -self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            self._delete(old)
         return final
+
+    def _delete(self, path: Path) -> None:
+        hidden = path.with_name(f".{path.name}.deleted")
+        os.rename(path, hidden)
+        shutil.rmtree(hidden, ignore_errors=True)
 
     def _committed(self) -> list[Path]:
         if not self.directory.is_dir():
@@ -71,4 +79,8 @@ class CheckpointStore:
         return None
 
     def clear(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if self.directory.is_dir():
+            hidden = self.directory.with_name(f".{self.directory.name}.deleted")
+            shutil.rmtree(hidden, ignore_errors=True)
+            os.rename(self.directory, hidden)
+            shutil.rmtree(hidden, ignore_errors=True)

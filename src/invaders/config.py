@@ -32,6 +32,7 @@ def _field(default: Any, doc: str, **rules: Any) -> Any:
 PREPROCESSINGS = ("deepmind", "raw")
 NETWORKS = ("nature", "notebook")
 BACKENDS = ("native", "keras-rl2")
+MAX_FRAME_STACK = 16  # frames per observation; replay sizing assumes no more
 _ENV_ID = re.compile(r"^(?:ALE/)?(?P<game>[A-Z][A-Za-z0-9]*?)(?P<noframeskip>NoFrameskip)?-v(?P<version>\d+)$")
 
 
@@ -63,7 +64,7 @@ class EnvConfig:
     noop_max: int = _field(0, "at most this many random no-op agent steps at each reset (deepmind)", ge=0, le=100)
     max_episode_frames: int = _field(108_000, "emulator frames before an episode is truncated (30 min of play)", ge=1)
     screen_size: int = _field(84, "pixels per side of the square observation (deepmind)", ge=16, le=210)
-    frame_stack: int = _field(4, "frames stacked into one observation (deepmind)", ge=1, le=16)
+    frame_stack: int = _field(4, "frames stacked into one observation (deepmind)", ge=1, le=MAX_FRAME_STACK)
 
     @property
     def game(self) -> str:
@@ -137,9 +138,11 @@ class TrainConfig:
     target_update_interval: int = _field(
         2_000, "gradient updates between hard copies of the online net into the target net", ge=1
     )
-    epsilon_start: float = _field(1.0, "exploration epsilon at step 0", ge=0.0, le=1.0)
+    epsilon_start: float = _field(1.0, "exploration epsilon when the decay starts", ge=0.0, le=1.0)
     epsilon_end: float = _field(0.01, "exploration epsilon after the decay", ge=0.0, le=1.0)
-    epsilon_decay_steps: int = _field(50_000, "agent steps of linear epsilon decay, after the warm-up", ge=1)
+    epsilon_decay_steps: int = _field(
+        50_000, "agent steps of linear epsilon decay, after the warm-up (keras-rl2: from step 0)", ge=1
+    )
     max_grad_norm: float = _field(10.0, "global gradient-norm clip", gt=0.0)
     clip_rewards: bool = _field(True, "learn from sign(reward); reported scores are always unclipped")
     terminal_on_life_loss: bool = _field(
@@ -166,7 +169,7 @@ class TrainConfig:
             )
         if self.backend == "native":
             per_env = self.replay_capacity // self.num_envs
-            needed = self.n_step + 16 + 2
+            needed = self.n_step + MAX_FRAME_STACK + 2  # TrainConfig does not see env: the largest stack
             if per_env < needed:
                 raise ConfigError(
                     f"train.replay_capacity = {self.replay_capacity}: must hold at least {needed} transitions per "

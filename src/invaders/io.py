@@ -45,10 +45,12 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     for leftover in path.parent.glob(f".{path.name}.*.tmp"):  # from a writer killed mid-way
         shutil.rmtree(leftover, ignore_errors=True)
+    retired = path.with_name(f".{path.name}.old")
+    if retired.exists() and not path.exists():  # a writer killed between its two renames
+        os.replace(retired, path)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield staging
-        retired = path.with_name(f".{path.name}.old")
         shutil.rmtree(retired, ignore_errors=True)
         if path.exists():
             os.replace(path, retired)

@@ -2,8 +2,9 @@
 
 Checkpoints live outside the workspace outputs, in ``<repo>/checkpoints/<dvc experiment>/<stage>``, so
 ``dvc repro`` or ``dvc exp run -n NAME`` started again after a crash finds them. A checkpoint is only
-used by a run with the same params, except the budget and logging cadence (a longer run may continue
-a shorter one).
+used by a run with the same params, except the budget and logging cadence (an interrupted run may be
+continued with a larger ``train.steps``). A run that does not resume deletes the old checkpoints only
+when it writes its own first one, so stopping it before then leaves them usable.
 """
 
 from __future__ import annotations
@@ -16,8 +17,15 @@ from pathlib import Path
 from invaders.checkpoints import CheckpointStore
 from invaders.config import Params, as_flat_dict
 
-# Params a checkpoint survives: they change how long or how often, not what is learned.
-_FREE_TO_CHANGE = {"train.steps", "train.log_interval", "train.checkpoint_interval"}
+# Params a checkpoint survives: they change how long or how often, not what is learned, or only
+# apply to the keras-rl2 backend, which does not checkpoint.
+_FREE_TO_CHANGE = {
+    "train.steps",
+    "train.log_interval",
+    "train.checkpoint_interval",
+    "train.memory_window",
+    "train.target_model_update",
+}
 
 
 def checkpoint_store(root: Path, stage: str) -> CheckpointStore:
@@ -45,11 +53,15 @@ def resumable_run(store: CheckpointStore, current: dict[str, str], stage: str) -
     _, meta = latest
     changed = sorted(key for key in current if meta.get("fingerprint", {}).get(key) != current[key])
     if changed:
+        before = meta.get("fingerprint", {})
+        differences = ", ".join(
+            "other initial weights" if key == "initial_weights_sha256" else f"{key} {before.get(key)} -> {current[key]}"
+            for key in changed
+        )
         print(
-            f"{stage}: checkpoint at step {meta['steps']:,} was made with other {', '.join(changed)}; starting fresh",
+            f"{stage}: checkpoint at step {meta['steps']:,} was made with {differences}; starting fresh",
             file=sys.stderr,
         )
-        store.clear()
         return None
     print(f"{stage}: resuming from the checkpoint at step {meta['steps']:,}", file=sys.stderr)
     return meta["run_id"]
@@ -58,12 +70,16 @@ def resumable_run(store: CheckpointStore, current: dict[str, str], stage: str) -
 class CheckpointWriter:
     """Called by the trainer: writes the checkpoint, then sends the metrics it holds to the run."""
 
-    def __init__(self, store: CheckpointStore, run, current: dict[str, str]):
+    def __init__(self, store: CheckpointStore, run, current: dict[str, str], fresh: bool):
         self.store = store
         self.run = run
         self.current = current
+        self.fresh = fresh  # a new run: checkpoints of an earlier one go when this one writes its first
 
     def __call__(self, trainer) -> None:
+        if self.fresh:
+            self.store.clear()
+            self.fresh = False
         arrays, meta = trainer.state()
         checkpoint_id = str(meta["steps"])
         rows = self.run.take_pending()

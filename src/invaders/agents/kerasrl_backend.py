@@ -56,7 +56,7 @@ import numpy as np
 import invaders
 from invaders.agents.interval_stats import IntervalStats
 from invaders.config import ConfigError, Params, build_params
-from invaders.models.networks import NetworkSpec, load_spec, load_weight_arrays
+from invaders.models.networks import NetworkSpec, check_fits, load_spec, load_weight_arrays
 
 _WEIGHTS = "trained_weights.npz"
 _PROBE_Q = "probe_q.npy"  # keras-rl2's Q-values on a fixed batch: the Keras 3 copy must compute the same
@@ -120,20 +120,14 @@ def check_network_fits(params: Params, spec: NetworkSpec, initial: Path) -> None
     """ConfigError unless the saved network takes the states keras-rl2 will build from the environment."""
     from invaders.envs.atari import num_actions, observation_shape
 
-    frame_shape = observation_shape(params.env)[1:]
-    actions = num_actions(params.env)
     window = memory_window(params)
-    if tuple(spec.input_shape[1:]) != tuple(frame_shape) or spec.num_actions != actions:
-        raise ConfigError(
-            f"{initial / 'spec.json'}: the network takes {spec.input_shape} with {spec.num_actions} actions, but "
-            f"the environment gives frames {tuple(frame_shape)} with {actions} actions; rerun build-model (dvc repro)"
-        )
     if spec.input_shape[0] != window:
         key = "env.frame_stack" if params.env.preprocessing == "deepmind" else "train.memory_window"
         raise ConfigError(
             f"{key} = {window}: the network in {initial} takes states of {spec.input_shape[0]} frames; "
             f"set {key} = {spec.input_shape[0]} or rerun build-model (dvc repro)"
         )
+    check_fits(spec, initial, (window, *observation_shape(params.env)[1:]), num_actions(params.env))
 
 
 def _run_child(job: Path, on_metrics, result) -> dict:

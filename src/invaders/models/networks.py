@@ -135,6 +135,16 @@ def load_spec(directory: Path) -> NetworkSpec:
         raise ConfigError(f"{path}: not a network spec written by this project ({error})") from None
 
 
+def check_fits(spec: NetworkSpec, directory: Path, observation_shape: tuple[int, ...], actions: int) -> None:
+    """ConfigError unless the network saved in ``directory`` takes these observations and actions."""
+    if tuple(spec.input_shape) != tuple(observation_shape) or spec.num_actions != actions:
+        raise ConfigError(
+            f"{directory / 'spec.json'}: the network takes observations {tuple(spec.input_shape)} with "
+            f"{spec.num_actions} actions, the environment gives {tuple(observation_shape)} with {actions}; "
+            "rerun the stages that made it (dvc repro)"
+        )
+
+
 def load_weight_arrays(directory: Path, model) -> list[np.ndarray]:
     """The weight arrays saved in ``directory``, checked against ``model``'s shapes."""
     path = Path(directory) / "weights.npz"

@@ -183,7 +183,7 @@ class StageRun:
             self.client.set_terminated(self.run_id, status=status)
 
     def _close_orphans(self) -> None:
-        """Mark KILLED the runs of this stage left RUNNING by a process on this host that no longer exists."""
+        """Mark KILLED the runs of any stage left RUNNING by a process on this host that no longer exists."""
         host = socket.gethostname()
         for run in self.client.search_runs(
             [self.experiment_id],
@@ -289,6 +289,21 @@ def stage_runs(experiment: str, stage: str) -> pd.DataFrame:
         row.update({f"tags.{k}": v for k, v in run.data.tags.items()})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def run_in_experiment(run_id: str, experiment: str) -> bool:
+    """Whether ``run_id`` is a live run of ``experiment`` in this store (a resumed run continues it)."""
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri()
+    check_store(uri)
+    client = _client(uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return False
+    found = client.get_experiment_by_name(experiment)
+    return found is not None and run.info.experiment_id == found.experiment_id and run.info.lifecycle_stage == "active"
 
 
 def metric_history(run_id: str, key: str) -> pd.DataFrame:
