@@ -112,3 +112,15 @@ def test_native_training_refuses_a_saved_network_that_does_not_fit_the_environme
     save_weights(build_q_network(spec), spec, tmp_path)
     with pytest.raises(ConfigError, match=r"the network takes observations \(4, 84, 84\) with 6 actions, the envir"):
         build_trainer(params, tmp_path, lambda metrics, step: None)
+
+
+def test_replay_that_cannot_fit_in_memory_is_refused_before_training():
+    from invaders.agents.native_backend import TRAINING_OVERHEAD_BYTES, check_memory
+
+    replay_bytes = 7_071 * 1_000_000  # 1M transitions of 84x84 frames
+    check_memory(1_000_000, replay_bytes, available=None)  # unknown: no check
+    check_memory(1_000_000, replay_bytes, available=replay_bytes + TRAINING_OVERHEAD_BYTES)
+    with pytest.raises(
+        ConfigError, match=r"^train.replay_capacity = 1000000: training needs 8.6 GB \(7.1 GB of replay\), 4.0 GB"
+    ):
+        check_memory(1_000_000, replay_bytes, available=4_000_000_000)

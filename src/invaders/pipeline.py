@@ -64,9 +64,12 @@ def protocol_label(params: Params, epsilon: float) -> str:
         emulator = f"{env.id} raw frames, the id's own frame skip and sticky actions"
     else:
         emulator = (
-            f"{env.id}, 84x84x{env.frame_stack}, sticky {env.repeat_action_probability:g}, frame skip {env.frame_skip}"
+            f"{env.id}, {env.screen_size}x{env.screen_size}x{env.frame_stack}, "
+            f"sticky {env.repeat_action_probability:g}, frame skip {env.frame_skip}, "
+            f"{f'up to {env.noop_max} no-op starts' if env.noop_max else 'no no-op starts'}"
         )
-    return f"{emulator}, eps {epsilon:g}, whole games, unclipped score"
+    cap = f"cut at {env.max_episode_frames:,} frames"
+    return f"{emulator}, eps {epsilon:g}, whole games {cap}, unclipped score"
 
 
 def publish_scores(

@@ -6,10 +6,35 @@ from pathlib import Path
 
 from invaders.agents.dqn import DQNLearner
 from invaders.agents.training import DQNTrainer, MetricsCallback
-from invaders.config import Params
+from invaders.config import ConfigError, Params
 from invaders.envs.atari import make_vector_env, num_actions, observation_shape
 from invaders.models.networks import NetworkSpec, build_q_network, check_fits, load_model
 from invaders.replay.frame_replay import FrameReplay
+
+# What training holds besides the replay memory (TensorFlow, networks, batches): ~1.2 GB measured.
+TRAINING_OVERHEAD_BYTES = 1_500_000_000
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel can give without swapping (Linux ``MemAvailable``); None where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(capacity: int, replay_bytes: int, available: int | None) -> None:
+    """ConfigError now, not an out-of-memory kill hours later: the replay arrays are only touched as they fill."""
+    needed = replay_bytes + TRAINING_OVERHEAD_BYTES
+    if available is not None and needed > available:
+        raise ConfigError(
+            f"train.replay_capacity = {capacity}: training needs {needed / 1e9:.1f} GB "
+            f"({replay_bytes / 1e9:.1f} GB of replay), {available / 1e9:.1f} GB of memory is available"
+        )
 
 
 def build_trainer(params: Params, initial: Path, on_metrics: MetricsCallback) -> tuple[DQNTrainer, NetworkSpec]:
@@ -20,8 +45,6 @@ def build_trainer(params: Params, initial: Path, on_metrics: MetricsCallback) ->
     keras.utils.set_random_seed(config.seed)
     online, spec = load_model(initial)
     check_fits(spec, initial, observation_shape(params.env), num_actions(params.env))
-    learner = DQNLearner(online, build_q_network(spec), config)
-    env = make_vector_env(params.env, config.num_envs)
     replay = FrameReplay(
         config.replay_capacity,
         config.num_envs,
@@ -30,4 +53,7 @@ def build_trainer(params: Params, initial: Path, on_metrics: MetricsCallback) ->
         config.n_step,
         config.gamma,
     )
+    check_memory(config.replay_capacity, replay.nbytes, available_memory())
+    learner = DQNLearner(online, build_q_network(spec), config)
+    env = make_vector_env(params.env, config.num_envs)
     return DQNTrainer(env, learner, replay, config, on_metrics), spec
