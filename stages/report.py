@@ -4,7 +4,7 @@ import tempfile
 from pathlib import Path
 
 from invaders import io
-from invaders.pipeline import run_stage
+from invaders.pipeline import protocol_label, run_stage
 
 OUTPUT = Path("report")
 
@@ -14,12 +14,17 @@ def latest(runs, *keys):
     return runs.drop_duplicates(subset=list(keys), keep="last") if not runs.empty else runs
 
 
-def gather_agents(experiment: str):
+def gather_agents(experiment: str, random_protocol: str):
+    """Random agents first, the one under ``random_protocol`` (this run's) leading, then every evaluated agent."""
     from invaders.reporting.report import AgentScores
     from invaders.tracking.mlflow_tracking import metric_history, stage_runs
 
     agents = []
     baselines = latest(stage_runs(experiment, "baseline"), "tags.invaders.protocol")
+    if not baselines.empty:
+        baselines = baselines.sort_values(
+            "tags.invaders.protocol", key=lambda column: column != random_protocol, kind="stable"
+        )
     for _, run in baselines.iterrows():
         agents.append(
             AgentScores(
@@ -35,7 +40,6 @@ def gather_agents(experiment: str):
     evaluations = latest(stage_runs(experiment, "evaluate"), "tags.invaders.weights_sha256", "tags.invaders.protocol")
     if not evaluations.empty:
         evaluations = evaluations.sort_values("metrics.agent.train_steps", kind="stable")
-    runs = []
     for _, run in evaluations.iterrows():
         curve = metric_history(run["tags.invaders.train_run_id"], "train/episode_return")
         agents.append(
@@ -48,25 +52,26 @@ def gather_agents(experiment: str):
                 commit=run["tags.mlflow.source.git.commit"],
                 scores=metric_history(run["run_id"], "game_score")["value"].to_numpy(),
                 curve=curve,
+                run_id=run["run_id"],
             )
         )
-        runs.append(run["run_id"])
-    return agents, runs
+    return agents
 
 
 def report(params, run) -> None:
     from invaders.reporting.report import write_report
     from invaders.tracking.mlflow_tracking import download_artifact
 
-    agents, evaluation_runs = gather_agents(params.tracking.experiment)
+    agents = gather_agents(params.tracking.experiment, protocol_label(params, epsilon=1.0))
+    protocol = protocol_label(params, params.evaluation.epsilon)
     trained = [agent for agent in agents if agent.train_steps > 0]
+    comparable = [agent for agent in trained if agent.protocol == protocol] or trained
     with io.atomic_directory(OUTPUT) as staging:
         best, gif = None, None
-        if trained:
-            best_index = max(range(len(trained)), key=lambda index: trained[index].scores.mean())
-            best, best_run = trained[best_index], evaluation_runs[best_index]
+        if comparable:
+            best = max(comparable, key=lambda agent: agent.scores.mean())
             with tempfile.TemporaryDirectory() as downloads:
-                source = download_artifact(best_run, "episode.gif", Path(downloads))
+                source = download_artifact(best.run_id, "episode.gif", Path(downloads))
                 gif = staging / "best_agent.gif"
                 gif.write_bytes(source.read_bytes())
         text = write_report(agents, staging, params.report.confidence, params.report.bootstrap_samples, best, gif)

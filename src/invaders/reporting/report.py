@@ -33,6 +33,7 @@ class AgentScores:
     commit: str
     scores: np.ndarray  # unclipped game score of each evaluation game
     curve: pd.DataFrame | None = None  # mean training game score per log interval: columns step, value
+    run_id: str = ""  # the MLflow run of the evaluation, which holds its GIF
 
 
 def results_table(agents: list[AgentScores], confidence: float, samples: int) -> pd.DataFrame:
@@ -66,7 +67,7 @@ def _duration(seconds: float) -> str:
 
 def plot_learning_curves(agents: list[AgentScores], path: Path, window: int = 5) -> None:
     figure, axes = plt.subplots(figsize=(8, 4.5))
-    random_mean = next((a.scores.mean() for a in agents if a.train_steps == 0), None)
+    random_mean = next((a.scores.mean() for a in agents if a.train_steps == 0), None)  # the first: this protocol
     for agent in agents:
         if agent.curve is None or agent.curve.empty:
             continue
