@@ -12,13 +12,13 @@ import argparse
 import json
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
 from invaders import io
+from invaders.tracking.mlflow_tracking import git_commit
 
 # (source inside the workspace, name inside shipped/<name>/, required)
 FILES = [
@@ -36,13 +36,6 @@ class ShippingError(Exception):
     pass
 
 
-def git_commit(workspace: Path) -> str:
-    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workspace, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise ShippingError(f"{workspace} is not a git work tree: the commit that trained the agent is unknown")
-    return result.stdout.strip()
-
-
 def ship(workspace: Path, name: str, destination: Path, command: str = "") -> Path:
     """Copy a finished run of ``workspace`` into ``destination/name``; returns that folder."""
     if not NAME_PATTERN.fullmatch(name):
@@ -58,6 +51,8 @@ def ship(workspace: Path, name: str, destination: Path, command: str = "") -> Pa
     if agent["train_steps"] < planned:
         raise ShippingError(f"train_steps={agent['train_steps']}: the run stopped before its {planned} steps")
     agent["git_commit"] = git_commit(workspace)
+    if agent["git_commit"] == "unknown":
+        raise ShippingError(f"{workspace} is not a git work tree: the commit that trained the agent is unknown")
     if command:
         agent["trained_with"] = command
     with io.atomic_directory(target) as staging:

@@ -56,9 +56,9 @@ import numpy as np
 import invaders
 from invaders.agents.interval_stats import IntervalStats
 from invaders.config import ConfigError, Params, build_params
-from invaders.models.networks import NetworkSpec, check_fits, load_spec, load_weight_arrays
+from invaders.models.networks import NetworkSpec, check_fits, load_spec, load_weight_arrays, read_weight_arrays
 
-_WEIGHTS = "trained_weights.npz"
+_WEIGHTS = "weights.npz"  # the name read_weight_arrays expects
 _PROBE_Q = "probe_q.npy"  # keras-rl2's Q-values on a fixed batch: the Keras 3 copy must compute the same
 
 
@@ -91,7 +91,7 @@ def train_kerasrl(params: Params, initial: Path, on_metrics, show_progress: bool
             )
         )
         done = _run_child(job, on_metrics, result)
-        arrays = _load_arrays(Path(workdir) / _WEIGHTS)
+        arrays = read_weight_arrays(Path(workdir))
         probe_q = np.load(Path(workdir) / _PROBE_Q)
     result.steps = int(done["steps"])
     result.updates = int(done["updates"])
@@ -178,11 +178,6 @@ def _run_child(job: Path, on_metrics, result) -> dict:
     return done
 
 
-def _load_arrays(path: Path) -> list[np.ndarray]:
-    with np.load(path) as archive:
-        return [archive[name] for name in sorted(archive.files)]
-
-
 def _keras3_model(spec: NetworkSpec, arrays: list[np.ndarray]):
     from invaders.models.networks import build_q_network
 
@@ -228,7 +223,7 @@ def _initial_weights(initial: Path, spec: NetworkSpec, model, dueling: bool) -> 
     """The saved weights, laid out for keras-rl2's ``model``; a changed head is left as initialised."""
     if spec.dueling == dueling:
         return load_weight_arrays(initial, model)
-    arrays = _load_arrays(initial / "weights.npz")
+    arrays = read_weight_arrays(initial)
     current = model.get_weights()
     body = arrays[:-2]
     if [a.shape for a in body] != [w.shape for w in current[:-2]]:

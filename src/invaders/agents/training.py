@@ -188,7 +188,7 @@ class DQNTrainer:
                 row = stats.row(result.steps, len(result.episode_returns), learner.updates, epsilon)
                 result.curve.append({"step": result.steps, **row})
                 self.on_metrics({key: value for key, value in row.items() if not math.isnan(value)}, result.steps)
-                self.next_log += config.log_interval
+                self.next_log = (result.steps // config.log_interval + 1) * config.log_interval
             if on_checkpoint and next_checkpoint and result.steps >= next_checkpoint and result.steps < config.steps:
                 on_checkpoint(self)
                 next_checkpoint += checkpoint_interval

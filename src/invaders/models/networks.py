@@ -145,8 +145,8 @@ def check_fits(spec: NetworkSpec, directory: Path, observation_shape: tuple[int,
         )
 
 
-def load_weight_arrays(directory: Path, model) -> list[np.ndarray]:
-    """The weight arrays saved in ``directory``, checked against ``model``'s shapes."""
+def read_weight_arrays(directory: Path) -> list[np.ndarray]:
+    """The weight arrays saved in ``directory``, in order; ConfigError for anything but this project's file."""
     path = Path(directory) / "weights.npz"
     try:
         with path.open("rb") as file:
@@ -167,6 +167,13 @@ def load_weight_arrays(directory: Path, model) -> list[np.ndarray]:
             arrays = [archive[name] for name in sorted(archive.files)]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise ConfigError(f"{path}: unreadable or truncated weights file ({type(error).__name__})") from None
+    return arrays
+
+
+def load_weight_arrays(directory: Path, model) -> list[np.ndarray]:
+    """The weight arrays saved in ``directory``, checked against ``model``'s shapes."""
+    path = Path(directory) / "weights.npz"
+    arrays = read_weight_arrays(directory)
     expected = [tuple(weight.shape) for weight in model.weights]
     found = [tuple(array.shape) for array in arrays]
     if expected != found:

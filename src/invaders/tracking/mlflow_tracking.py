@@ -102,7 +102,8 @@ def open_experiment(uri: str, name: str, root: Path | None = None) -> str:
         return experiment.experiment_id
 
 
-def _git_commit(root: Path) -> str:
+def git_commit(root: Path) -> str:
+    """The commit checked out in ``root``, or "unknown" outside a git work tree."""
     try:
         return subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
@@ -112,7 +113,7 @@ def _git_commit(root: Path) -> str:
 
 
 def _run_tags(stage: str, root: Path) -> dict[str, str]:
-    commit = os.environ.get("DVC_EXP_BASELINE_REV") or _git_commit(root)
+    commit = os.environ.get("DVC_EXP_BASELINE_REV") or git_commit(root)
     return {
         "invaders.stage": stage,
         "dvc.stage": os.environ.get("DVC_STAGE", stage),
@@ -242,8 +243,10 @@ class StageRun:
         return [[m.key, m.value, m.timestamp, m.step] for m in pending]
 
     def flush_checkpoint(self, checkpoint_id: str, rows: list[list], start: int = 0) -> None:
-        """Send ``rows[start:]``; each batch records how far it got in the same write, so a resumed run
-        re-sends exactly what is missing (see ``flushed_through``)."""
+        """Send ``rows[start:]``; each batch carries a tag saying how far it got, so a resumed run re-sends
+        only what is missing (see ``flushed_through``). MLflow's SQL stores commit a batch's metrics and
+        tag separately; a batch whose tag was lost is re-sent whole, and the store drops the identical
+        rows (a metric's key is its name, value, timestamp and step, all kept in the checkpoint)."""
         from mlflow.entities import Metric, RunTag
 
         for begin in range(start, len(rows), _BATCH_LIMIT):
