@@ -43,7 +43,11 @@ def train(params, run) -> None:
     # Native metrics go out with each checkpoint, so a resumed run logs each step once.
     run.hold_metrics = config.backend == "native"
     run.log_params(
-        {**as_flat_dict(config, "train"), **as_flat_dict(params.env, "env"), **as_flat_dict(params.model, "model")}
+        {
+            **{f"train.{key}": value for key, value in config.applied().items()},
+            **as_flat_dict(params.env, "env"),
+            **as_flat_dict(params.model, "model"),
+        }
     )
     run.set_tags({"invaders.backend": config.backend})
     store = checkpoint_store(project_root(), "train")

@@ -124,3 +124,18 @@ def test_unreachable_tracking_server_is_named_at_stage_start(tmp_path):
         "train: error: MLFLOW_TRACKING_URI = http://127.0.0.1:9: no MLflow server answers"
     )
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_keras_rl2_replay_ratio_must_be_one_update_every_k_steps():
+    raw = with_value("train.backend", "keras-rl2")
+    raw["train"]["replay_ratio"] = 0.3
+    with pytest.raises(ConfigError, match=r"train.replay_ratio = 0.3: keras-rl2 trains once every k agent steps"):
+        build_params(raw)
+
+
+def test_a_run_records_only_the_params_its_backend_reads():
+    native = build_params(RAW).train.applied()
+    kerasrl = build_params(with_value("train.backend", "keras-rl2")).train.applied()
+    assert "n_step" in native and "memory_window" not in native
+    assert "memory_window" in kerasrl and "n_step" not in kerasrl and "num_envs" not in kerasrl
+    assert native["learning_rate"] == kerasrl["learning_rate"]

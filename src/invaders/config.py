@@ -112,6 +112,11 @@ class ModelConfig:
     seed: int = _field(0, "seed of the initial weights", ge=0)
 
 
+# Fields only one training backend reads.
+_NATIVE_ONLY = ("num_envs", "n_step", "target_update_interval", "terminal_on_life_loss", "checkpoint_interval")
+_KERASRL_ONLY = ("memory_window", "target_model_update")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The DQN learner and its training budget."""
@@ -129,14 +134,14 @@ class TrainConfig:
     learning_rate: float = _field(1.0e-4, "Adam learning rate", gt=0.0, le=1.0)
     adam_epsilon: float = _field(1.5e-4, "Adam epsilon (Rainbow / Dopamine value)", gt=0.0, le=1.0)
     gamma: float = _field(0.99, "discount per agent step", gt=0.0, le=1.0)
-    n_step: int = _field(3, "n of the n-step return (1 = classic DQN)", ge=1, le=20)
+    n_step: int = _field(3, "native backend: n of the n-step return (1 = classic DQN, as keras-rl2)", ge=1, le=20)
     double_dqn: bool = _field(True, "Double DQN targets: online net picks the next action, target net values it")
     warmup_steps: int = _field(1_000, "agent steps of pure exploration before the first update", ge=0)
     replay_ratio: float = _field(
         0.5, "gradient updates per agent step (0.25 = one update every 4 steps)", gt=0.0, le=8.0
     )
     target_update_interval: int = _field(
-        2_000, "gradient updates between hard copies of the online net into the target net", ge=1
+        2_000, "native backend: gradient updates between hard copies of the online net into the target", ge=1
     )
     epsilon_start: float = _field(1.0, "exploration epsilon when the decay starts", ge=0.0, le=1.0)
     epsilon_end: float = _field(0.01, "exploration epsilon after the decay", ge=0.0, le=1.0)
@@ -146,16 +151,21 @@ class TrainConfig:
     max_grad_norm: float = _field(10.0, "global gradient-norm clip", gt=0.0)
     clip_rewards: bool = _field(True, "learn from sign(reward); reported scores are always unclipped")
     terminal_on_life_loss: bool = _field(
-        True, "treat a lost life as terminal for learning only; games go on to game over"
+        True, "native backend: a lost life is terminal for learning only; games go on to game over"
     )
     log_interval: int = _field(1_000, "agent steps between logged training metrics", ge=1)
     checkpoint_interval: int = _field(
-        25_000, "agent steps between resumable checkpoints, which also send the metrics to MLflow", ge=1
+        25_000, "native backend: agent steps between resumable checkpoints, which also send the metrics", ge=1
     )
     memory_window: int = _field(3, "keras-rl2 backend: observations per state (notebook: 3)", ge=1, le=16)
     target_model_update: float = _field(
         10_000.0, "keras-rl2 backend: steps between hard target updates (>= 1) or soft update rate (< 1)", gt=0.0
     )
+
+    def applied(self) -> dict[str, Any]:
+        """The fields the chosen backend uses: what a run records as its params."""
+        other = _KERASRL_ONLY if self.backend == "native" else _NATIVE_ONLY
+        return {key: value for key, value in dataclasses.asdict(self).items() if key not in other}
 
     def validate(self) -> None:
         if self.warmup_steps >= self.steps:
@@ -166,6 +176,11 @@ class TrainConfig:
         if self.batch_size > self.replay_capacity:
             raise ConfigError(
                 f"train.batch_size = {self.batch_size}: must not exceed train.replay_capacity ({self.replay_capacity})"
+            )
+        if self.backend == "keras-rl2" and (self.replay_ratio > 1 or not (1 / self.replay_ratio).is_integer()):
+            raise ConfigError(
+                f"train.replay_ratio = {self.replay_ratio:g}: keras-rl2 trains once every k agent steps; "
+                "use 1/k (1.0, 0.5, 0.25, ...)"
             )
         if self.backend == "native":
             per_env = self.replay_capacity // self.num_envs
