@@ -102,9 +102,10 @@ def test_ring_wraparound_keeps_stacks_consistent():
         assert decode(nxt)[-1] > newest
 
 
-def test_state_round_trip_restores_the_same_samples():
+@pytest.mark.parametrize("steps", [10, 40], ids=["partly-filled", "wrapped"])
+def test_state_round_trip_restores_the_same_samples(steps):
     replay = FrameReplay(32, 2, (2, 2), 4, 3, GAMMA)
-    for step in range(40):
+    for step in range(steps):
         replay.add(
             np.stack([frame(step)] * 2)[:, 0],
             np.array([1, 2]),

@@ -17,6 +17,9 @@ from pathlib import Path
 from invaders.checkpoints import CheckpointStore
 from invaders.config import Params, as_flat_dict
 
+# Raised when what a checkpoint holds changes: older ones then start fresh instead of failing to load.
+CHECKPOINT_FORMAT = "2"  # 2: replay saved up to its written slots
+
 # Params a checkpoint survives: they change how long or how often, not what is learned, or only
 # apply to the keras-rl2 backend, which does not checkpoint.
 _FREE_TO_CHANGE = {
@@ -41,6 +44,7 @@ def fingerprint(params: Params, initial_weights: Path) -> dict[str, str]:
         **as_flat_dict(params.train, "train"),
     }
     values = {key: str(value) for key, value in values.items() if key not in _FREE_TO_CHANGE}
+    values["checkpoint_format"] = CHECKPOINT_FORMAT
     values["initial_weights_sha256"] = hashlib.sha256(initial_weights.read_bytes()).hexdigest()
     return values
 

@@ -140,21 +140,18 @@ class FrameReplay:
         frames[~real] = 0
         return frames
 
+    _RINGS = ("frames", "actions", "rewards", "terminals", "finals", "episode_starts")
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Everything needed to restore the memory exactly (for checkpoints)."""
-        return {
-            "frames": self.frames,
-            "actions": self.actions,
-            "rewards": self.rewards,
-            "terminals": self.terminals,
-            "finals": self.finals,
-            "episode_starts": self.episode_starts,
-            "written": np.asarray(self.written),
-            "current_start": self._current_start,
-        }
+        """Everything needed to restore the memory exactly (for checkpoints): only the slots written,
+        so an early checkpoint of a large memory stays small."""
+        filled = min(self.written, self.capacity)
+        state = {name: getattr(self, name)[:, :filled] for name in self._RINGS}
+        return {**state, "written": np.asarray(self.written), "current_start": self._current_start}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        for name in ("frames", "actions", "rewards", "terminals", "finals", "episode_starts"):
-            getattr(self, name)[...] = state[name]
+        filled = min(int(state["written"]), self.capacity)
+        for name in self._RINGS:
+            getattr(self, name)[:, :filled] = state[name]
         self.written = int(state["written"])
         self._current_start = np.array(state["current_start"], dtype=np.int64)
