@@ -65,7 +65,7 @@ def report(params, run) -> None:
     agents = gather_agents(params.tracking.experiment, protocol_label(params, epsilon=1.0))
     protocol = protocol_label(params, params.evaluation.epsilon)
     trained = [agent for agent in agents if agent.train_steps > 0]
-    comparable = [agent for agent in trained if agent.protocol == protocol] or trained
+    comparable = [agent for agent in trained if agent.protocol == protocol]
     with io.atomic_directory(OUTPUT) as staging:
         best, gif = None, None
         if comparable:

@@ -60,10 +60,12 @@ def train(params, run) -> None:
             writer.restore(trainer)
         result = trainer.run(writer, config.checkpoint_interval)
         model = trainer.learner.online
+        owns_checkpoints = not writer.fresh
     else:
         from invaders.agents.kerasrl_backend import train_kerasrl
 
         model, spec, result = train_kerasrl(params, INITIAL, run.log_metrics)
+        owns_checkpoints = False
     agent = {
         "backend": config.backend,
         "network": spec.network,
@@ -93,7 +95,8 @@ def train(params, run) -> None:
     run.log_artifact(OUTPUT, "model")
     run.log_artifact(RESULTS / "curve.csv")
     run.flush()  # the held metrics reach the store before the checkpoint that also holds them goes
-    store.clear()
+    if owns_checkpoints:  # an earlier run's checkpoints stay until this one has written its own
+        store.clear()
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ class CheckpointStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         for leftover in self.directory.glob(".*"):  # one writer per store: any hidden entry is garbage
             shutil.rmtree(leftover, ignore_errors=True)
+        shutil.rmtree(self.directory.with_name(f".{self.directory.name}.deleted"), ignore_errors=True)
         final = self.directory / f"{_PREFIX}{step:012d}"
         staging = self.directory / f".{final.name}.tmp"
         staging.mkdir()
@@ -48,10 +49,12 @@ class CheckpointStore:
         (staging / "meta.json").write_text(json.dumps(meta))
         _fsync(staging / "meta.json")
         _fsync(staging)
+        replaced = final.with_name(f".{final.name}.deleted")
         if final.exists():  # the same step again (Ctrl-C right after a periodic checkpoint)
-            self._delete(final)
+            os.rename(final, replaced)
         os.rename(staging, final)
         _fsync(self.directory)
+        shutil.rmtree(replaced, ignore_errors=True)
         for old in self._committed()[: -self.keep]:
             self._delete(old)
         return final

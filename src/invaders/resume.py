@@ -59,7 +59,11 @@ def resumable_run(store: CheckpointStore, current: dict[str, str], stage: str) -
     if changed:
         before = meta.get("fingerprint", {})
         differences = ", ".join(
-            "other initial weights" if key == "initial_weights_sha256" else f"{key} {before.get(key)} -> {current[key]}"
+            "other initial weights"
+            if key == "initial_weights_sha256"
+            else "an older checkpoint format"
+            if key == "checkpoint_format"
+            else f"{key} {before.get(key)} -> {current[key]}"
             for key in changed
         )
         print(

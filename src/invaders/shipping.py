@@ -15,13 +15,14 @@ import shutil
 import sys
 from pathlib import Path
 
-import yaml
-
 from invaders import io
+from invaders.config import ConfigError, load_params
 from invaders.tracking.mlflow_tracking import git_commit
 
 # (source inside the workspace, name inside shipped/<name>/, required)
+AGENT = "models/trained/agent.json"
 FILES = [
+    (AGENT, "agent.json", True),  # rewritten with the commit
     ("models/trained/weights.npz", "weights.npz", True),
     ("models/trained/spec.json", "spec.json", True),
     ("params.yaml", "params.yaml", True),
@@ -46,17 +47,20 @@ def ship(workspace: Path, name: str, destination: Path, command: str = "") -> Pa
     missing = [source for source, _, required in FILES if required and not (workspace / source).is_file()]
     if missing:
         raise ShippingError(f"{workspace} has no finished training run: missing {', '.join(missing)}")
-    agent = json.loads((workspace / "models/trained/agent.json").read_text())
-    planned = yaml.safe_load((workspace / "params.yaml").read_text())["train"]["steps"]
-    if agent["train_steps"] < planned:
-        raise ShippingError(f"train_steps={agent['train_steps']}: the run stopped before its {planned} steps")
+    try:
+        agent = json.loads((workspace / AGENT).read_text())
+        planned = load_params(workspace / "params.yaml").train.steps
+    except (OSError, ValueError, ConfigError) as error:
+        raise ShippingError(f"{workspace}: {error}") from None
+    if agent.get("train_steps", 0) < planned:
+        raise ShippingError(f"train_steps={agent.get('train_steps')}: the run stopped before its {planned} steps")
     agent["git_commit"] = git_commit(workspace)
     if agent["git_commit"] == "unknown":
         raise ShippingError(f"{workspace} is not a git work tree: the commit that trained the agent is unknown")
     if command:
         agent["trained_with"] = command
     with io.atomic_directory(target) as staging:
-        for source, copied, _ in FILES:
+        for source, copied, _ in FILES[1:]:
             if (workspace / source).is_file():
                 shutil.copy2(workspace / source, staging / copied)
         (staging / "agent.json").write_text(json.dumps(agent, indent=2) + "\n")

@@ -13,8 +13,8 @@ How ``params`` map onto keras-rl2:
   ``replay_capacity`` -> ``SequentialMemory(limit)``; ``batch_size``, ``gamma``, ``target_model_update``
   (hard copy every N steps if >= 1, soft rate if < 1), ``double_dqn`` -> ``enable_double_dqn``,
   ``model.dueling`` -> ``enable_dueling_network`` with ``dueling_type='avg'``.
-- ``replay_ratio`` -> ``train_interval = round(1 / replay_ratio)``, at least 1 (keras-rl2 makes at most
-  one update per step).
+- ``replay_ratio`` -> ``train_interval = 1 / replay_ratio`` (config accepts only 1/k: keras-rl2 makes
+  at most one update per step).
 - ``epsilon_start/end/decay_steps`` -> ``LinearAnnealedPolicy(EpsGreedyQPolicy(), value_max, value_min,
   nb_steps)``. keras-rl2 anneals from step 0, warm-up included (the native loop starts after it).
   ``value_test`` is ``evaluation.epsilon`` but unused: the evaluate stage plays the trained network.

@@ -144,14 +144,18 @@ class FrameReplay:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Everything needed to restore the memory exactly (for checkpoints): only the slots written,
-        so an early checkpoint of a large memory stays small."""
+        so an early checkpoint of a large memory stays small; one array per environment's ring, each
+        contiguous in memory, so it is written in large blocks without a copy."""
         filled = min(self.written, self.capacity)
-        state = {name: getattr(self, name)[:, :filled] for name in self._RINGS}
+        state = {
+            f"{name}.{env}": getattr(self, name)[env, :filled] for name in self._RINGS for env in range(self.num_envs)
+        }
         return {**state, "written": np.asarray(self.written), "current_start": self._current_start}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         filled = min(int(state["written"]), self.capacity)
         for name in self._RINGS:
-            getattr(self, name)[:, :filled] = state[name]
+            for env in range(self.num_envs):
+                getattr(self, name)[env, :filled] = state[f"{name}.{env}"]
         self.written = int(state["written"])
         self._current_start = np.array(state["current_start"], dtype=np.int64)
