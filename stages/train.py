@@ -44,7 +44,7 @@ def train(params, run) -> None:
     run.hold_metrics = config.backend == "native"
     run.log_params(
         {
-            **{f"train.{key}": value for key, value in config.applied().items()},
+            **as_flat_dict(config.applied(), "train"),
             **as_flat_dict(params.env, "env"),
             **as_flat_dict(params.model, "model"),
         }

@@ -61,6 +61,7 @@ class CheckpointStore:
 
     def _delete(self, path: Path) -> None:
         hidden = path.with_name(f".{path.name}.deleted")
+        shutil.rmtree(hidden, ignore_errors=True)  # left by a process killed while deleting
         os.rename(path, hidden)
         shutil.rmtree(hidden, ignore_errors=True)
 
@@ -83,7 +84,4 @@ class CheckpointStore:
 
     def clear(self) -> None:
         if self.directory.is_dir():
-            hidden = self.directory.with_name(f".{self.directory.name}.deleted")
-            shutil.rmtree(hidden, ignore_errors=True)
-            os.rename(self.directory, hidden)
-            shutil.rmtree(hidden, ignore_errors=True)
+            self._delete(self.directory)

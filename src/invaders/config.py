@@ -352,5 +352,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 
 def as_flat_dict(config: Any, prefix: str) -> dict[str, Any]:
-    """``{"prefix.field": value}`` for logging a section as params."""
-    return {f"{prefix}.{key}": value for key, value in dataclasses.asdict(config).items()}
+    """``{"prefix.field": value}`` of a section (or of a dict of its fields) for logging as params."""
+    values = config if isinstance(config, dict) else dataclasses.asdict(config)
+    return {f"{prefix}.{key}": value for key, value in values.items()}

@@ -20,15 +20,8 @@ from invaders.config import Params, as_flat_dict
 # Raised when what a checkpoint holds changes: older ones then start fresh instead of failing to load.
 CHECKPOINT_FORMAT = "2"  # 2: replay saved up to its written slots
 
-# Params a checkpoint survives: they change how long or how often, not what is learned, or only
-# apply to the keras-rl2 backend, which does not checkpoint.
-_FREE_TO_CHANGE = {
-    "train.steps",
-    "train.log_interval",
-    "train.checkpoint_interval",
-    "train.memory_window",
-    "train.target_model_update",
-}
+# Params a checkpoint survives: they change how long or how often, not what is learned.
+_FREE_TO_CHANGE = {"train.steps", "train.log_interval", "train.checkpoint_interval"}
 
 
 def checkpoint_store(root: Path, stage: str) -> CheckpointStore:
@@ -37,11 +30,11 @@ def checkpoint_store(root: Path, stage: str) -> CheckpointStore:
 
 
 def fingerprint(params: Params, initial_weights: Path) -> dict[str, str]:
-    """What a checkpoint must match: the learning params and the initial weights."""
+    """What a checkpoint must match: the learning params the backend reads and the initial weights."""
     values = {
         **as_flat_dict(params.env, "env"),
         **as_flat_dict(params.model, "model"),
-        **as_flat_dict(params.train, "train"),
+        **as_flat_dict(params.train.applied(), "train"),
     }
     values = {key: str(value) for key, value in values.items() if key not in _FREE_TO_CHANGE}
     values["checkpoint_format"] = CHECKPOINT_FORMAT

@@ -20,9 +20,8 @@ from invaders.config import ConfigError, load_params
 from invaders.tracking.mlflow_tracking import git_commit
 
 # (source inside the workspace, name inside shipped/<name>/, required)
-AGENT = "models/trained/agent.json"
+AGENT = "models/trained/agent.json"  # written to the shipped folder with the commit added
 FILES = [
-    (AGENT, "agent.json", True),  # rewritten with the commit
     ("models/trained/weights.npz", "weights.npz", True),
     ("models/trained/spec.json", "spec.json", True),
     ("params.yaml", "params.yaml", True),
@@ -44,7 +43,8 @@ def ship(workspace: Path, name: str, destination: Path, command: str = "") -> Pa
     target = destination / name
     if target.exists():
         raise ShippingError(f"{target} exists: shipped agents are never overwritten; pick another name")
-    missing = [source for source, _, required in FILES if required and not (workspace / source).is_file()]
+    required = [AGENT, *(source for source, _, needed in FILES if needed)]
+    missing = [source for source in required if not (workspace / source).is_file()]
     if missing:
         raise ShippingError(f"{workspace} has no finished training run: missing {', '.join(missing)}")
     try:
@@ -60,7 +60,7 @@ def ship(workspace: Path, name: str, destination: Path, command: str = "") -> Pa
     if command:
         agent["trained_with"] = command
     with io.atomic_directory(target) as staging:
-        for source, copied, _ in FILES[1:]:
+        for source, copied, _ in FILES:
             if (workspace / source).is_file():
                 shutil.copy2(workspace / source, staging / copied)
         (staging / "agent.json").write_text(json.dumps(agent, indent=2) + "\n")
