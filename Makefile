@@ -4,7 +4,6 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
-export PYTHONPATH := $(CURDIR)/src
 
 .PHONY: setup run test test-fast ui bench notebook ship lint format lock
 
@@ -22,10 +21,13 @@ NOTEBOOK = -S env.id=SpaceInvaders-v0 -S env.preprocessing=raw -S model.network=
 setup: $(STAMP)
 
 # --no-deps: the lock pins every package; keras-rl2 and tf-keras would otherwise pull the full
-# `tensorflow` wheel beside tensorflow-cpu (1.6x slower updates).
-$(STAMP): requirements.lock
+# `tensorflow` wheel beside tensorflow-cpu (1.6x slower updates). Then the project itself, editable
+# (`import invaders` and the console commands of pyproject.toml work without PYTHONPATH), built with
+# the locked setuptools and wheel (--no-build-isolation: nothing more to download).
+$(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 run: setup
@@ -49,7 +51,13 @@ notebook: setup
 
 # After a finished run in this workspace: copy it into shipped/$(NAME) for the evaluate-shipped stage.
 ship: setup
-	python -m invaders.shipping "$(NAME)" --command "$(COMMAND)"
+	invaders-ship "$(NAME)" --command "$(COMMAND)"
+
+# dvc_plots/index.html from the plots in dvc.yaml; the page's template (.dvc/config plots.html_template)
+# carries vega, vega-lite and vega-embed inline, so it draws offline (see docs/vega/README.md).
+.PHONY: plots
+plots: setup
+	dvc plots show
 
 lint: setup
 	ruff check src stages tests benchmarks
@@ -59,6 +67,7 @@ format: setup
 	ruff format src stages tests benchmarks
 	ruff check --fix src stages tests benchmarks
 
+# --exclude-editable: the project's own (editable, path-bound) install is not a pinned package.
 lock: setup
 	(echo "# Every package of the environment, pinned; installed with --no-deps. Regenerate: make lock"; \
-	 $(BIN)/pip freeze --all) > requirements.lock
+	 $(BIN)/pip freeze --all --exclude-editable) > requirements.lock

@@ -59,7 +59,7 @@ def gather_agents(experiment: str, random_protocol: str):
 
 
 def report(params, run) -> None:
-    from invaders.reporting.report import write_report
+    from invaders.reporting.report import game_title, write_report
     from invaders.tracking.mlflow_tracking import download_artifact
 
     agents = gather_agents(params.tracking.experiment, protocol_label(params, epsilon=1.0))
@@ -74,7 +74,15 @@ def report(params, run) -> None:
                 source = download_artifact(best.run_id, "episode.gif", Path(downloads))
                 gif = staging / "best_agent.gif"
                 gif.write_bytes(source.read_bytes())
-        text = write_report(agents, staging, params.report.confidence, params.report.bootstrap_samples, best, gif)
+        text = write_report(
+            agents,
+            staging,
+            params.report.confidence,
+            params.report.bootstrap_samples,
+            best,
+            gif,
+            game=game_title(params.env.id),
+        )
     run.log_metrics({"agents_compared": len(agents)})
     run.log_artifact(OUTPUT, "report")
     print(text)

@@ -11,7 +11,10 @@ from invaders.tracking import mlflow_tracking as tracking
 
 pytestmark = pytest.mark.e2e
 
-SHIPPED = ["evaluate-shipped@dqn-100k", "evaluate-shipped@dqn-1m"]
+SHIPPED = [
+    f"evaluate-shipped@{name}"
+    for name in __import__("invaders.shipping").shipping.shipped_agents(Path(__file__).parents[1])
+]
 STAGES = ["baseline", "build-model", "train", "evaluate", *SHIPPED, "report"]
 
 

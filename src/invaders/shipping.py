@@ -1,9 +1,10 @@
 """Ship a finished training run into ``shipped/<name>/``, where the ``evaluate-shipped`` stage finds it.
 
-    python -m invaders.shipping NAME [--workspace DIR] [--command "how it was trained"]
+    invaders-ship NAME [--workspace DIR] [--command "how it was trained"]    # or python -m invaders.shipping
 
 Copies what the run's ``train`` stage wrote (weights, spec, agent.json, curve, metrics), the params it
 was trained with, and its evaluation metrics if it has them; records the git commit of the workspace.
+The agents the pipeline evaluates are listed once, in ``shipped/agents.yaml`` (``shipped_agents``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import re
 import shutil
 import sys
 from pathlib import Path
+
+import yaml
 
 from invaders import io
 from invaders.config import ConfigError, load_params
@@ -30,6 +33,13 @@ FILES = [
     ("results/evaluate/metrics.json", "evaluation_metrics.json", False),
 ]
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
+# The one list of shipped agents: dvc.yaml loads it as `vars` (foreach: ${shipped}), Python reads it here.
+AGENTS_LIST = Path("shipped/agents.yaml")
+
+
+def shipped_agents(root: Path = Path(".")) -> list[str]:
+    """Names of the agents the ``evaluate-shipped`` stage evaluates, from ``root``'s ``shipped/agents.yaml``."""
+    return [str(name) for name in yaml.safe_load((root / AGENTS_LIST).read_text())["shipped"]]
 
 
 class ShippingError(Exception):
@@ -79,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     except ShippingError as error:
         print(f"ship: {error}", file=sys.stderr)
         return 2
-    print(f"ship: {target} written; add '{args.name}' to evaluate-shipped in dvc.yaml and to the report's deps")
+    print(f"ship: {target} written; add '{args.name}' to the list in {AGENTS_LIST} to evaluate it in the pipeline")
     return 0
 
 

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from invaders.config import rom_name  # noqa: E402
 from invaders.evaluation.statistics import bootstrap_ci, summarize  # noqa: E402
 
 
@@ -34,6 +35,11 @@ class AgentScores:
     scores: np.ndarray  # unclipped game score of each evaluation game
     curve: pd.DataFrame | None = None  # mean training game score per log interval: columns step, value
     run_id: str = ""  # the MLflow run of the evaluation, which holds its GIF
+
+
+def game_title(env_id: str) -> str:
+    """The game's name for titles: ``ALE/SpaceInvaders-v5`` -> ``Space Invaders``."""
+    return rom_name(env_id).replace("_", " ").title()
 
 
 def results_table(agents: list[AgentScores], confidence: float, samples: int) -> pd.DataFrame:
@@ -108,13 +114,15 @@ def write_report(
     samples: int,
     best: AgentScores | None,
     gif: Path | None,
+    *,
+    game: str,
 ) -> str:
-    """Write report.md, report.html and the plots into ``directory``; return the Markdown."""
+    """Write report.md, report.html and the plots into ``directory``, titled for ``game``; return the Markdown."""
     table = results_table(agents, confidence, samples)
     plot_learning_curves(agents, directory / "learning_curves.png")
     plot_score_distributions(agents, directory / "score_distributions.png")
     markdown = [
-        "# Space Invaders DQN: results",
+        f"# {game} DQN: results",
         "",
         "Every evaluated agent in the MLflow experiment, latest evaluation of each, beside the random agent.",
         "Scores are unclipped game scores of whole games under the protocol shown.",
@@ -129,7 +137,7 @@ def write_report(
         markdown += ["", f"Best agent playing ({best.label}):", "", f"![best agent]({gif.name})"]
     text = "\n".join(markdown) + "\n"
     (directory / "report.md").write_text(text)
-    (directory / "report.html").write_text(_html(table, directory, best, gif))
+    (directory / "report.html").write_text(_html(table, directory, best, gif, game))
     return text
 
 
@@ -137,7 +145,7 @@ def _embedded(path: Path, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
-def _html(table: pd.DataFrame, directory: Path, best: AgentScores | None, gif: Path | None) -> str:
+def _html(table: pd.DataFrame, directory: Path, best: AgentScores | None, gif: Path | None, game: str) -> str:
     """A self-contained page: images inlined, no external resources, opens offline."""
     images = "".join(
         f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" src="{_embedded(directory / name, "image/png")}">'
@@ -149,9 +157,10 @@ def _html(table: pd.DataFrame, directory: Path, best: AgentScores | None, gif: P
     if gif is not None:
         label = html.escape(best.label)
         images += f'<h2>Best agent playing: {label}</h2><img alt="best agent" src="{_embedded(gif, "image/gif")}">'
+    title = html.escape(f"{game} DQN")
     style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}"
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>Space Invaders DQN results</title><style>{style}</style></head>"
-        f"<body><h1>Space Invaders DQN: results</h1><p>Unclipped game scores of whole games.</p>"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title} results</title><style>{style}</style></head>"
+        f"<body><h1>{title}: results</h1><p>Unclipped game scores of whole games.</p>"
         f"{table.to_html(index=False, escape=True)}{images}</body></html>\n"
     )
