@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from fake_env import BandGameVectorEnv
+from fake_env import BandGameVectorEnv, DelayedRewardVectorEnv
 
 from invaders.agents.dqn import DQNLearner
 from invaders.agents.policy import EpsilonGreedyPolicy, GreedyPolicy
@@ -29,14 +29,28 @@ QUICK = TrainConfig(
 )
 
 
-def train(config: TrainConfig, seed: int = 0):
+# The delayed game pays 5 steps after the decision: learning it carries value back through bootstrapped
+# targets, so a broken target network, discount or terminal handling leaves the agent at chance.
+DELAYED = TrainConfig(
+    **{
+        **QUICK.__dict__,
+        "steps": 3_000,
+        "gamma": 0.9,
+        "n_step": 2,
+        "target_update_interval": 50,
+        "epsilon_decay_steps": 1_200,
+    }
+)
+
+
+def train(config: TrainConfig, seed: int = 0, game=BandGameVectorEnv):
     import keras
 
     keras.utils.set_random_seed(seed)
     online, target = build_q_network(SPEC), build_q_network(SPEC)
     learner = DQNLearner(online, target, config)
     replay = FrameReplay(config.replay_capacity, config.num_envs, (44, 44), 4, config.n_step, config.gamma)
-    env = BandGameVectorEnv(num_envs=config.num_envs)
+    env = game(num_envs=config.num_envs)
     result = train_dqn(env, learner, replay, config, lambda metrics, step: None, show_progress=False)
     return learner, replay, result
 
@@ -51,6 +65,25 @@ def test_agent_learns_the_pixel_game():
     mean = np.mean([episode.score for episode in episodes])
     assert mean >= 9.0, f"optimal is 10, random is 3.3; got {mean}"
     assert len(frames) == 5
+
+
+def test_agent_learns_a_reward_that_comes_only_after_a_delay():
+    learner, _, result = train(DELAYED, game=DelayedRewardVectorEnv)
+    policy = EpsilonGreedyPolicy(GreedyPolicy(learner.online), 3, 0.0, seed=0)
+    episodes, _ = play_episodes(DelayedRewardVectorEnv(num_envs=2), policy, 30, seed=123, show_progress=False)
+    mean = np.mean([episode.score for episode in episodes])
+    assert mean >= 0.9, f"optimal is 1, random is 0.33; got {mean}"
+    # The values carried back: a won game is worth gamma^k with k steps left to its reward, a lost one 0.
+    env = DelayedRewardVectorEnv(num_envs=1)
+    observations, _ = env.reset(seed=5)
+    cue, gamma = env.cues[0], DELAYED.gamma
+    q_first = learner.online(observations.astype(np.float32)).numpy()[0]
+    expected_first = np.where(np.arange(3) == cue, gamma**env.delay, 0.0)
+    np.testing.assert_allclose(q_first, expected_first, atol=0.06)
+    for steps_left in range(env.delay, 0, -1):
+        observations, *_ = env.step(np.array([cue]))
+        q_waiting = learner.online(observations.astype(np.float32)).numpy()[0]
+        np.testing.assert_allclose(q_waiting, gamma ** (steps_left - 1), atol=0.06)
 
 
 def test_same_seed_gives_same_actions_and_losses():

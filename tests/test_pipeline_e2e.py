@@ -4,17 +4,16 @@ settings, with the real emulator and a real MLflow sqlite store."""
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from repo_copy import environment, make_repo, run
 
+from invaders.shipping import shipped_agents
 from invaders.tracking import mlflow_tracking as tracking
 
 pytestmark = pytest.mark.e2e
 
-SHIPPED = [
-    f"evaluate-shipped@{name}"
-    for name in __import__("invaders.shipping").shipping.shipped_agents(Path(__file__).parents[1])
-]
+SHIPPED = [f"evaluate-shipped@{name}" for name in shipped_agents(Path(__file__).parents[1])]
 STAGES = ["baseline", "build-model", "train", "evaluate", *SHIPPED, "report"]
 
 
@@ -54,6 +53,12 @@ def test_repro_then_nothing_reruns_then_an_experiment(repo, monkeypatch):
     metrics = json.loads((repo / "results/evaluate/metrics.json").read_text())
     assert metrics["episodes"] == 2 and metrics["score_min"] <= metrics["score_mean"] <= metrics["score_max"]
     assert json.loads((repo / "results/train/metrics.json").read_text())["total_steps"] >= 600
+    # Reported scores are whole games in raw points: Space Invaders pays 5 to 200 per hit, never 1.
+    scored = ["results/baseline", "results/evaluate", *(f"results/shipped/{name.split('@')[1]}" for name in SHIPPED)]
+    for folder in scored:
+        scores = pd.read_csv(repo / folder / "episodes.csv")["game_score"]
+        assert (scores % 5 == 0).all(), (folder, scores.tolist())
+        assert scores.max() > 0, folder
     report = (repo / "report/report.md").read_text()
     for agent in ["random", "native nature-dueling 6", "100,000 steps", "1,000,001 steps"]:
         assert agent in report, agent
@@ -66,6 +71,10 @@ def test_repro_then_nothing_reruns_then_an_experiment(repo, monkeypatch):
         assert runs.iloc[0]["tags.dvc.stage"] == stage
     train_run = runs_of(repo, monkeypatch, "train").iloc[0]
     assert len(tracking.metric_history(train_run["run_id"], "train/loss")) >= 2
+    for stage in ["baseline", "evaluate", *SHIPPED]:
+        logged = tracking.metric_history(runs_of(repo, monkeypatch, stage).iloc[0]["run_id"], "game_score")
+        assert len(logged) == 2 and (logged["value"] % 5 == 0).all(), stage
+    assert (tracking.metric_history(train_run["run_id"], "train/game_score")["value"] % 5 == 0).all()
 
     again = run(["dvc", "repro"], repo, env)
     assert "Running stage" not in again

@@ -102,20 +102,35 @@ def test_ring_wraparound_keeps_stacks_consistent():
         assert decode(nxt)[-1] > newest
 
 
-@pytest.mark.parametrize("steps", [10, 40], ids=["partly-filled", "wrapped"])
-def test_state_round_trip_restores_the_same_samples(steps):
-    replay = FrameReplay(32, 2, (2, 2), 4, 3, GAMMA)
-    for step in range(steps):
+@pytest.mark.parametrize("games", [2, 8], ids=["partly-filled", "wrapped"])
+def test_state_round_trip_restores_every_field_and_the_same_samples(games):
+    """Two rings with terminals, time-limit cuts and several episode starts, before and after wrapping."""
+    replay = FrameReplay(64, 2, (2, 2), 4, 3, GAMMA)
+    rng = np.random.default_rng(4)
+    step = np.zeros(2, dtype=int)
+    lengths = [[5, 9, 3, 7] * 2, [4, 6, 8, 5] * 2]
+    game = np.zeros(2, dtype=int)
+    while game.min() < games:
+        final = step == np.array([lengths[env][game[env] % 8] for env in range(2)])
+        last = step == np.array([lengths[env][game[env] % 8] - 1 for env in range(2)])
         replay.add(
-            np.stack([frame(step)] * 2)[:, 0],
-            np.array([1, 2]),
-            np.array([1.0, 0.0]),
-            np.array([False, False]),
-            np.array([False, False]),
-            np.array([step == 0] * 2),
+            np.stack([frame(int(replay.written + env)) for env in range(2)])[:, 0],
+            rng.integers(0, 6, 2),
+            rng.normal(size=2).astype(np.float32) * ~final,
+            last & (game % 2 == 0),  # even games end in a terminal, odd ones are cut by a time limit
+            final,
+            step == 0,
         )
-    restored = FrameReplay(32, 2, (2, 2), 4, 3, GAMMA)
-    restored.load_state_dict({k: np.copy(v) for k, v in replay.state_dict().items()})
-    a = replay.sample(16, np.random.default_rng(5))
-    b = restored.sample(16, np.random.default_rng(5))
-    assert np.array_equal(a.observations, b.observations) and np.array_equal(a.returns, b.returns)
+        step = np.where(final, 0, step + 1)
+        game += final
+    state = {key: np.copy(value) for key, value in replay.state_dict().items()}
+    restored = FrameReplay(64, 2, (2, 2), 4, 3, GAMMA)
+    restored.load_state_dict(state)
+    for name in ("frames", "actions", "rewards", "terminals", "finals", "episode_starts"):
+        np.testing.assert_array_equal(getattr(restored, name), getattr(replay, name), err_msg=name)
+    assert restored.written == replay.written and replay.terminals.any() and replay.finals.sum() >= 4
+    np.testing.assert_array_equal(restored._current_start, replay._current_start)
+    a = replay.sample(64, np.random.default_rng(5))
+    b = restored.sample(64, np.random.default_rng(5))
+    for field in ("observations", "actions", "returns", "discounts", "next_observations"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)

@@ -7,8 +7,10 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from fake_env import BandGameVectorEnv
 from repo_copy import environment, make_repo, run, write_params
@@ -51,7 +53,7 @@ def test_checkpoint_restores_replay_networks_optimizer_and_counters(tmp_path):
     second = trainer(seed=1)
     second.restore(arrays, meta)
     assert second.result.steps == meta["steps"]
-    assert second.learner.updates == int(arrays["updates"])
+    assert second.learner.updates == int(arrays["learner.updates"])
     assert int(second.learner.optimizer.iterations.numpy()) == second.learner.updates
     assert 0 < second.replay.written < second.replay.capacity, "a memory not yet full: only its written part is saved"
     assert arrays["replay.frames.0"].shape[0] == second.replay.written
@@ -60,7 +62,7 @@ def test_checkpoint_restores_replay_networks_optimizer_and_counters(tmp_path):
         if not name.startswith("finals."):
             np.testing.assert_array_equal(saved, arrays[f"replay.{name}"])
     for mine, saved in zip(
-        second.learner.online.get_weights(), [arrays[k] for k in sorted(arrays) if k.startswith("online.")]
+        second.learner.online.get_weights(), [arrays[k] for k in sorted(arrays) if k.startswith("learner.online.")]
     ):
         np.testing.assert_array_equal(mine, saved)
     assert second.rng.bit_generator.state == meta["rng"]
@@ -68,6 +70,49 @@ def test_checkpoint_restores_replay_networks_optimizer_and_counters(tmp_path):
     assert second.replay.finals[:, (second.replay.written - 1) % second.replay.capacity].all()
     result = second.run(show_progress=False)
     assert result.steps >= CONFIG.steps
+
+
+def test_resumed_training_in_a_new_process_matches_training_straight_through(tmp_path):
+    """Training is deterministic for a seed, so k steps + checkpoint + restore elsewhere + N-k steps must
+    equal N steps: losses, online and target weights, every optimizer variable, replay, games, counters."""
+    import exact_resume
+
+    straight = exact_resume.build_trainer(seed=0)
+    straight.run(show_progress=False)
+    expected_arrays, expected_meta = straight.state()
+
+    class Interrupted(Exception):
+        pass
+
+    def checkpoint_then_crash(trainer) -> None:
+        arrays, meta = trainer.state()
+        CheckpointStore(tmp_path).save(meta["steps"], arrays, meta)
+        raise Interrupted
+
+    interrupted = exact_resume.build_trainer(seed=0)
+    with pytest.raises(Interrupted):
+        interrupted.run(checkpoint_then_crash, checkpoint_interval=250, show_progress=False)
+    assert 250 <= interrupted.result.steps < exact_resume.CONFIG.steps
+    assert any(0 < t < 6 for t in interrupted.env.t), "games were in progress at the checkpoint"
+    worker = subprocess.run(
+        [sys.executable, "exact_resume.py", str(tmp_path)],
+        cwd=Path(__file__).parent,
+        capture_output=True,
+        text=True,
+    )
+    assert worker.returncode == 0, worker.stderr[-3000:]
+    arrays, meta = CheckpointStore(tmp_path / "final").latest()
+
+    assert sorted(arrays) == sorted(expected_arrays)
+    assert any(key.startswith("learner.optimizer.") for key in arrays) and "learner.target.000" in arrays
+    for key, expected in expected_arrays.items():
+        np.testing.assert_array_equal(arrays[key], expected, err_msg=key)
+    curve = pd.DataFrame(meta["curve"]).drop(columns="train/steps_per_second")
+    expected_curve = pd.DataFrame(expected_meta["curve"]).drop(columns="train/steps_per_second")
+    pd.testing.assert_frame_equal(curve, expected_curve, check_exact=True)
+    assert curve["train/loss"].notna().sum() >= 8, "losses compared, not only NaNs"
+    for key in ("steps", "next_log", "rng", "interval"):
+        assert meta[key] == expected_meta[key], key
 
 
 @pytest.mark.e2e

@@ -1,6 +1,5 @@
 """The tracking module against a real sqlite MLflow store."""
 
-import os
 
 import pytest
 
@@ -51,15 +50,19 @@ def test_unfinished_stage_is_not_left_running(store, error, status):
     assert client.get_run(run.run_id).info.status == status
 
 
-def test_run_of_a_dead_process_is_marked_killed(store):
+def test_run_of_a_dead_process_is_marked_killed_and_a_live_ones_is_left_running(store):
     stale = tracking.StageRun("train", "unit")
     stale.__enter__()
     client = stale.client
     client.set_tag(stale.run_id, "invaders.pid", str(2**22 + 12345))  # no such process
-    with tracking.StageRun("train", "unit"):
+    live = tracking.StageRun("evaluate", "unit")
+    live.__enter__()  # tagged with this process's pid, which is alive
+    with tracking.StageRun("train", "unit") as current:
         pass
     assert client.get_run(stale.run_id).info.status == "KILLED"
-    assert os.getpid()  # the live process's own run finished normally
+    assert client.get_run(live.run_id).info.status == "RUNNING"
+    assert client.get_run(current.run_id).info.status == "FINISHED"
+    live.__exit__(None, None, None)
 
 
 def test_resumed_run_records_a_longer_budget_without_rewriting_params(store):

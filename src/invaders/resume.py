@@ -18,7 +18,7 @@ from invaders.checkpoints import CheckpointStore
 from invaders.config import Params, as_flat_dict
 
 # Raised when what a checkpoint holds changes: older ones then start fresh instead of failing to load.
-CHECKPOINT_FORMAT = "2"  # 2: replay saved up to its written slots
+CHECKPOINT_FORMAT = "3"  # 2: replay saved up to its written slots; 3: learner arrays prefixed, games saved
 
 # Params a checkpoint survives: they change how long or how often, not what is learned.
 _FREE_TO_CHANGE = {"train.steps", "train.log_interval", "train.checkpoint_interval"}

@@ -6,6 +6,8 @@ back numbers.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import tensorflow as tf
 
@@ -13,6 +15,14 @@ from invaders.agents.losses import bootstrap_values, huber_loss, td_targets
 from invaders.agents.policy import GreedyPolicy
 from invaders.config import TrainConfig
 from invaders.replay.frame_replay import Batch
+
+
+class UpdateStats(NamedTuple):
+    """What one gradient step reports: the loss and mean Q before the step, and the TD target of each sample."""
+
+    loss: float
+    q_mean: float
+    targets: np.ndarray
 
 
 class DQNLearner:
@@ -33,7 +43,7 @@ class DQNLearner:
     def sync_target(self) -> None:
         self.target.set_weights(self.online.get_weights())
 
-    def state_arrays(self) -> dict[str, np.ndarray]:
+    def state_dict(self) -> dict[str, np.ndarray]:
         """Networks, optimizer slots and update count, for checkpoints."""
         arrays = {f"online.{i:03d}": weight for i, weight in enumerate(self.online.get_weights())}
         arrays.update({f"target.{i:03d}": weight for i, weight in enumerate(self.target.get_weights())})
@@ -41,7 +51,7 @@ class DQNLearner:
         arrays["updates"] = np.asarray(self.updates)
         return arrays
 
-    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+    def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
         def ordered(prefix: str) -> list[np.ndarray]:
             return [arrays[key] for key in sorted(k for k in arrays if k.startswith(prefix))]
 
@@ -51,9 +61,9 @@ class DQNLearner:
             variable.assign(value)
         self.updates = int(arrays["updates"])
 
-    def update(self, batch: Batch) -> tuple[float, float]:
-        """One gradient step on ``batch``; syncs the target net on schedule. Returns (loss, mean Q)."""
-        loss, q_mean = self._update(
+    def update(self, batch: Batch) -> UpdateStats:
+        """One gradient step on ``batch``; syncs the target net on schedule."""
+        loss, q_mean, targets = self._update(
             tf.convert_to_tensor(batch.observations),
             tf.convert_to_tensor(batch.actions),
             tf.convert_to_tensor(batch.returns),
@@ -63,7 +73,7 @@ class DQNLearner:
         self.updates += 1
         if self.updates % self.config.target_update_interval == 0:
             self.sync_target()
-        return float(loss), float(q_mean)
+        return UpdateStats(float(loss), float(q_mean), targets.numpy())
 
     @tf.function(jit_compile=True)
     def _update(self, observations, actions, returns, discounts, next_observations):
@@ -78,4 +88,4 @@ class DQNLearner:
         gradients = tape.gradient(loss, self.online.trainable_variables)
         gradients, _ = tf.clip_by_global_norm(gradients, self.config.max_grad_norm)
         self.optimizer.apply_gradients(zip(gradients, self.online.trainable_variables))
-        return loss, tf.reduce_mean(q_taken)
+        return loss, tf.reduce_mean(q_taken), targets

@@ -11,7 +11,7 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -50,6 +50,22 @@ def updates_due(step: int, config: TrainConfig) -> int:
     return max(0, math.floor((step - config.warmup_steps) * config.replay_ratio))
 
 
+@dataclass
+class GamesInPlay:
+    """The loop's view of the games in progress, between two vector steps."""
+
+    observations: np.ndarray  # the observation each game shows now
+    lives: np.ndarray  # lives left, to spot a lost one
+    finals: np.ndarray  # the observation is the last of its game: the next action is ignored
+    firsts: np.ndarray  # the observation is the first of its game
+    scores: np.ndarray  # unclipped game score so far
+
+    @classmethod
+    def started(cls, observations: np.ndarray, lives: np.ndarray) -> GamesInPlay:
+        num_envs = len(observations)
+        return cls(observations, np.array(lives), np.zeros(num_envs, bool), np.ones(num_envs, bool), np.zeros(num_envs))
+
+
 class DQNTrainer:
     """Owns one training run: the loop, its counters, and their checkpointable state.
 
@@ -68,13 +84,21 @@ class DQNTrainer:
         self.stats = IntervalStats(0)
         self.next_log = config.log_interval
         self.resumes = 0
+        self.games: GamesInPlay | None = None  # None: new games start when the loop does
         self._stop_signal: int | None = None
 
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
-        """Arrays (replay, networks, optimizer) and JSON-able metadata of everything the loop needs."""
+        """Arrays (replay, networks, optimizer, games) and JSON-able metadata of everything the loop needs.
+
+        Games in progress are saved only with an environment that can save its emulators
+        (``state_dict``/``load_state_dict``); ale-py's vector environment cannot.
+        """
         arrays = {f"replay.{name}": value for name, value in self.replay.state_dict().items()}
-        arrays.update(self.learner.state_arrays())
+        arrays.update({f"learner.{name}": value for name, value in self.learner.state_dict().items()})
         arrays["episode_returns"] = np.asarray(self.result.episode_returns, dtype=np.float64)
+        if self.games is not None and hasattr(self.env, "state_dict"):
+            arrays.update({f"env.{name}": value for name, value in self.env.state_dict().items()})
+            arrays.update({f"games.{name}": value for name, value in asdict(self.games).items()})
         meta = {
             "steps": self.result.steps,
             "wall_time_s": self.result.wall_time_s + time.perf_counter() - self._started,
@@ -87,10 +111,11 @@ class DQNTrainer:
         return arrays, meta
 
     def restore(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        self.replay.load_state_dict(
-            {k.removeprefix("replay."): v for k, v in arrays.items() if k.startswith("replay.")}
-        )
-        self.learner.load_state_arrays(arrays)
+        def part(prefix: str) -> dict[str, np.ndarray]:
+            return {key.removeprefix(prefix): value for key, value in arrays.items() if key.startswith(prefix)}
+
+        self.replay.load_state_dict(part("replay."))
+        self.learner.load_state_dict(part("learner."))
         self.result = TrainingResult(
             curve=meta["curve"],
             episode_returns=arrays["episode_returns"].tolist(),
@@ -107,9 +132,15 @@ class DQNTrainer:
             meta["interval"]["q_means"],
             meta["interval"]["returns"],
         )
-        # Games in progress at the checkpoint are lost: their last observation becomes a final one
-        # (bootstrapped like a time-limit cut) and the environments start new games.
-        self.replay.end_episodes()
+        games = part("games.")
+        if games and hasattr(self.env, "load_state_dict"):
+            self.env.load_state_dict(part("env."))
+            self.games = GamesInPlay(**{name: np.array(value) for name, value in games.items()})
+        else:
+            # The games in progress are lost: their last observation becomes a final one
+            # (bootstrapped like a time-limit cut) and the environments start new games.
+            self.replay.end_episodes()
+            self.games = None
 
     def _request_stop(self, signum, frame) -> None:
         self._stop_signal = signum
@@ -141,47 +172,49 @@ class DQNTrainer:
             self.result,
             self.stats,
         )
-        num_envs = env.num_envs
         num_actions = int(env.single_action_space.n)
-        observations, info = env.reset(seed=config.seed + 7919 * self.resumes)
-        lives = info["lives"]
-        finals = np.zeros(num_envs, dtype=bool)  # observation is the last of its game: its action is ignored
-        firsts = np.ones(num_envs, dtype=bool)
-        game_returns = np.zeros(num_envs)
+        if self.games is None:
+            observations, info = env.reset(seed=config.seed + 7919 * self.resumes)
+            self.games = GamesInPlay.started(observations, info["lives"])
+        games = self.games
         next_checkpoint = (
             (result.steps // checkpoint_interval + 1) * checkpoint_interval if checkpoint_interval else None
         )
         bar = progress_bar(config.steps, "train", show_progress, done=result.steps)
         while result.steps < config.steps:
             epsilon = exploration_epsilon(result.steps, config)
-            greedy = learner.greedy_actions(observations) if epsilon < 1.0 else np.zeros(num_envs, dtype=np.int32)
+            greedy = (
+                learner.greedy_actions(games.observations) if epsilon < 1.0 else np.zeros(env.num_envs, dtype=np.int32)
+            )
             actions = epsilon_greedy(greedy, epsilon, num_actions, self.rng)
             env.send(actions)
             if replay.sampleable() > 0:
                 for _ in range(updates_due(result.steps, config) - learner.updates):
-                    loss, q_mean = learner.update(replay.sample(config.batch_size, self.rng))
-                    stats.losses.append(loss)
-                    stats.q_means.append(q_mean)
+                    update = learner.update(replay.sample(config.batch_size, self.rng))
+                    stats.losses.append(update.loss)
+                    stats.q_means.append(update.q_mean)
             next_observations, rewards, terminated, truncated, info = env.recv()
 
-            life_lost = (info["lives"] < lives) & config.terminal_on_life_loss
+            # Clipped rewards and life-loss terminals are for learning only; the score stays the game's.
+            life_lost = (info["lives"] < games.lives) & config.terminal_on_life_loss
             learn_rewards = np.sign(rewards) if config.clip_rewards else rewards
-            replay.add(observations[:, -1], actions, learn_rewards, (terminated | life_lost) & ~finals, finals, firsts)
+            terminals = (terminated | life_lost) & ~games.finals
+            replay.add(games.observations[:, -1], actions, learn_rewards, terminals, games.finals, games.firsts)
 
-            acted = ~finals
-            game_returns += np.where(acted, rewards, 0)
+            acted = ~games.finals
+            games.scores += np.where(acted, rewards, 0)
             result.steps += int(acted.sum())
             ended = (terminated | truncated) & acted
             for game in np.flatnonzero(ended):
-                score = float(game_returns[game])
+                score = float(games.scores[game])
                 result.episode_returns.append(score)
                 stats.returns.append(score)
                 self.on_metrics({"train/game_score": score}, result.steps)
                 bar.set_postfix(score=f"{score:.0f}", eps=f"{epsilon:.2f}", refresh=False)
-            game_returns[ended] = 0.0
-            firsts, finals = finals, ended
-            lives = info["lives"]
-            observations = next_observations
+            games.scores[ended] = 0.0
+            games.firsts, games.finals = games.finals, ended
+            games.lives = np.array(info["lives"])
+            games.observations = next_observations
             bar.update(int(acted.sum()))
 
             if result.steps >= self.next_log or result.steps >= config.steps:

@@ -1,0 +1,138 @@
+"""The learner's targets, checked through real ``update`` calls on a tiny network whose online and
+target networks disagree: the targets the update used are read back, not recomputed by a helper."""
+
+import numpy as np
+import pytest
+from test_replay import decode, frame
+
+from invaders.agents.dqn import DQNLearner
+from invaders.config import TrainConfig
+from invaders.replay.frame_replay import Batch, FrameReplay
+
+STACK, SIDE, ACTIONS = 4, 2, 3
+GAMMA = 0.5
+
+
+def linear_q_network():
+    """Q(s) = W . flatten(s) + b: values we can set and compute by hand."""
+    import keras
+
+    inputs = keras.Input((STACK, SIDE, SIDE))
+    return keras.Model(inputs, keras.layers.Dense(ACTIONS)(keras.layers.Flatten()(inputs)))
+
+
+def set_q(model, on_zeros: list[float], per_pixel: list[float]) -> None:
+    """Q(all-zero observation) = ``on_zeros``; each pixel of value v adds ``v * per_pixel``."""
+    kernel = np.tile(np.asarray(per_pixel, np.float32), (STACK * SIDE * SIDE, 1))
+    model.set_weights([kernel, np.asarray(on_zeros, np.float32)])
+
+
+def q_values(model, observations: np.ndarray) -> np.ndarray:
+    return model(observations.astype(np.float32)).numpy()
+
+
+def learner(double_dqn: bool = True, target_update_interval: int = 1_000) -> DQNLearner:
+    config = TrainConfig(
+        gamma=GAMMA, double_dqn=double_dqn, target_update_interval=target_update_interval, learning_rate=1.0e-3
+    )
+    online, target = linear_q_network(), linear_q_network()
+    agent = DQNLearner(online, target, config)
+    # From state s (all zeros) Q_online = 0. At s' (pixels of 1): online prefers action 1, target action 0.
+    set_q(online, [0.0, 0.0, 0.0], [1.0, 5.0, 2.0])
+    set_q(target, [0.0, 0.0, 0.0], [10.0, 3.0, 7.0])
+    return agent
+
+
+def one_sample(returns: float, discount: float) -> Batch:
+    observation = np.zeros((1, STACK, SIDE, SIDE), np.uint8)
+    next_observation = np.zeros((1, STACK, SIDE, SIDE), np.uint8)
+    next_observation[0, -1, 0, 0] = 1  # one pixel: Q_online(s') = [1, 5, 2], Q_target(s') = [10, 3, 7]
+    return Batch(
+        observation,
+        np.array([2], np.int32),
+        np.array([returns], np.float32),
+        np.array([discount], np.float32),
+        next_observation,
+    )
+
+
+@pytest.mark.parametrize(
+    ("double_dqn", "bootstrap"),
+    [(True, 3.0), (False, 10.0)],
+    ids=["double-dqn-online-argmax-valued-by-target", "dqn-max-of-target"],
+)
+def test_update_uses_the_target_network_to_value_the_next_state(double_dqn, bootstrap):
+    agent = learner(double_dqn)
+    stats = agent.update(one_sample(returns=1.0, discount=0.25))
+    assert stats.targets.tolist() == [1.0 + 0.25 * bootstrap]
+    assert stats.q_mean == 0.0
+    error = stats.targets[0]  # Q(s, a) = 0: the error is the target itself, in Huber's linear part
+    assert stats.loss == pytest.approx(error - 0.5)
+
+
+def test_update_moves_the_online_network_toward_the_target_and_leaves_the_target_network_alone():
+    agent = learner()
+    target_before = [w.copy() for w in agent.target.get_weights()]
+    observation = np.zeros((1, STACK, SIDE, SIDE), np.uint8)
+    before = q_values(agent.online, observation)[0, 2]
+    agent.update(one_sample(returns=1.0, discount=0.25))
+    assert q_values(agent.online, observation)[0, 2] > before, "a gradient step toward a higher target"
+    for now, then in zip(agent.target.get_weights(), target_before):
+        np.testing.assert_array_equal(now, then)
+
+
+def test_target_network_syncs_every_interval_of_updates():
+    agent = learner(target_update_interval=3)
+    target_before = [w.copy() for w in agent.target.get_weights()]
+    batch = one_sample(returns=1.0, discount=0.25)
+    agent.update(batch)
+    agent.update(batch)
+    for now, then in zip(agent.target.get_weights(), target_before):
+        np.testing.assert_array_equal(now, then)
+    agent.update(batch)
+    for target, online in zip(agent.target.get_weights(), agent.online.get_weights()):
+        np.testing.assert_array_equal(target, online)
+    assert agent.update(batch).targets[0] != pytest.approx(1.0 + 0.25 * 3.0), "the next update values s' anew"
+
+
+def write_episodes(replay: FrameReplay, episodes: list[tuple[int, bool]]) -> list[tuple[int, int, bool]]:
+    """Append episodes of (transitions, ends in a terminal?) to a one-env memory, each followed by its
+    final slot; slot ``i`` shows frame ``i`` and pays reward ``i``. Returns (first, last, terminal) slots."""
+    index, spans = 0, []
+    for length, terminal in episodes:
+        spans.append((index, index + length - 1, terminal))
+        for step in range(length + 1):
+            final = step == length
+            replay.add(
+                frame(index),
+                np.array([0]),
+                np.array([0.0 if final else float(index)]),
+                np.array([terminal and step == length - 1]),
+                np.array([final]),
+                np.array([step == 0]),
+            )
+            index += 1
+    return spans
+
+
+def test_update_targets_stop_at_terminals_and_bootstrap_on_truncation_from_replay():
+    """3-step targets from a real replay memory, episodes ending in a terminal or cut by a time limit."""
+    agent = learner(double_dqn=True)
+    set_q(agent.online, [0.0] * 3, [1.0, 0.0, 0.0])  # online prefers action 0 wherever pixels are lit
+    set_q(agent.target, [0.0] * 3, [1.0, 100.0, 100.0])  # the target values action 0 by its pixel sum
+    replay = FrameReplay(64, 1, (SIDE, SIDE), STACK, 3, GAMMA)
+    spans = write_episodes(replay, [(2, True), (5, True), (6, False), (5, True)])
+    batch = replay.sample(512, np.random.default_rng(0))
+    stats = agent.update(batch)
+    seen = set()
+    for observation, next_observation, target in zip(batch.observations, batch.next_observations, stats.targets):
+        t = decode(observation)[-1]
+        seen.add(t)
+        first, last, terminal = next(span for span in spans if span[0] <= t <= span[1])
+        steps = min(3, last - t + 1)
+        expected = sum(GAMMA**k * (t + k) for k in range(steps))
+        if not (terminal and t + steps - 1 == last):  # bootstrap: Q_target(s', argmax Q_online(s'))
+            assert decode(next_observation)[-1] == t + steps
+            expected += GAMMA**steps * float(next_observation.astype(np.float32).sum())
+        assert target == pytest.approx(expected, rel=1e-5), t
+    assert {6, 7, 13, 14} <= seen, "windows reaching a terminal and a time-limit cut were both sampled"
