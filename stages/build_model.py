@@ -1,9 +1,9 @@
 """Stage build-model: build the Q-network named in params and save its initial weights."""
 
-import io as text_io
+import io
 from pathlib import Path
 
-from invaders import io
+from invaders import files
 from invaders.config import as_flat_dict
 from invaders.envs.atari import num_actions, observation_shape
 from invaders.models.networks import NetworkSpec, build_q_network, forward_flops, parameter_count, save_weights
@@ -24,13 +24,13 @@ def build_model(params, run) -> None:
     )
     keras.utils.set_random_seed(params.model.seed)
     model = build_q_network(spec)
-    summary = text_io.StringIO()
+    summary = io.StringIO()
     model.summary(print_fn=lambda line, **_: summary.write(line + "\n"))
     metrics = {"parameters": parameter_count(model), "forward_mflops": forward_flops(model) / 1e6}
-    with io.atomic_directory(OUTPUT) as staging:
+    with files.atomic_directory(OUTPUT) as staging:
         save_weights(model, spec, staging)
         (staging / "summary.txt").write_text(summary.getvalue())
-    io.write_json(METRICS, metrics)
+    files.write_json(METRICS, metrics)
     run.log_metrics(metrics)
     run.log_artifact(OUTPUT, "model")
     print(summary.getvalue())

@@ -13,7 +13,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from invaders.config import ConfigError, load_params
+from invaders.config import load_params
+from invaders.errors import ConfigError, InputError
 from invaders.pipeline import protocol_params, publish_scores, run_stage
 
 TRAINED = Path("models/trained")
@@ -26,9 +27,9 @@ def read_agent(directory: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: missing; run the train stage first (dvc repro)") from None
+        raise InputError(f"{path}: missing; run the train stage first (dvc repro)") from None
     except ValueError:
-        raise ConfigError(f"{path}: not valid JSON; rerun the train stage (dvc repro -f train)") from None
+        raise InputError(f"{path}: not valid JSON; rerun the train stage (dvc repro -f train)") from None
 
 
 def agent_label(agent: dict) -> str:

@@ -3,7 +3,7 @@
 import tempfile
 from pathlib import Path
 
-from invaders import io
+from invaders import files
 from invaders.pipeline import protocol_label, run_stage
 
 OUTPUT = Path("report")
@@ -66,7 +66,7 @@ def report(params, run) -> None:
     protocol = protocol_label(params, params.evaluation.epsilon)
     trained = [agent for agent in agents if agent.train_steps > 0]
     comparable = [agent for agent in trained if agent.protocol == protocol]
-    with io.atomic_directory(OUTPUT) as staging:
+    with files.atomic_directory(OUTPUT) as staging:
         best, gif = None, None
         if comparable:
             best = max(comparable, key=lambda agent: agent.scores.mean())

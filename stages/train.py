@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from invaders import io
+from invaders import files
 from invaders.config import as_flat_dict
 from invaders.models.networks import save_weights
 from invaders.pipeline import run_stage
@@ -75,7 +75,7 @@ def train(params, run) -> None:
         "wall_time_s": round(result.wall_time_s, 1),
         "train_run_id": run.run_id,
     }
-    with io.atomic_directory(OUTPUT) as staging:
+    with files.atomic_directory(OUTPUT) as staging:
         save_weights(model, spec, staging)
         (staging / "agent.json").write_text(json.dumps(agent, indent=2) + "\n")
     metrics = {
@@ -88,9 +88,9 @@ def train(params, run) -> None:
     recent = result.episode_returns[-20:]
     if recent:
         metrics["game_score_last20_mean"] = sum(recent) / len(recent)
-    with io.atomic_path(RESULTS / "curve.csv") as temporary:
+    with files.atomic_path(RESULTS / "curve.csv") as temporary:
         pd.DataFrame(result.curve).to_csv(temporary, index=False)
-    io.write_json(RESULTS / "metrics.json", metrics)
+    files.write_json(RESULTS / "metrics.json", metrics)
     run.log_metrics(metrics, step=result.steps)
     run.log_artifact(OUTPUT, "model")
     run.log_artifact(RESULTS / "curve.csv")

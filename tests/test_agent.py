@@ -7,7 +7,8 @@ from fake_env import BandGameVectorEnv, DelayedRewardVectorEnv
 from invaders.agents.dqn import DQNLearner
 from invaders.agents.policy import EpsilonGreedyPolicy, GreedyPolicy
 from invaders.agents.training import train_dqn
-from invaders.config import ConfigError, TrainConfig
+from invaders.config import TrainConfig
+from invaders.errors import InputError, ResourceError
 from invaders.evaluation.protocol import play_episodes
 from invaders.models.networks import NetworkSpec, build_q_network, load_model, save_weights
 from invaders.replay.frame_replay import FrameReplay
@@ -120,14 +121,14 @@ def test_bad_weights_file_is_one_clear_error(tmp_path, content, message):
         weights.unlink()
     else:
         weights.write_bytes(content)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(InputError, match=message):
         load_model(tmp_path)
 
 
 def test_weights_of_another_network_are_refused(tmp_path):
     other = NetworkSpec("nature", False, (4, 44, 44), 3)
     save_weights(build_q_network(other), SPEC, tmp_path)  # spec says dueling, weights are not
-    with pytest.raises(ConfigError, match="do not fit"):
+    with pytest.raises(InputError, match="do not fit"):
         load_model(tmp_path)
 
 
@@ -143,7 +144,7 @@ def test_native_training_refuses_a_saved_network_that_does_not_fit_the_environme
     params = build_params(raw)
     spec = NetworkSpec("nature", True, (4, 84, 84), 6)
     save_weights(build_q_network(spec), spec, tmp_path)
-    with pytest.raises(ConfigError, match=r"the network takes observations \(4, 84, 84\) with 6 actions, the envir"):
+    with pytest.raises(InputError, match=r"the network takes observations \(4, 84, 84\) with 6 actions, the envir"):
         build_trainer(params, tmp_path, lambda metrics, step: None)
 
 
@@ -154,6 +155,6 @@ def test_replay_that_cannot_fit_in_memory_is_refused_before_training():
     check_memory(1_000_000, replay_bytes, available=None)  # unknown: no check
     check_memory(1_000_000, replay_bytes, available=replay_bytes + TRAINING_OVERHEAD_BYTES)
     with pytest.raises(
-        ConfigError, match=r"^train.replay_capacity = 1000000: training needs 8.6 GB \(7.1 GB of replay\), 4.0 GB"
+        ResourceError, match=r"^train.replay_capacity = 1000000: training needs 8.6 GB \(7.1 GB of replay\), 4.0 GB"
     ):
         check_memory(1_000_000, replay_bytes, available=4_000_000_000)

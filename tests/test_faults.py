@@ -374,7 +374,7 @@ TF_NOISE = re.compile(r"^(WARNING: All log messages before absl::|[IWEF]\d{4} [\
 @pytest.mark.e2e
 @pytest.mark.parametrize("kind", list(CORRUPTIONS))
 def test_corrupt_weights_fail_in_one_line_naming_the_file(trained, kind):
-    """Guards networks.load_weight_arrays's checks and run_stage's one-line ConfigError exit (code 2)."""
+    """Guards networks.load_weight_arrays's checks and run_stage's one-line UserError exit (code 2)."""
     repo = trained
     weights = repo / "models/trained/weights.npz"
     original = weights.read_bytes()

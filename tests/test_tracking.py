@@ -1,6 +1,5 @@
 """The tracking module against a real sqlite MLflow store."""
 
-
 import pytest
 
 from invaders.tracking import mlflow_tracking as tracking

@@ -18,9 +18,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A user mistake in the params or inputs, explained in one line."""
+from invaders.errors import ConfigError
 
 
 def _field(default: Any, doc: str, **rules: Any) -> Any:

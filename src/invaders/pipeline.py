@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from invaders import io
-from invaders.config import ConfigError, Params, as_flat_dict, load_params
+from invaders import files
+from invaders.config import Params, as_flat_dict, load_params
+from invaders.errors import UserError
 from invaders.evaluation.protocol import Episode
 from invaders.evaluation.statistics import bootstrap_ci, summarize
 from invaders.tracking.mlflow_tracking import StageRun
@@ -39,7 +40,7 @@ def run_stage(
         resume_run_id = resume(params) if resume else None
         with StageRun(stage, params.tracking.experiment, resume_run_id) as run:
             body(params, run)
-    except ConfigError as error:
+    except UserError as error:
         print(f"{stage}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
@@ -91,8 +92,8 @@ def publish_scores(
             "truncated": [episode.truncated for episode in episodes],
         }
     )
-    io.write_json(directory / "metrics.json", summary)
-    with io.atomic_path(directory / "episodes.csv") as temporary:
+    files.write_json(directory / "metrics.json", summary)
+    with files.atomic_path(directory / "episodes.csv") as temporary:
         table.to_csv(temporary, index=False)
     run.set_tags({"invaders.protocol": protocol_label(params, epsilon)})
     run.log_metrics(summary)

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import yaml
 
-from invaders import io
-from invaders.config import ConfigError, load_params
+from invaders import files
+from invaders.config import load_params
+from invaders.errors import UserError
 from invaders.tracking.mlflow_tracking import git_commit
 
 # (source inside the workspace, name inside shipped/<name>/, required)
@@ -60,7 +61,7 @@ def ship(workspace: Path, name: str, destination: Path, command: str = "") -> Pa
     try:
         agent = json.loads((workspace / AGENT).read_text())
         planned = load_params(workspace / "params.yaml").train.steps
-    except (OSError, ValueError, ConfigError) as error:
+    except (OSError, ValueError, UserError) as error:
         raise ShippingError(f"{workspace}: {error}") from None
     if agent.get("train_steps", 0) < planned:
         raise ShippingError(f"train_steps={agent.get('train_steps')}: the run stopped before its {planned} steps")
@@ -69,7 +70,7 @@ def ship(workspace: Path, name: str, destination: Path, command: str = "") -> Pa
         raise ShippingError(f"{workspace} is not a git work tree: the commit that trained the agent is unknown")
     if command:
         agent["trained_with"] = command
-    with io.atomic_directory(target) as staging:
+    with files.atomic_directory(target) as staging:
         for source, copied, _ in FILES:
             if (workspace / source).is_file():
                 shutil.copy2(workspace / source, staging / copied)

@@ -55,7 +55,8 @@ import numpy as np
 
 import invaders
 from invaders.agents.interval_stats import IntervalStats
-from invaders.config import ConfigError, Params, build_params
+from invaders.config import Params, build_params
+from invaders.errors import ConfigError, InputError, UserError
 from invaders.models.networks import NetworkSpec, check_fits, load_spec, load_weight_arrays, read_weight_arrays
 
 _WEIGHTS = "weights.npz"  # the name read_weight_arrays expects
@@ -170,8 +171,8 @@ def _run_child(job: Path, on_metrics, result) -> dict:
         child.kill()
         child.wait()
         raise
-    if error is not None and error.get("config_error"):
-        raise ConfigError(error["message"])
+    if error is not None and error.get("user_error"):
+        raise UserError(error["message"])
     if code != 0 or done is None:
         detail = f": {error['message']}" if error else "; its error is printed above"
         raise RuntimeError(f"keras-rl2 training process failed (exit code {code}){detail}")
@@ -227,7 +228,7 @@ def _initial_weights(initial: Path, spec: NetworkSpec, model, dueling: bool) -> 
     current = model.get_weights()
     body = arrays[:-2]
     if [a.shape for a in body] != [w.shape for w in current[:-2]]:
-        raise ConfigError(f"{initial / 'weights.npz'}: weights do not fit the network; rerun build-model (dvc repro)")
+        raise InputError(f"{initial / 'weights.npz'}: weights do not fit the network; rerun build-model (dvc repro)")
     warnings.warn(
         f"{initial}: saved with dueling={spec.dueling} but model.dueling={dueling}; "
         "loaded the body, the output head starts from keras-rl2's initialisation",
@@ -376,13 +377,13 @@ def _child_main(job_path: str, fd: str) -> int:
         done = _train_in_child(params, Path(job["initial"]), Path(job["output"]), job["show_progress"], send)
         send(done)
         return 0
-    except ConfigError as error:
-        send({"type": "error", "message": str(error), "config_error": True})
+    except UserError as error:
+        send({"type": "error", "message": str(error), "user_error": True})
         return 2
     except BaseException as error:
         traceback.print_exc()
         try:
-            send({"type": "error", "message": f"{type(error).__name__}: {error}", "config_error": False})
+            send({"type": "error", "message": f"{type(error).__name__}: {error}", "user_error": False})
         except OSError:  # the parent is gone
             pass
         return 1

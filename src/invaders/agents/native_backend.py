@@ -6,8 +6,9 @@ from pathlib import Path
 
 from invaders.agents.dqn import DQNLearner
 from invaders.agents.training import DQNTrainer, MetricsCallback
-from invaders.config import ConfigError, Params
+from invaders.config import Params
 from invaders.envs.atari import make_vector_env, num_actions, observation_shape
+from invaders.errors import ResourceError
 from invaders.models.networks import NetworkSpec, build_q_network, check_fits, load_model
 from invaders.replay.frame_replay import FrameReplay
 
@@ -28,10 +29,10 @@ def available_memory() -> int | None:
 
 
 def check_memory(capacity: int, replay_bytes: int, available: int | None) -> None:
-    """ConfigError now, not an out-of-memory kill hours later: the replay arrays are only touched as they fill."""
+    """ResourceError now, not an out-of-memory kill hours later: the replay arrays are only touched as they fill."""
     needed = replay_bytes + TRAINING_OVERHEAD_BYTES
     if available is not None and needed > available:
-        raise ConfigError(
+        raise ResourceError(
             f"train.replay_capacity = {capacity}: training needs {needed / 1e9:.1f} GB "
             f"({replay_bytes / 1e9:.1f} GB of replay), {available / 1e9:.1f} GB of memory is available"
         )

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from invaders.config import ConfigError
+from invaders.errors import InputError
 
 # Bytes at the start of every .npz (a zip archive): a cheap check before numpy parses a foreign file.
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -130,15 +130,15 @@ def load_spec(directory: Path) -> NetworkSpec:
     try:
         return NetworkSpec.from_json(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: missing; run the stage that writes it (dvc repro)") from None
+        raise InputError(f"{path}: missing; run the stage that writes it (dvc repro)") from None
     except (ValueError, KeyError, TypeError) as error:
-        raise ConfigError(f"{path}: not a network spec written by this project ({error})") from None
+        raise InputError(f"{path}: not a network spec written by this project ({error})") from None
 
 
 def check_fits(spec: NetworkSpec, directory: Path, observation_shape: tuple[int, ...], actions: int) -> None:
-    """ConfigError unless the network saved in ``directory`` takes these observations and actions."""
+    """InputError unless the network saved in ``directory`` takes these observations and actions."""
     if tuple(spec.input_shape) != tuple(observation_shape) or spec.num_actions != actions:
-        raise ConfigError(
+        raise InputError(
             f"{directory / 'spec.json'}: the network takes observations {tuple(spec.input_shape)} with "
             f"{spec.num_actions} actions, the environment gives {tuple(observation_shape)} with {actions}; "
             "rerun the stages that made it (dvc repro)"
@@ -146,27 +146,27 @@ def check_fits(spec: NetworkSpec, directory: Path, observation_shape: tuple[int,
 
 
 def read_weight_arrays(directory: Path) -> list[np.ndarray]:
-    """The weight arrays saved in ``directory``, in order; ConfigError for anything but this project's file."""
+    """The weight arrays saved in ``directory``, in order; InputError for anything but this project's file."""
     path = Path(directory) / "weights.npz"
     try:
         with path.open("rb") as file:
             magic = file.read(4)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: missing; run the stage that writes it (dvc repro)") from None
+        raise InputError(f"{path}: missing; run the stage that writes it (dvc repro)") from None
     if magic != _ZIP_MAGIC:
-        raise ConfigError(f"{path}: not a weights file written by this project (not an .npz archive)")
+        raise InputError(f"{path}: not a weights file written by this project (not an .npz archive)")
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.namelist()
     except (OSError, zipfile.BadZipFile) as error:
-        raise ConfigError(f"{path}: unreadable or truncated weights file ({type(error).__name__})") from None
+        raise InputError(f"{path}: unreadable or truncated weights file ({type(error).__name__})") from None
     if not members or not all(name.endswith(".npy") for name in members):
-        raise ConfigError(f"{path}: a zip archive but not a weights file written by this project")
+        raise InputError(f"{path}: a zip archive but not a weights file written by this project")
     try:
         with np.load(path) as archive:
             arrays = [archive[name] for name in sorted(archive.files)]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise ConfigError(f"{path}: unreadable or truncated weights file ({type(error).__name__})") from None
+        raise InputError(f"{path}: unreadable or truncated weights file ({type(error).__name__})") from None
     return arrays
 
 
@@ -177,7 +177,7 @@ def load_weight_arrays(directory: Path, model) -> list[np.ndarray]:
     expected = [tuple(weight.shape) for weight in model.weights]
     found = [tuple(array.shape) for array in arrays]
     if expected != found:
-        raise ConfigError(f"{path}: weights do not fit the {model.name} network ({len(found)} arrays, shapes differ)")
+        raise InputError(f"{path}: weights do not fit the {model.name} network ({len(found)} arrays, shapes differ)")
     return arrays
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from invaders import io
+from invaders import files
 
 
 def write_gif(frames: list[np.ndarray], path: Path, agent_steps_per_second: float = 15.0, scale: int = 3) -> None:
@@ -19,7 +19,7 @@ def write_gif(frames: list[np.ndarray], path: Path, agent_steps_per_second: floa
         Image.fromarray(frame).resize((frame.shape[1] * scale, frame.shape[0] * scale), Image.Resampling.NEAREST)
         for frame in frames
     ]
-    with io.atomic_path(path) as temporary:
+    with files.atomic_path(path) as temporary:
         images[0].save(
             temporary,
             format="GIF",

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from invaders.config import ConfigError
+from invaders.errors import TrackingError
 
 # Makes the MLflow UI open the experiment on its training-runs table, not the GenAI overview.
 _EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
@@ -48,13 +48,13 @@ def check_store(uri: str) -> None:
                     raise OSError(f"HTTP {response.status}")
         except (OSError, urllib.error.URLError) as error:
             reason = getattr(error, "reason", error)
-            raise ConfigError(f"MLFLOW_TRACKING_URI = {uri}: no MLflow server answers ({reason})") from None
+            raise TrackingError(f"MLFLOW_TRACKING_URI = {uri}: no MLflow server answers ({reason})") from None
     elif uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise ConfigError(f"MLFLOW_TRACKING_URI = {uri}: folder {folder} does not exist or is not writable")
+            raise TrackingError(f"MLFLOW_TRACKING_URI = {uri}: folder {folder} does not exist or is not writable")
     elif not uri.startswith(("file:", "databricks", "postgresql", "mysql", "mssql")):
-        raise ConfigError(f"MLFLOW_TRACKING_URI = {uri}: not a tracking URI (http://..., sqlite:///..., file:...)")
+        raise TrackingError(f"MLFLOW_TRACKING_URI = {uri}: not a tracking URI (http://..., sqlite:///..., file:...)")
 
 
 @contextmanager
