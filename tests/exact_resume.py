@@ -17,7 +17,7 @@ from invaders.replay.frame_replay import FrameReplay
 SPEC = NetworkSpec("nature", True, (4, 44, 44), 3)
 CONFIG = TrainConfig(
     steps=600, num_envs=2, replay_capacity=2_000, warmup_steps=100, log_interval=50, n_step=3,
-    target_update_interval=40, epsilon_decay_steps=300,
+    target_sync_updates=40, epsilon_decay_steps=300,
 )  # fmt: skip
 
 
@@ -31,13 +31,12 @@ def build_trainer(seed: int) -> DQNTrainer:
 
 
 def save_final(trainer: DQNTrainer, directory: Path) -> None:
-    arrays, meta = trainer.state()
-    CheckpointStore(directory).save(meta["steps"], arrays, meta)
+    CheckpointStore(directory).save(trainer.steps, trainer.state_dict())
 
 
 if __name__ == "__main__":
     directory = Path(sys.argv[1])
     trainer = build_trainer(seed=99)
-    trainer.restore(*CheckpointStore(directory).latest())
+    trainer.load_state_dict(CheckpointStore(directory).latest())
     trainer.run(show_progress=False)
     save_final(trainer, directory / "final")

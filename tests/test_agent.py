@@ -23,7 +23,7 @@ QUICK = TrainConfig(
     n_step=1,
     gamma=0.5,
     learning_rate=5.0e-4,
-    target_update_interval=100,
+    target_sync_updates=100,
     epsilon_decay_steps=1_000,
     epsilon_end=0.05,
     log_interval=200,
@@ -38,7 +38,7 @@ DELAYED = TrainConfig(
         "steps": 3_000,
         "gamma": 0.9,
         "n_step": 2,
-        "target_update_interval": 50,
+        "target_sync_updates": 50,
         "epsilon_decay_steps": 1_200,
     }
 )

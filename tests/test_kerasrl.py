@@ -50,7 +50,7 @@ def trained(tmp_path_factory):
             "replay_capacity": 2_000,
             "replay_ratio": 0.25,
             "log_interval": LOG_INTERVAL,
-            "target_model_update": 100.0,
+            "target_sync_updates": 25,  # every 100 agent steps
         },
     )
     initial = tmp_path_factory.mktemp("initial")

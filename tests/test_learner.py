@@ -31,9 +31,9 @@ def q_values(model, observations: np.ndarray) -> np.ndarray:
     return model(observations.astype(np.float32)).numpy()
 
 
-def learner(double_dqn: bool = True, target_update_interval: int = 1_000) -> DQNLearner:
+def learner(double_dqn: bool = True, target_sync_updates: int = 1_000) -> DQNLearner:
     config = TrainConfig(
-        gamma=GAMMA, double_dqn=double_dqn, target_update_interval=target_update_interval, learning_rate=1.0e-3
+        gamma=GAMMA, double_dqn=double_dqn, target_sync_updates=target_sync_updates, learning_rate=1.0e-3
     )
     online, target = linear_q_network(), linear_q_network()
     agent = DQNLearner(online, target, config)
@@ -82,7 +82,7 @@ def test_update_moves_the_online_network_toward_the_target_and_leaves_the_target
 
 
 def test_target_network_syncs_every_interval_of_updates():
-    agent = learner(target_update_interval=3)
+    agent = learner(target_sync_updates=3)
     target_before = [w.copy() for w in agent.target.get_weights()]
     batch = one_sample(returns=1.0, discount=0.25)
     agent.update(batch)

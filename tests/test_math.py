@@ -2,13 +2,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from invaders.agents.dqn_math import epsilon_greedy, linear_epsilon, n_step_returns
+from invaders.agents.dqn_math import epsilon_greedy, linear_epsilon
 from invaders.agents.interval_stats import IntervalStats
 from invaders.agents.losses import bootstrap_values, huber_loss, td_targets
 from invaders.agents.training import exploration_epsilon, updates_due
 from invaders.config import TrainConfig
 from invaders.evaluation.protocol import episode_quotas
 from invaders.evaluation.statistics import bootstrap_ci, summarize
+from invaders.replay.n_step import n_step_returns
 
 GAMMA = 0.9
 

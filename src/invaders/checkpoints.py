@@ -1,5 +1,10 @@
 """Numbered checkpoints that are never half-visible: written in a hidden folder, fsynced, then renamed.
 
+Everything a checkpoint holds answers one protocol, ``Stateful``: ``state_dict()`` gives a flat dict of
+numpy arrays and JSON-able values, ``load_state_dict(state)`` takes it back; a part's state goes into
+its owner's under a prefix (``prefixed``/``unprefixed``). Arrays are saved as ``.npy`` files, the
+other values in ``state.json``.
+
 The rename is the commit point (Dopamine writes a sentinel last for the same reason): whatever moment
 the process dies, ``latest()`` sees either the previous checkpoint or the new complete one. Deletion
 goes the other way, renamed to a hidden name first, so no half-deleted checkpoint is ever visible. The
@@ -13,11 +18,35 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 _PREFIX = "step-"
+_VALUES = "state.json"
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def prefixed(prefix: str, state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with every key put under ``prefix.``, to hold it inside its owner's state."""
+    return {f"{prefix}.{key}": value for key, value in state.items()}
+
+
+def unprefixed(prefix: str, state: dict[str, Any]) -> dict[str, Any]:
+    """The part of ``state`` under ``prefix.``, with the prefix removed."""
+    start = f"{prefix}."
+    return {key.removeprefix(start): value for key, value in state.items() if key.startswith(start)}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not a checkpoint value")
 
 
 def _fsync(path: Path) -> None:
@@ -33,7 +62,7 @@ class CheckpointStore:
         self.directory = Path(directory)
         self.keep = keep
 
-    def save(self, step: int, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
+    def save(self, step: int, state: dict[str, Any]) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         for leftover in self.directory.glob(".*"):  # one writer per store: any hidden entry is garbage
             shutil.rmtree(leftover, ignore_errors=True)
@@ -41,13 +70,16 @@ class CheckpointStore:
         final = self.directory / f"{_PREFIX}{step:012d}"
         staging = self.directory / f".{final.name}.tmp"
         staging.mkdir()
-        for name, array in arrays.items():
+        values = {key: value for key, value in state.items() if not isinstance(value, np.ndarray)}
+        for name, array in state.items():
+            if name in values:
+                continue
             with open(staging / f"{name}.npy", "wb") as file:
-                np.save(file, np.asarray(array), allow_pickle=False)
+                np.save(file, array, allow_pickle=False)
                 file.flush()
                 os.fsync(file.fileno())
-        (staging / "meta.json").write_text(json.dumps(meta))
-        _fsync(staging / "meta.json")
+        (staging / _VALUES).write_text(json.dumps(values, default=_json_value))
+        _fsync(staging / _VALUES)
         _fsync(staging)
         replaced = final.with_name(f".{final.name}.deleted")
         if final.exists():  # the same step again (Ctrl-C right after a periodic checkpoint)
@@ -70,14 +102,16 @@ class CheckpointStore:
             return []
         return sorted(path for path in self.directory.iterdir() if path.name.startswith(_PREFIX) and path.is_dir())
 
-    def latest(self) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
-        """The newest readable checkpoint, or None. Arrays are memory-mapped: reading the headers checks
-        every file is complete, and nothing is loaded until used. Unreadable ones are skipped, saying so."""
+    def latest(self) -> dict[str, Any] | None:
+        """The newest readable checkpoint's state, or None. Arrays are memory-mapped: reading the headers
+        checks every file is complete, and nothing is loaded until used. Unreadable ones are skipped, saying so."""
         for path in reversed(self._committed()):
             try:
-                meta = json.loads((path / "meta.json").read_text())
-                arrays = {file.stem: np.load(file, mmap_mode="r", allow_pickle=False) for file in path.glob("*.npy")}
-                return arrays, meta
+                state = json.loads((path / _VALUES).read_text())
+                state.update(
+                    {file.stem: np.load(file, mmap_mode="r", allow_pickle=False) for file in path.glob("*.npy")}
+                )
+                return state
             except (OSError, ValueError) as error:
                 print(f"checkpoint {path}: unreadable ({type(error).__name__}: {error}); skipped", file=sys.stderr)
         return None

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from invaders.backends import REGISTRY as BACKEND_REGISTRY
 from invaders.errors import ConfigError
 
 
@@ -29,7 +30,6 @@ def _field(default: Any, doc: str, **rules: Any) -> Any:
 # Preprocessing names accepted by ``env.preprocessing``.
 PREPROCESSINGS = ("deepmind", "raw")
 NETWORKS = ("nature", "notebook")
-BACKENDS = ("native", "keras-rl2")
 MAX_FRAME_STACK = 16  # frames per observation; replay sizing assumes no more
 _ENV_ID = re.compile(r"^(?:ALE/)?(?P<game>[A-Z][A-Za-z0-9]*?)(?P<noframeskip>NoFrameskip)?-v(?P<version>\d+)$")
 
@@ -110,17 +110,14 @@ class ModelConfig:
     seed: int = _field(0, "seed of the initial weights", ge=0)
 
 
-# Fields only one training backend reads.
-_NATIVE_ONLY = ("num_envs", "n_step", "target_update_interval", "terminal_on_life_loss", "checkpoint_interval")
-_KERASRL_ONLY = ("memory_window", "target_model_update")
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """The DQN learner and its training budget."""
 
     backend: str = _field(
-        "native", "native: this project's TensorFlow DQN; keras-rl2: keras-rl2's DQNAgent", choices=BACKENDS
+        "native",
+        "; ".join(f"{name}: {entry.description}" for name, entry in BACKEND_REGISTRY.items()),
+        choices=tuple(BACKEND_REGISTRY),
     )
     steps: int = _field(10_000, "agent steps to train for (one agent step = frame_skip emulator frames)", ge=1)
     seed: int = _field(0, "seed of the environments, the replay sampling and the exploration", ge=0)
@@ -138,8 +135,10 @@ class TrainConfig:
     replay_ratio: float = _field(
         0.5, "gradient updates per agent step (0.25 = one update every 4 steps)", gt=0.0, le=8.0
     )
-    target_update_interval: int = _field(
-        2_000, "native backend: gradient updates between hard copies of the online net into the target", ge=1
+    target_sync_updates: int = _field(
+        2_000,
+        "gradient updates between hard copies of the online net into the target (keras-rl2: x train interval)",
+        ge=1,
     )
     epsilon_start: float = _field(1.0, "exploration epsilon when the decay starts", ge=0.0, le=1.0)
     epsilon_end: float = _field(0.01, "exploration epsilon after the decay", ge=0.0, le=1.0)
@@ -156,14 +155,12 @@ class TrainConfig:
         25_000, "native backend: agent steps between resumable checkpoints, which also send the metrics", ge=1
     )
     memory_window: int = _field(3, "keras-rl2 backend: observations per state (notebook: 3)", ge=1, le=16)
-    target_model_update: float = _field(
-        10_000.0, "keras-rl2 backend: steps between hard target updates (>= 1) or soft update rate (< 1)", gt=0.0
-    )
 
     def applied(self) -> dict[str, Any]:
         """The fields the chosen backend uses: what a run records as its params."""
-        other = _KERASRL_ONLY if self.backend == "native" else _NATIVE_ONLY
-        return {key: value for key, value in dataclasses.asdict(self).items() if key not in other}
+        others = {key for name, entry in BACKEND_REGISTRY.items() if name != self.backend for key in entry.reads}
+        mine = set(BACKEND_REGISTRY[self.backend].reads)
+        return {key: value for key, value in dataclasses.asdict(self).items() if key in mine or key not in others}
 
     def validate(self) -> None:
         if self.warmup_steps >= self.steps:

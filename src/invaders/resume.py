@@ -14,11 +14,11 @@ import os
 import sys
 from pathlib import Path
 
-from invaders.checkpoints import CheckpointStore
+from invaders.checkpoints import CheckpointStore, prefixed, unprefixed
 from invaders.config import Params, as_flat_dict
 
 # Raised when what a checkpoint holds changes: older ones then start fresh instead of failing to load.
-CHECKPOINT_FORMAT = "3"  # 2: replay saved up to its written slots; 3: learner arrays prefixed, games saved
+CHECKPOINT_FORMAT = "4"  # 2: replay up to its written slots; 3: games saved; 4: one state dict (state.json)
 
 # Params a checkpoint survives: they change how long or how often, not what is learned.
 _FREE_TO_CHANGE = {"train.steps", "train.log_interval", "train.checkpoint_interval"}
@@ -47,7 +47,7 @@ def resumable_run(store: CheckpointStore, current: dict[str, str], stage: str) -
     latest = store.latest()
     if latest is None:
         return None
-    _, meta = latest
+    meta = unprefixed("checkpoint", latest)
     changed = sorted(key for key in current if meta.get("fingerprint", {}).get(key) != current[key])
     if changed:
         before = meta.get("fingerprint", {})
@@ -69,7 +69,8 @@ def resumable_run(store: CheckpointStore, current: dict[str, str], stage: str) -
 
 
 class CheckpointWriter:
-    """Called by the trainer: writes the checkpoint, then sends the metrics it holds to the run."""
+    """The ``Checkpoints`` a resumable backend is given: saves the trainer's state with what the run
+    needs to continue (its id, the params fingerprint, the metrics not sent yet), then sends those metrics."""
 
     def __init__(self, store: CheckpointStore, run, current: dict[str, str], fresh: bool):
         self.store = store
@@ -81,16 +82,17 @@ class CheckpointWriter:
         if self.fresh:
             self.store.clear()
             self.fresh = False
-        arrays, meta = trainer.state()
-        checkpoint_id = str(meta["steps"])
+        checkpoint_id = str(trainer.steps)
         rows = self.run.take_pending()
-        meta.update(run_id=self.run.run_id, fingerprint=self.current, checkpoint_id=checkpoint_id, pending_metrics=rows)
-        self.store.save(meta["steps"], arrays, meta)
+        meta = {"run_id": self.run.run_id, "fingerprint": self.current, "id": checkpoint_id, "pending_metrics": rows}
+        self.store.save(trainer.steps, trainer.state_dict() | prefixed("checkpoint", {"steps": trainer.steps, **meta}))
         self.run.flush_checkpoint(checkpoint_id, rows)
 
     def restore(self, trainer) -> None:
-        """Load the newest checkpoint into ``trainer`` and send whatever of its metrics never arrived."""
-        arrays, meta = self.store.latest()
-        trainer.restore(arrays, meta)
-        rows = meta["pending_metrics"]
-        self.run.flush_checkpoint(meta["checkpoint_id"], rows, start=self.run.flushed_through(meta["checkpoint_id"]))
+        """When resuming, load the newest checkpoint into ``trainer`` and send whatever of its metrics never arrived."""
+        if self.fresh:
+            return
+        state = self.store.latest()
+        trainer.load_state_dict(state)
+        checkpoint_id, rows = state["checkpoint.id"], state["checkpoint.pending_metrics"]
+        self.run.flush_checkpoint(checkpoint_id, rows, start=self.run.flushed_through(checkpoint_id))

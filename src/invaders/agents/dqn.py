@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from invaders.agents.losses import bootstrap_values, huber_loss, td_targets
 from invaders.agents.policy import GreedyPolicy
+from invaders.checkpoints import unprefixed
 from invaders.config import TrainConfig
 from invaders.replay.frame_replay import Batch
 
@@ -45,21 +46,23 @@ class DQNLearner:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Networks, optimizer slots and update count, for checkpoints."""
-        arrays = {f"online.{i:03d}": weight for i, weight in enumerate(self.online.get_weights())}
-        arrays.update({f"target.{i:03d}": weight for i, weight in enumerate(self.target.get_weights())})
-        arrays.update({f"optimizer.{i:03d}": variable.numpy() for i, variable in enumerate(self.optimizer.variables)})
-        arrays["updates"] = np.asarray(self.updates)
-        return arrays
+        return {
+            **{f"online.{i:03d}": weight for i, weight in enumerate(self.online.get_weights())},
+            **{f"target.{i:03d}": weight for i, weight in enumerate(self.target.get_weights())},
+            **{f"optimizer.{i:03d}": variable.numpy() for i, variable in enumerate(self.optimizer.variables)},
+            "updates": np.asarray(self.updates),
+        }
 
-    def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         def ordered(prefix: str) -> list[np.ndarray]:
-            return [arrays[key] for key in sorted(k for k in arrays if k.startswith(prefix))]
+            part = unprefixed(prefix, state)
+            return [part[key] for key in sorted(part)]
 
-        self.online.set_weights(ordered("online."))
-        self.target.set_weights(ordered("target."))
-        for variable, value in zip(self.optimizer.variables, ordered("optimizer."), strict=True):
+        self.online.set_weights(ordered("online"))
+        self.target.set_weights(ordered("target"))
+        for variable, value in zip(self.optimizer.variables, ordered("optimizer"), strict=True):
             variable.assign(value)
-        self.updates = int(arrays["updates"])
+        self.updates = int(state["updates"])
 
     def update(self, batch: Batch) -> UpdateStats:
         """One gradient step on ``batch``; syncs the target net on schedule."""
@@ -71,7 +74,7 @@ class DQNLearner:
             tf.convert_to_tensor(batch.next_observations),
         )
         self.updates += 1
-        if self.updates % self.config.target_update_interval == 0:
+        if self.updates % self.config.target_sync_updates == 0:
             self.sync_target()
         return UpdateStats(float(loss), float(q_mean), targets.numpy())
 

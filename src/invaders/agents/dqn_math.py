@@ -1,7 +1,7 @@
-"""The DQN math that needs no TensorFlow, as small pure functions: schedules, n-step returns, exploration.
+"""The DQN math that needs no TensorFlow, as small pure functions: the epsilon schedule and exploration.
 
-The TensorFlow half (targets, loss) is in ``losses.py``; replay and the benchmark's memory probe import
-this module without starting TensorFlow."""
+The TensorFlow half (targets, loss) is in ``losses.py``; the n-step returns belong to the replay memory
+(``replay/n_step.py``), which builds them when it samples."""
 
 from __future__ import annotations
 
@@ -12,36 +12,6 @@ def linear_epsilon(step: int, start: float, end: float, decay_steps: int) -> flo
     """Epsilon annealed linearly from ``start`` to ``end`` over ``decay_steps`` agent steps, then held."""
     fraction = min(max(step, 0) / decay_steps, 1.0)
     return start + fraction * (end - start)
-
-
-def n_step_returns(
-    rewards: np.ndarray, terminals: np.ndarray, next_is_final: np.ndarray, gamma: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Discounted n-step returns of a batch of transition windows.
-
-    Row ``b`` holds the ``n`` transitions that follow a sampled state: ``rewards[b, k]``, whether
-    transition ``k`` ended in a terminal state (``terminals``), and whether the observation after it
-    is the last one of its episode (``next_is_final``: a time-limit truncation if not terminal).
-    Accumulation stops at the first terminal (no bootstrap) or truncation (bootstrap from the final
-    observation, which is a real state and not a death).
-
-    Returns ``(returns, bootstrap_discount, bootstrap_offset)``: the target is
-    ``returns + bootstrap_discount * Q(state at offset)``, with ``offset`` in ``1..n``.
-    """
-    batch, n = rewards.shape
-    returns = np.zeros(batch, dtype=np.float32)
-    discount = np.zeros(batch, dtype=np.float32)
-    offset = np.full(batch, n, dtype=np.int64)
-    running = np.ones(batch, dtype=bool)
-    for k in range(n):
-        returns += np.where(running, gamma**k * rewards[:, k], 0.0).astype(np.float32)
-        stops_terminal = running & terminals[:, k]
-        stops_truncated = running & ~terminals[:, k] & next_is_final[:, k]
-        offset[stops_terminal | stops_truncated] = k + 1
-        discount[stops_truncated] = gamma ** (k + 1)
-        running &= ~(stops_terminal | stops_truncated)
-    discount[running] = gamma**n
-    return returns, discount, offset
 
 
 def epsilon_greedy(

@@ -10,8 +10,9 @@ as this project's dueling head) and returned.
 How ``params`` map onto keras-rl2:
 
 - ``train.steps`` -> ``fit(nb_steps)``: agent steps; ``warmup_steps`` -> ``nb_steps_warmup``;
-  ``replay_capacity`` -> ``SequentialMemory(limit)``; ``batch_size``, ``gamma``, ``target_model_update``
-  (hard copy every N steps if >= 1, soft rate if < 1), ``double_dqn`` -> ``enable_double_dqn``,
+  ``replay_capacity`` -> ``SequentialMemory(limit)``; ``batch_size``, ``gamma``; ``target_sync_updates``
+  -> ``target_model_update`` (a hard copy every that many updates, counted in agent steps as keras-rl2
+  does: updates x ``train_interval``); ``double_dqn`` -> ``enable_double_dqn``,
   ``model.dueling`` -> ``enable_dueling_network`` with ``dueling_type='avg'``.
 - ``replay_ratio`` -> ``train_interval = 1 / replay_ratio`` (config accepts only 1/k: keras-rl2 makes
   at most one update per step).
@@ -29,8 +30,7 @@ How ``params`` map onto keras-rl2:
   ``raw`` feeds the id's 210x160x3 frames in windows of ``train.memory_window`` (must equal the
   network's window, 3).
 - Not available in keras-rl2, ignored: ``n_step`` (1-step targets), ``terminal_on_life_loss`` (``fit``
-  resets the game at every terminal), ``target_update_interval`` (keras-rl2 uses ``target_model_update``),
-  ``num_envs`` (one game), ``checkpoint_interval`` (no resume). A game cut by the frame cap is learned as terminal.
+  resets the game at every terminal), ``num_envs`` (one game), ``checkpoint_interval`` (no resume). A game cut by the frame cap is learned as terminal.
 
 Initial weights: the network saved by build-model (``initial``) is loaded whole into keras-rl2's model
 (same layout). If ``model.dueling`` differs from the saved network's head (a stale ``initial``), the
@@ -55,6 +55,7 @@ import numpy as np
 
 import invaders
 from invaders.agents.interval_stats import IntervalStats
+from invaders.backends import Checkpoints, MetricsCallback, TrainedAgent, TrainingResult
 from invaders.config import Params, build_params
 from invaders.errors import ConfigError, InputError, UserError
 from invaders.models.networks import NetworkSpec, check_fits, load_spec, load_weight_arrays, read_weight_arrays
@@ -68,13 +69,28 @@ def train_interval(replay_ratio: float) -> int:
     return max(1, round(1.0 / replay_ratio))
 
 
-def train_kerasrl(params: Params, initial: Path, on_metrics, show_progress: bool = True):
+class KerasRLBackend:
+    can_resume = False  # keras-rl2's fit has no checkpoint of its memory and counters
+
+    def train(
+        self,
+        params: Params,
+        initial: Path,
+        on_metrics: MetricsCallback,
+        checkpoints: Checkpoints | None = None,
+        show_progress: bool = True,
+    ) -> TrainedAgent:
+        return TrainedAgent(*train_kerasrl(params, initial, on_metrics, show_progress))
+
+
+BACKEND = KerasRLBackend()
+
+
+def train_kerasrl(params: Params, initial: Path, on_metrics: MetricsCallback, show_progress: bool = True):
     """Train the network saved in ``initial`` with keras-rl2; returns ``(model, spec, TrainingResult)``.
 
     ``model`` is a Keras 3 network (``build_q_network(spec)``) holding the trained weights.
     """
-    from invaders.agents.training import TrainingResult
-
     initial = Path(initial).resolve()
     spec = load_spec(initial)
     check_network_fits(params, spec, initial)  # fail fast, before the child spends seconds starting TensorFlow
@@ -191,35 +207,6 @@ def _keras3_model(spec: NetworkSpec, arrays: list[np.ndarray]):
 # The child process: everything below runs under tf_keras and graph mode.
 
 
-def make_training_env(params: Params):
-    """The single gymnasium env keras-rl2 trains on: one frame per step (the memory makes the window)."""
-    import ale_py
-    import gymnasium
-
-    from invaders.envs.raw import make_raw_env
-
-    config = params.env
-    if config.preprocessing == "raw":
-        return make_raw_env(config)
-    gymnasium.register_envs(ale_py)
-    # frameskip=1: AtariPreprocessing skips (and max-pools) frames itself; the id's own skip would double it.
-    base = gymnasium.make(
-        config.id,
-        frameskip=1,
-        repeat_action_probability=config.repeat_action_probability,
-        max_num_frames_per_episode=config.max_episode_frames,
-    )
-    return gymnasium.wrappers.AtariPreprocessing(
-        base,
-        noop_max=config.noop_max,
-        frame_skip=config.frame_skip,
-        screen_size=config.screen_size,
-        terminal_on_life_loss=False,
-        grayscale_obs=True,
-        scale_obs=False,
-    )
-
-
 def _initial_weights(initial: Path, spec: NetworkSpec, model, dueling: bool) -> list[np.ndarray]:
     """The saved weights, laid out for keras-rl2's ``model``; a changed head is left as initialised."""
     if spec.dueling == dueling:
@@ -249,13 +236,14 @@ def _train_in_child(params: Params, initial: Path, output: Path, show_progress: 
     from rl.memory import SequentialMemory
     from rl.policy import EpsGreedyQPolicy, LinearAnnealedPolicy
 
+    from invaders.envs.atari import make_single_env
     from invaders.models.networks import build_q_network
     from invaders.progress import progress_bar
 
     warnings.filterwarnings("ignore", message=".*Model.state_updates.*")  # tf_keras' graph-mode path, harmless
     config = params.train
     tf_keras.utils.set_random_seed(config.seed)  # python, numpy (policy, memory sampling) and TF graph seeds
-    env = kerasrl_compat.GymnasiumAdapter(make_training_env(params), seed=config.seed)
+    env = kerasrl_compat.GymnasiumAdapter(make_single_env(params.env), seed=config.seed)
     spec = load_spec(initial)
     num_actions = int(env.action_space.n)
     window = memory_window(params)
@@ -285,7 +273,7 @@ def _train_in_child(params: Params, initial: Path, output: Path, show_progress: 
         batch_size=config.batch_size,
         nb_steps_warmup=config.warmup_steps,
         train_interval=train_interval(config.replay_ratio),
-        target_model_update=config.target_model_update,
+        target_model_update=config.target_sync_updates * train_interval(config.replay_ratio),
         delta_clip=1.0,
         enable_double_dqn=config.double_dqn,
         enable_dueling_network=params.model.dueling,

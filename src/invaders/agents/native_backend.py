@@ -1,11 +1,12 @@
-"""The native backend: wire the environments, replay memory and learner together and train."""
+"""The native backend (``train.backend: native``): this project's TensorFlow DQN, resumable from checkpoints."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from invaders.agents.dqn import DQNLearner
-from invaders.agents.training import DQNTrainer, MetricsCallback
+from invaders.agents.training import DQNTrainer
+from invaders.backends import Checkpoints, MetricsCallback, TrainedAgent
 from invaders.config import Params
 from invaders.envs.atari import make_vector_env, num_actions, observation_shape
 from invaders.errors import ResourceError
@@ -60,3 +61,24 @@ def build_trainer(params: Params, initial: Path, on_metrics: MetricsCallback) ->
     learner = DQNLearner(online, build_q_network(spec), config)
     env = make_vector_env(params.env, config.num_envs)
     return DQNTrainer(env, learner, replay, config, on_metrics), spec
+
+
+class NativeBackend:
+    can_resume = True
+
+    def train(
+        self,
+        params: Params,
+        initial: Path,
+        on_metrics: MetricsCallback,
+        checkpoints: Checkpoints | None = None,
+        show_progress: bool = True,
+    ) -> TrainedAgent:
+        trainer, spec = build_trainer(params, initial, on_metrics)
+        if checkpoints:
+            checkpoints.restore(trainer)
+        result = trainer.run(checkpoints, params.train.checkpoint_interval, show_progress)
+        return TrainedAgent(trainer.learner.online, spec, result)
+
+
+BACKEND = NativeBackend()

@@ -11,29 +11,19 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
 from invaders.agents.dqn import DQNLearner
 from invaders.agents.dqn_math import epsilon_greedy, linear_epsilon
 from invaders.agents.interval_stats import IntervalStats
+from invaders.backends import MetricsCallback, TrainingResult
+from invaders.checkpoints import prefixed, unprefixed
 from invaders.config import TrainConfig
 from invaders.progress import progress_bar
 from invaders.replay.frame_replay import FrameReplay
-
-MetricsCallback = Callable[[dict[str, float], int], None]
-
-
-@dataclass
-class TrainingResult:
-    """What a training run produced, besides the learned weights."""
-
-    curve: list[dict[str, float]] = field(default_factory=list)  # one row per log interval
-    episode_returns: list[float] = field(default_factory=list)  # unclipped game scores, in order
-    steps: int = 0
-    updates: int = 0
-    wall_time_s: float = 0.0
 
 
 def exploration_epsilon(step: int, config: TrainConfig) -> float:
@@ -87,60 +77,64 @@ class DQNTrainer:
         self.games: GamesInPlay | None = None  # None: new games start when the loop does
         self._stop_signal: int | None = None
 
-    def state(self) -> tuple[dict[str, np.ndarray], dict]:
-        """Arrays (replay, networks, optimizer, games) and JSON-able metadata of everything the loop needs.
+    def state_dict(self) -> dict[str, Any]:
+        """Replay, networks, optimizer, counters and exploration state: everything the loop needs.
 
         Games in progress are saved only with an environment that can save its emulators
         (``state_dict``/``load_state_dict``); ale-py's vector environment cannot.
         """
-        arrays = {f"replay.{name}": value for name, value in self.replay.state_dict().items()}
-        arrays.update({f"learner.{name}": value for name, value in self.learner.state_dict().items()})
-        arrays["episode_returns"] = np.asarray(self.result.episode_returns, dtype=np.float64)
+        state = prefixed("replay", self.replay.state_dict()) | prefixed("learner", self.learner.state_dict())
         if self.games is not None and hasattr(self.env, "state_dict"):
-            arrays.update({f"env.{name}": value for name, value in self.env.state_dict().items()})
-            arrays.update({f"games.{name}": value for name, value in asdict(self.games).items()})
-        meta = {
-            "steps": self.result.steps,
-            "wall_time_s": self.result.wall_time_s + time.perf_counter() - self._started,
-            "curve": self.result.curve,
-            "next_log": self.next_log,
-            "resumes": self.resumes,
-            "rng": self.rng.bit_generator.state,
-            "interval": {"losses": self.stats.losses, "q_means": self.stats.q_means, "returns": self.stats.returns},
-        }
-        return arrays, meta
+            state |= prefixed("env", self.env.state_dict()) | prefixed("games", asdict(self.games))
+        return state | prefixed(
+            "trainer",
+            {
+                "episode_returns": np.asarray(self.result.episode_returns, dtype=np.float64),
+                "steps": self.result.steps,
+                "wall_time_s": self.result.wall_time_s + time.perf_counter() - self._started,
+                "curve": self.result.curve,
+                "next_log": self.next_log,
+                "resumes": self.resumes,
+                "rng": self.rng.bit_generator.state,
+                "interval": {"losses": self.stats.losses, "q_means": self.stats.q_means, "returns": self.stats.returns},
+            },
+        )
 
-    def restore(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        def part(prefix: str) -> dict[str, np.ndarray]:
-            return {key.removeprefix(prefix): value for key, value in arrays.items() if key.startswith(prefix)}
-
-        self.replay.load_state_dict(part("replay."))
-        self.learner.load_state_dict(part("learner."))
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.replay.load_state_dict(unprefixed("replay", state))
+        self.learner.load_state_dict(unprefixed("learner", state))
+        mine = unprefixed("trainer", state)
         self.result = TrainingResult(
-            curve=meta["curve"],
-            episode_returns=arrays["episode_returns"].tolist(),
-            steps=meta["steps"],
+            curve=mine["curve"],
+            episode_returns=mine["episode_returns"].tolist(),
+            steps=mine["steps"],
             updates=self.learner.updates,
-            wall_time_s=meta["wall_time_s"],
+            wall_time_s=mine["wall_time_s"],
         )
-        self.next_log = meta["next_log"]
-        self.resumes = meta["resumes"] + 1
-        self.rng.bit_generator.state = meta["rng"]
+        self.next_log = mine["next_log"]
+        self.resumes = mine["resumes"] + 1
+        self.rng.bit_generator.state = mine["rng"]
         self.stats.reset(self.result.steps)
+        interval = mine["interval"]
         self.stats.losses, self.stats.q_means, self.stats.returns = (
-            meta["interval"]["losses"],
-            meta["interval"]["q_means"],
-            meta["interval"]["returns"],
+            interval["losses"],
+            interval["q_means"],
+            interval["returns"],
         )
-        games = part("games.")
+        games = unprefixed("games", state)
         if games and hasattr(self.env, "load_state_dict"):
-            self.env.load_state_dict(part("env."))
+            self.env.load_state_dict(unprefixed("env", state))
             self.games = GamesInPlay(**{name: np.array(value) for name, value in games.items()})
         else:
             # The games in progress are lost: their last observation becomes a final one
             # (bootstrapped like a time-limit cut) and the environments start new games.
             self.replay.end_episodes()
             self.games = None
+
+    @property
+    def steps(self) -> int:
+        """Agent steps trained so far."""
+        return self.result.steps
 
     def _request_stop(self, signum, frame) -> None:
         self._stop_signal = signum

@@ -45,6 +45,35 @@ def make_vector_env(config: EnvConfig, num_envs: int):
     )
 
 
+def make_single_env(config: EnvConfig):
+    """One gymnasium env giving one frame per step, for learners that build the frame stack themselves
+    (keras-rl2's memory): the same frames as ``make_vector_env``, without the stack."""
+    import ale_py
+    import gymnasium
+
+    if config.preprocessing == "raw":
+        from invaders.envs.raw import make_raw_env
+
+        return make_raw_env(config)
+    gymnasium.register_envs(ale_py)
+    # frameskip=1: AtariPreprocessing skips (and max-pools) frames itself; the id's own skip would double it.
+    base = gymnasium.make(
+        config.id,
+        frameskip=1,
+        repeat_action_probability=config.repeat_action_probability,
+        max_num_frames_per_episode=config.max_episode_frames,
+    )
+    return gymnasium.wrappers.AtariPreprocessing(
+        base,
+        noop_max=config.noop_max,
+        frame_skip=config.frame_skip,
+        screen_size=config.screen_size,
+        terminal_on_life_loss=False,
+        grayscale_obs=True,
+        scale_obs=False,
+    )
+
+
 def observation_shape(config: EnvConfig) -> tuple[int, ...]:
     """Shape of one observation as the Q-network sees it (frame-major)."""
     if config.preprocessing == "deepmind":

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from invaders.agents.dqn_math import n_step_returns
+from invaders.replay.n_step import n_step_returns
 
 
 def stack_indices(index: np.ndarray, episode_start: np.ndarray, stack: int) -> tuple[np.ndarray, np.ndarray]:

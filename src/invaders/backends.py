@@ -1,0 +1,82 @@
+"""Training backends, picked by name (``train.backend``), as Dopamine's ``create_agent`` and SB3's common
+``learn()`` do: the train stage calls ``get_backend(name).train(...)`` and never branches on the name.
+
+A new backend is one module that defines ``BACKEND`` (an object with the ``Backend`` interface) plus
+one line in ``REGISTRY``. This module imports no backend (nor TensorFlow) until one is asked for, so the
+params can be validated in well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from invaders.config import Params
+    from invaders.models.networks import NetworkSpec
+
+MetricsCallback = Callable[[dict[str, float], int], None]  # (metrics, agent step)
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    module: str  # defines BACKEND
+    description: str  # one line, shown in the params docs
+    reads: tuple[str, ...] = ()  # the train.* fields only this backend reads (the others are common)
+
+
+REGISTRY: dict[str, BackendEntry] = {
+    "native": BackendEntry(
+        "invaders.agents.native_backend",
+        "this project's TensorFlow DQN",
+        ("num_envs", "n_step", "terminal_on_life_loss", "checkpoint_interval"),
+    ),
+    "keras-rl2": BackendEntry("invaders.agents.kerasrl_backend", "keras-rl2's DQNAgent", ("memory_window",)),
+}
+
+
+@dataclass
+class TrainingResult:
+    """What a training run produced, besides the learned weights."""
+
+    curve: list[dict[str, float]] = field(default_factory=list)  # one row per log interval
+    episode_returns: list[float] = field(default_factory=list)  # unclipped game scores, in order
+    steps: int = 0  # agent steps
+    updates: int = 0  # gradient updates
+    wall_time_s: float = 0.0  # seconds, summed over resumed attempts
+
+
+@dataclass
+class TrainedAgent:
+    model: Any  # a Keras 3 network holding the trained weights
+    spec: NetworkSpec
+    result: TrainingResult
+
+
+class Checkpoints(Protocol):
+    """Where a resumable backend saves its state, and restores it from when a run resumes."""
+
+    def __call__(self, state: Any) -> None: ...  # save ``state.state_dict()``
+
+    def restore(self, state: Any) -> None: ...  # load the newest checkpoint into ``state``, if resuming
+
+
+class Backend(Protocol):
+    can_resume: bool  # checkpoints and continues an interrupted run
+
+    def train(
+        self,
+        params: Params,
+        initial: Path,
+        on_metrics: MetricsCallback,
+        checkpoints: Checkpoints | None = None,
+        show_progress: bool = True,
+    ) -> TrainedAgent:
+        """Train the network saved in ``initial`` for ``params.train.steps`` agent steps."""
+
+
+def get_backend(name: str) -> Backend:
+    return importlib.import_module(REGISTRY[name].module).BACKEND
