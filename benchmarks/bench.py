@@ -15,7 +15,9 @@ import argparse
 import dataclasses
 import itertools
 import resource
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,7 +51,7 @@ def _fill_replay(capacity: int, envs: int, shape: tuple[int, ...], n_step: int, 
     frames = np.random.default_rng(0).integers(0, 255, (envs,) + shape[1:], dtype=np.uint8)
     zeros = np.zeros(envs)
     flags = np.zeros(envs, dtype=bool)
-    for _ in range(replay.capacity):
+    for _ in range(replay.capacity_per_env):
         replay.add(frames, zeros, zeros, flags, flags, flags)
     replay.sample(32, np.random.default_rng(0))
     queue.put({"total_gb": replay.nbytes / 1e9, "peak_rss_gb": peak_rss_gb()})
@@ -115,13 +117,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    import keras
-
-    from invaders.agents.dqn import DQNLearner
-    from invaders.agents.training import train_dqn
-    from invaders.envs.atari import make_vector_env, num_actions, observation_shape
-    from invaders.models.networks import NetworkSpec, build_q_network, forward_flops
-    from invaders.replay.frame_replay import FrameReplay
+    from invaders.agents.native_backend import build_trainer
+    from invaders.envs.atari import num_actions, observation_shape
+    from invaders.models.networks import NetworkSpec, build_q_network, forward_flops, save_weights
 
     params = load_params(args.params)
     # The speed figures are for the 2015 DQN's work per step: one update every 4 agent steps, batch 32.
@@ -130,23 +128,21 @@ def main() -> None:
     spec = NetworkSpec(
         params.model.network, params.model.dueling, observation_shape(params.env), num_actions(params.env)
     )
-    keras.utils.set_random_seed(0)
-    online, target = build_q_network(spec), build_q_network(spec)
-    learner = DQNLearner(online, target, config)
-    rng = np.random.default_rng(0)
     envs = config.num_envs
     print(
         f"setup: {params.env.id}, {spec.network}{' dueling' if spec.dueling else ''}, batch {config.batch_size}, "
         f"replay ratio {config.replay_ratio}, {envs} envs, double DQN {config.double_dqn}, n-step {config.n_step}"
     )
+    initial = Path(tempfile.mkdtemp(prefix="invaders-bench-"))
+    save_weights(build_q_network(spec), spec, initial)
 
-    # Components, each alone.
-    env = make_vector_env(params.env, envs)
+    # Components, each alone, wired by the same builder as training.
+    trainer, _ = build_trainer(params, initial, lambda metrics, step: None)
+    env, learner, replay, rng = trainer.env, trainer.learner, trainer.replay, np.random.default_rng(0)
     observations, _ = env.reset(seed=0)
     random_actions = lambda: rng.integers(0, spec.num_actions, envs).astype(np.int32)  # noqa: E731
     env_s = timed(lambda: env.step(random_actions()), repeats=300)
     act_s = timed(lambda: learner.greedy_actions(observations), repeats=300)
-    replay = FrameReplay(20_000, envs, spec.input_shape[1:], spec.input_shape[0], config.n_step, config.gamma)
     for step in range(20_000 // envs):
         observations, rewards, terminated, truncated, _ = env.step(random_actions())
         replay.add(
@@ -161,24 +157,25 @@ def main() -> None:
     # Fresh batches, as in training: one batch reused stays in the CPU caches and flatters the update.
     batches = itertools.cycle([replay.sample(config.batch_size, rng) for _ in range(64)])
     update_s = timed(lambda: learner.update(next(batches)), repeats=100, warmup=5)
+    online = learner.online
 
     # End to end: the real training loop.
-    run_config = type(config)(
-        **{**config.__dict__, "steps": config.warmup_steps + args.train_steps, "log_interval": config.warmup_steps}
+    run_params = dataclasses.replace(
+        params,
+        train=dataclasses.replace(
+            config, steps=config.warmup_steps + args.train_steps, log_interval=config.warmup_steps
+        ),
     )
-    learner = DQNLearner(online, target, run_config)
-    replay = FrameReplay(
-        config.replay_capacity, envs, spec.input_shape[1:], spec.input_shape[0], config.n_step, config.gamma
-    )
-    env = make_vector_env(params.env, envs)
     timings = {}
 
     def on_metrics(metrics, step):
         if step >= config.warmup_steps and "start" not in timings:
-            timings["start"], timings["step"], timings["updates"] = time.perf_counter(), step, learner.updates
+            timings["start"], timings["step"], timings["updates"] = time.perf_counter(), step, trainer.learner.updates
 
-    result = train_dqn(env, learner, replay, run_config, on_metrics, show_progress=False)
+    trainer, _ = build_trainer(run_params, initial, on_metrics)
+    result = trainer.run(show_progress=False)
     end = time.perf_counter()
+    shutil.rmtree(initial)
     # Measured from the first metrics row at the end of the warm-up (log_interval = warmup_steps).
     steps = result.steps - timings["step"]
     seconds = end - timings["start"]

@@ -92,7 +92,7 @@ def test_ring_wraparound_keeps_stacks_consistent():
     replay = FrameReplay(16, 1, (2, 2), 4, 2, GAMMA)
     fill(replay, [30, 12])  # 44 slots through a 16-slot ring
     batch = replay.sample(512, np.random.default_rng(3))
-    oldest = replay.written - replay.capacity
+    oldest = replay.written - replay.capacity_per_env
     for obs, nxt in zip(batch.observations, batch.next_observations):
         indices = decode(obs)
         newest = indices[-1]

@@ -54,7 +54,7 @@ def test_checkpoint_restores_replay_networks_optimizer_and_counters(tmp_path):
     assert second.result.steps == state["trainer.steps"]
     assert second.learner.updates == int(state["learner.updates"])
     assert int(second.learner.optimizer.iterations.numpy()) == second.learner.updates
-    assert 0 < second.replay.written < second.replay.capacity, "a memory not yet full: only its written part is saved"
+    assert 0 < second.replay.written < second.replay.capacity_per_env, "a memory not yet full: only its written part is saved"
     assert state["replay.frames.0"].shape[0] == second.replay.written
     # finals differ by design: restore ends the games that were in progress at the checkpoint
     for name, saved in second.replay.state_dict().items():
@@ -66,7 +66,7 @@ def test_checkpoint_restores_replay_networks_optimizer_and_counters(tmp_path):
         np.testing.assert_array_equal(mine, saved)
     assert second.rng.bit_generator.state == state["trainer.rng"]
     # The games in progress ended at the checkpoint: no sample bootstraps across the gap.
-    assert second.replay.finals[:, (second.replay.written - 1) % second.replay.capacity].all()
+    assert second.replay.finals[:, (second.replay.written - 1) % second.replay.capacity_per_env].all()
     result = second.run(show_progress=False)
     assert result.steps >= CONFIG.steps
 

@@ -56,7 +56,7 @@ def build_trainer(params: Params, initial: Path, on_metrics: MetricsCallback) ->
         config.gamma,
     )
     # Only the slots this run will write take memory; a 10k-step run in a 100k memory needs a tenth.
-    written = min(1.0, (config.steps / config.num_envs + 1) / replay.capacity)
+    written = min(1.0, (config.steps / config.num_envs + 1) / replay.capacity_per_env)
     check_memory(config.replay_capacity, int(replay.nbytes * written), available_memory())
     learner = DQNLearner(online, build_q_network(spec), config)
     env = make_vector_env(params.env, config.num_envs)

@@ -38,17 +38,20 @@ class Batch:
 
 
 class FrameReplay:
-    """Uniform replay of n-step transitions from ``num_envs`` parallel environments."""
+    """Uniform replay of n-step transitions from ``num_envs`` parallel environments.
+
+    ``capacity`` counts transitions in all rings together; each ring keeps ``capacity // num_envs``.
+    """
 
     def __init__(
         self, capacity: int, num_envs: int, frame_shape: tuple[int, int], stack: int, n_step: int, gamma: float
     ):
-        self.capacity = capacity // num_envs
+        self.capacity_per_env = capacity // num_envs
         self.num_envs = num_envs
         self.stack = stack
         self.n_step = n_step
         self.gamma = gamma
-        shape = (num_envs, self.capacity)
+        shape = (num_envs, self.capacity_per_env)
         self.frames = np.zeros(shape + tuple(frame_shape), dtype=np.uint8)
         self.actions = np.zeros(shape, dtype=np.uint8)
         self.rewards = np.zeros(shape, dtype=np.float32)
@@ -78,7 +81,7 @@ class FrameReplay:
         ``firsts[i]``: the observation is the first of a new episode.
         """
         self._current_start = np.where(firsts, self.written, self._current_start)
-        position = self.written % self.capacity
+        position = self.written % self.capacity_per_env
         self.frames[:, position] = frames
         self.actions[:, position] = actions
         self.rewards[:, position] = rewards
@@ -92,7 +95,7 @@ class FrameReplay:
         the environments start new games; the last transition is dropped, the ones before it
         bootstrap from that observation as after a time-limit cut)."""
         if self.written:
-            self.finals[:, (self.written - 1) % self.capacity] = True
+            self.finals[:, (self.written - 1) % self.capacity_per_env] = True
 
     def sampleable(self) -> int:
         """How many start indices per ring can be sampled now."""
@@ -100,7 +103,7 @@ class FrameReplay:
 
     def _low(self) -> int:
         # The frame stack of the oldest start must still be in memory.
-        return max(0, self.written - self.capacity) + self.stack - 1
+        return max(0, self.written - self.capacity_per_env) + self.stack - 1
 
     def _high(self) -> int:
         # n transitions after the start, and the observation that follows them, must be written.
@@ -110,33 +113,33 @@ class FrameReplay:
         envs = rng.integers(0, self.num_envs, batch_size)
         starts = rng.integers(self._low(), self._high(), batch_size)
         # A final observation has no transition: draw again (shifting to a neighbour would favour it).
-        final = self.finals[envs, starts % self.capacity]
+        final = self.finals[envs, starts % self.capacity_per_env]
         for _ in range(1_000):
             if not final.any():
                 break
             starts[final] = rng.integers(self._low(), self._high(), int(final.sum()))
-            final = self.finals[envs, starts % self.capacity]
+            final = self.finals[envs, starts % self.capacity_per_env]
         else:
             raise RuntimeError("replay memory holds no transition to sample yet")
         window = starts[:, None] + np.arange(self.n_step)[None, :]
         returns, discounts, offsets = n_step_returns(
-            self.rewards[envs[:, None], window % self.capacity],
-            self.terminals[envs[:, None], window % self.capacity],
-            self.finals[envs[:, None], (window + 1) % self.capacity],
+            self.rewards[envs[:, None], window % self.capacity_per_env],
+            self.terminals[envs[:, None], window % self.capacity_per_env],
+            self.finals[envs[:, None], (window + 1) % self.capacity_per_env],
             self.gamma,
         )
         return Batch(
             observations=self._stacked(envs, starts),
-            actions=self.actions[envs, starts % self.capacity].astype(np.int32),
+            actions=self.actions[envs, starts % self.capacity_per_env].astype(np.int32),
             returns=returns,
             discounts=discounts,
             next_observations=self._stacked(envs, starts + offsets),
         )
 
     def _stacked(self, envs: np.ndarray, indices: np.ndarray) -> np.ndarray:
-        episode_start = self.episode_starts[envs, indices % self.capacity]
+        episode_start = self.episode_starts[envs, indices % self.capacity_per_env]
         frame_indices, real = stack_indices(indices, episode_start, self.stack)
-        frames = self.frames[envs[:, None], frame_indices % self.capacity]
+        frames = self.frames[envs[:, None], frame_indices % self.capacity_per_env]
         frames[~real] = 0
         return frames
 
@@ -146,14 +149,14 @@ class FrameReplay:
         """Everything needed to restore the memory exactly (for checkpoints): only the slots written,
         so an early checkpoint of a large memory stays small; one array per environment's ring, each
         contiguous in memory, so it is written in large blocks without a copy."""
-        filled = min(self.written, self.capacity)
+        filled = min(self.written, self.capacity_per_env)
         state = {
             f"{name}.{env}": getattr(self, name)[env, :filled] for name in self._RINGS for env in range(self.num_envs)
         }
         return {**state, "written": np.asarray(self.written), "current_start": self._current_start}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        filled = min(int(state["written"]), self.capacity)
+        filled = min(int(state["written"]), self.capacity_per_env)
         for name in self._RINGS:
             for env in range(self.num_envs):
                 getattr(self, name)[env, :filled] = state[f"{name}.{env}"]
