@@ -6,7 +6,9 @@ import numpy as np
 
 from invaders.envs.atari import make_vector_env
 from invaders.evaluation.protocol import play_episodes
-from invaders.pipeline import protocol_params, publish_scores, run_stage
+from invaders.evaluation.publish import protocol_params, publish_scores, score_line
+from invaders.names import Tag
+from invaders.pipeline import run_stage
 
 OUTPUT = Path("results/baseline")
 
@@ -14,7 +16,7 @@ OUTPUT = Path("results/baseline")
 def baseline(params, run) -> None:
     evaluation = params.evaluation
     run.log_params({**protocol_params(params), "agent": "random"})
-    run.set_tags({"invaders.agent": "random"})
+    run.set_tags({Tag.AGENT: "random"})
     env = make_vector_env(params.env, min(evaluation.num_envs, evaluation.episodes))
     rng = np.random.default_rng(evaluation.seed)
     num_actions = int(env.single_action_space.n)
@@ -24,7 +26,7 @@ def baseline(params, run) -> None:
 
     episodes, _ = play_episodes(env, random_actions, evaluation.episodes, evaluation.seed)
     summary = publish_scores(episodes, OUTPUT, run, params, epsilon=1.0)
-    print(f"random agent: {summary['score_mean']:.1f} +- {summary['score_std']:.1f} over {summary['episodes']} games")
+    print(score_line("random agent", summary))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from invaders import files
 from invaders.config import as_flat_dict
 from invaders.envs.atari import num_actions, observation_shape
 from invaders.models.networks import NetworkSpec, build_q_network, forward_flops, parameter_count, save_weights
+from invaders.names import Metric
 from invaders.pipeline import run_stage
 
 OUTPUT = Path("models/initial")
@@ -26,7 +27,7 @@ def build_model(params, run) -> None:
     model = build_q_network(spec)
     summary = io.StringIO()
     model.summary(print_fn=lambda line, **_: summary.write(line + "\n"))
-    metrics = {"parameters": parameter_count(model), "forward_mflops": forward_flops(model) / 1e6}
+    metrics = {Metric.PARAMETERS: parameter_count(model), Metric.FORWARD_MFLOPS: forward_flops(model) / 1e6}
     with files.atomic_directory(OUTPUT) as staging:
         save_weights(model, spec, staging)
         (staging / "summary.txt").write_text(summary.getvalue())

@@ -10,31 +10,18 @@ its curve is logged with the evaluation, since its training run is in another ML
 import argparse
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 
+from invaders.agents.card import AgentCard
 from invaders.config import load_params
-from invaders.errors import ConfigError, InputError
-from invaders.pipeline import protocol_params, publish_scores, run_stage
+from invaders.errors import ConfigError
+from invaders.evaluation.publish import protocol_params, publish_scores, score_line
+from invaders.names import Metric, Tag
+from invaders.pipeline import run_stage
 
 TRAINED = Path("models/trained")
 OUTPUT = Path("results/evaluate")
 SHIPPED_CURVE = "curve.csv"  # present only in shipped agents' folders
-
-
-def read_agent(directory: Path) -> dict:
-    path = directory / "agent.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: missing; run the train stage first (dvc repro)") from None
-    except ValueError:
-        raise InputError(f"{path}: not valid JSON; rerun the train stage (dvc repro -f train)") from None
-
-
-def agent_label(agent: dict) -> str:
-    head = "-dueling" if agent["dueling"] else ""
-    return f"{agent['backend']} {agent['network']}{head} {agent['train_steps']:,} steps"
 
 
 def evaluate(params, run, agent_dir: Path = TRAINED, output: Path = OUTPUT) -> None:
@@ -45,7 +32,7 @@ def evaluate(params, run, agent_dir: Path = TRAINED, output: Path = OUTPUT) -> N
     from invaders.reporting.animation import write_gif
 
     evaluation = params.evaluation
-    agent = read_agent(agent_dir)
+    agent = AgentCard.read(agent_dir)
     model, spec = load_model(agent_dir)
     if (agent_dir / "params.yaml").is_file():
         # A shipped agent plays the game it was trained on; the evaluation settings are this run's.
@@ -62,14 +49,14 @@ def evaluate(params, run, agent_dir: Path = TRAINED, output: Path = OUTPUT) -> N
         {
             **protocol_params(params),
             "evaluation.epsilon": evaluation.epsilon,
-            **{f"agent.{key}": value for key, value in agent.items()},
+            **agent.as_params(),
         }
     )
     run.set_tags(
         {
-            "invaders.agent": agent_label(agent),
-            "invaders.train_run_id": agent["train_run_id"],
-            "invaders.weights_sha256": weights_sha,
+            Tag.AGENT: agent.label,
+            Tag.TRAIN_RUN_ID: agent.train_run_id,
+            Tag.WEIGHTS_SHA256: weights_sha,
         }
     )
     if (agent_dir / SHIPPED_CURVE).is_file():
@@ -78,23 +65,21 @@ def evaluate(params, run, agent_dir: Path = TRAINED, output: Path = OUTPUT) -> N
     policy = EpsilonGreedyPolicy(GreedyPolicy(model), spec.num_actions, evaluation.epsilon, evaluation.seed)
     episodes, frames = play_episodes(env, policy, evaluation.episodes, evaluation.seed, evaluation.gif_max_frames)
     summary = publish_scores(episodes, output, run, params, evaluation.epsilon)
-    run.log_metrics({"agent.train_steps": agent["train_steps"], "agent.wall_time_s": agent["wall_time_s"]})
+    run.log_metrics({Metric.AGENT_TRAIN_STEPS: agent.train_steps, Metric.AGENT_WALL_TIME_S: agent.wall_time_s})
     if frames:
         write_gif(frames, output / "episode.gif")
         run.log_artifact(output / "episode.gif")
-    print(
-        f"{agent_label(agent)}: {summary['score_mean']:.1f} +- {summary['score_std']:.1f} over {summary['episodes']} games"
-    )
+    print(score_line(agent.label, summary))
 
 
 def log_shipped_curve(path: Path, run) -> None:
     """The shipped agent's training curve, logged here so the report can draw it."""
     import pandas as pd
 
-    curve = pd.read_csv(path).dropna(subset=["train/episode_return"])
-    for step, score in zip(curve["step"], curve["train/episode_return"]):
-        run.log_metrics({"train/episode_return": float(score)}, step=int(step))
-    run.set_tags({"invaders.train_run_id": run.run_id, "invaders.shipped": "true"})
+    curve = pd.read_csv(path).dropna(subset=[Metric.TRAIN_EPISODE_RETURN])
+    for step, score in zip(curve["step"], curve[Metric.TRAIN_EPISODE_RETURN]):
+        run.log_metrics({Metric.TRAIN_EPISODE_RETURN: float(score)}, step=int(step))
+    run.set_tags({Tag.TRAIN_RUN_ID: run.run_id, Tag.SHIPPED: "true"})
     run.log_artifact(path)
 
 

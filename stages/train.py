@@ -4,18 +4,20 @@ The native backend checkpoints every ``train.checkpoint_interval`` agent steps a
 same command after a crash resumes from the newest checkpoint and continues the same MLflow run.
 """
 
-import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from invaders import files
+from invaders.agents.card import AgentCard
 from invaders.config import as_flat_dict
 from invaders.models.networks import save_weights
+from invaders.names import Metric, Tag
 from invaders.pipeline import run_stage
 from invaders.resume import CheckpointWriter, checkpoint_store, fingerprint, resumable_run
 from invaders.tracking.mlflow_tracking import project_root, run_in_experiment, tracking_uri
+from invaders.tracking.run import HeldMetrics
 
 INITIAL = Path("models/initial")
 OUTPUT = Path("models/trained")
@@ -41,7 +43,7 @@ def resume(params) -> str | None:
 def train(params, run) -> None:
     config = params.train
     # Native metrics go out with each checkpoint, so a resumed run logs each step once.
-    run.hold_metrics = config.backend == "native"
+    run = HeldMetrics(run) if config.backend == "native" else run  # train() flushes it at its end
     run.log_params(
         {
             **as_flat_dict(config.applied(), "train"),
@@ -49,7 +51,7 @@ def train(params, run) -> None:
             **as_flat_dict(params.model, "model"),
         }
     )
-    run.set_tags({"invaders.backend": config.backend})
+    run.set_tags({Tag.BACKEND: config.backend})
     store = checkpoint_store(project_root(), "train")
     if config.backend == "native":
         from invaders.agents.native_backend import build_trainer
@@ -66,28 +68,28 @@ def train(params, run) -> None:
 
         model, spec, result = train_kerasrl(params, INITIAL, run.log_metrics)
         owns_checkpoints = False
-    agent = {
-        "backend": config.backend,
-        "network": spec.network,
-        "dueling": spec.dueling,
-        "train_steps": result.steps,
-        "updates": result.updates,
-        "wall_time_s": round(result.wall_time_s, 1),
-        "train_run_id": run.run_id,
-    }
+    agent = AgentCard(
+        backend=config.backend,
+        network=spec.network,
+        dueling=spec.dueling,
+        train_steps=result.steps,
+        updates=result.updates,
+        wall_time_s=round(result.wall_time_s, 1),
+        train_run_id=run.run_id,
+    )
     with files.atomic_directory(OUTPUT) as staging:
         save_weights(model, spec, staging)
-        (staging / "agent.json").write_text(json.dumps(agent, indent=2) + "\n")
+        agent.write(staging)
     metrics = {
-        "total_steps": result.steps,
-        "total_updates": result.updates,
-        "total_games": len(result.episode_returns),
-        "wall_time_s": round(result.wall_time_s, 1),
-        "mean_steps_per_second": result.steps / max(result.wall_time_s, 1e-9),
+        Metric.TOTAL_STEPS: result.steps,
+        Metric.TOTAL_UPDATES: result.updates,
+        Metric.TOTAL_GAMES: len(result.episode_returns),
+        Metric.WALL_TIME_S: round(result.wall_time_s, 1),
+        Metric.MEAN_STEPS_PER_SECOND: result.steps / max(result.wall_time_s, 1e-9),
     }
     recent = result.episode_returns[-20:]
     if recent:
-        metrics["game_score_last20_mean"] = sum(recent) / len(recent)
+        metrics[Metric.GAME_SCORE_LAST20_MEAN] = sum(recent) / len(recent)
     with files.atomic_path(RESULTS / "curve.csv") as temporary:
         pd.DataFrame(result.curve).to_csv(temporary, index=False)
     files.write_json(RESULTS / "metrics.json", metrics)

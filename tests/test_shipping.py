@@ -7,6 +7,8 @@ import subprocess
 import pytest
 from conftest import REPO
 
+from invaders.agents.card import AgentCard
+from invaders.errors import InputError
 from invaders.shipping import ShippingError, main, ship
 
 SHIPPED = REPO / "shipped" / "dqn-100k"
@@ -57,3 +59,23 @@ def test_ship_refuses_to_overwrite_an_unfinished_run_or_a_bad_name(workspace, tm
     assert main(["other", "--workspace", str(workspace), "--destination", str(tmp_path / "shipped")]) == 2
     assert capsys.readouterr().err.strip() == "ship: train_steps=1000: the run stopped before its 100000 steps"
     assert not (tmp_path / "shipped" / "other").exists()
+
+
+def test_agent_cards_of_shipped_agents_read_and_round_trip(tmp_path):
+    card = AgentCard.read(SHIPPED)
+    assert card.label == "native nature-dueling 100,000 steps"
+    assert card.as_params()["agent.git_commit"] == card.git_commit
+    card.write(tmp_path)
+    assert AgentCard.read(tmp_path) == card
+    assert json.loads((tmp_path / "agent.json").read_text()) == json.loads((SHIPPED / "agent.json").read_text())
+
+
+def test_a_bad_agent_card_is_one_line_naming_the_file(tmp_path):
+    with pytest.raises(InputError, match=r"agent.json: missing; run the train stage first"):
+        AgentCard.read(tmp_path)
+    values = json.loads((SHIPPED / "agent.json").read_text())
+    for bad, problem in [({**values, "dueling": "yes"}, "dueling"), ({"backend": "native"}, "missing network")]:
+        (tmp_path / "agent.json").write_text(json.dumps(bad))
+        with pytest.raises(InputError, match=problem) as raised:
+            AgentCard.read(tmp_path)
+        assert "\n" not in str(raised.value) and str(tmp_path / "agent.json") in str(raised.value)

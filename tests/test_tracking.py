@@ -2,7 +2,9 @@
 
 import pytest
 
+from invaders.names import Metric, Tag
 from invaders.tracking import mlflow_tracking as tracking
+from invaders.tracking.run import HeldMetrics, RecordingRun
 
 
 @pytest.fixture
@@ -83,3 +85,28 @@ def test_held_metrics_of_a_failed_run_are_not_sent(store):
             run.log_metrics({"train/loss": 1.0}, step=5)
             raise RuntimeError
     assert tracking.metric_history(run.run_id, "train/loss").empty
+
+
+def test_held_metrics_of_a_finished_run_are_sent_once(store):
+    with tracking.StageRun("train", "unit", hold_metrics=True) as run:
+        run.log_metrics({Metric.TRAIN_LOSS: 1.0, Metric.TRAIN_Q_MEAN: float("nan")}, step=5)
+    assert tracking.metric_history(run.run_id, Metric.TRAIN_LOSS)["step"].tolist() == [5]
+    assert tracking.metric_history(run.run_id, Metric.TRAIN_Q_MEAN).empty, "values that are not finite are left out"
+
+
+def test_a_checkpoint_sends_what_it_holds_and_a_resumed_run_only_what_never_arrived():
+    stored = RecordingRun()
+    held = HeldMetrics(stored)
+    for step in range(250):
+        held.log_metrics({Metric.TRAIN_LOSS: float(step)}, step=step)
+    rows = held.take_pending()
+    assert len(rows) == 250 and held.take_pending() == [] and stored.rows == []
+    held.flush_checkpoint("250", rows[:150])  # killed after the first two writes
+    assert held.flushed_through("250") == 150 and held.flushed_through("100") == 0
+    assert stored.tags[Tag.METRICS_FLUSHED] == "250:150"
+
+    resumed = HeldMetrics(stored)
+    resumed.flush_checkpoint("250", rows, start=resumed.flushed_through("250"))
+    assert [step for step, _ in stored.history(Metric.TRAIN_LOSS)] == list(range(250))
+    resumed.flush_checkpoint("250", rows, start=250)
+    assert stored.tags[Tag.METRICS_FLUSHED] == "250:250" and len(stored.rows) == 250

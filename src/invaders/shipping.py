@@ -10,7 +10,7 @@ The agents the pipeline evaluates are listed once, in ``shipped/agents.yaml`` (`
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import re
 import shutil
 import sys
@@ -19,12 +19,14 @@ from pathlib import Path
 import yaml
 
 from invaders import files
+from invaders.agents.card import AgentCard
 from invaders.config import load_params
 from invaders.errors import UserError
 from invaders.tracking.mlflow_tracking import git_commit
 
 # (source inside the workspace, name inside shipped/<name>/, required)
-AGENT = "models/trained/agent.json"  # written to the shipped folder with the commit added
+TRAINED = "models/trained"  # its agent card goes to the shipped folder with the commit added
+AGENT = f"{TRAINED}/agent.json"
 FILES = [
     ("models/trained/weights.npz", "weights.npz", True),
     ("models/trained/spec.json", "spec.json", True),
@@ -43,8 +45,8 @@ def shipped_agents(root: Path = Path(".")) -> list[str]:
     return [str(name) for name in yaml.safe_load((root / AGENTS_LIST).read_text())["shipped"]]
 
 
-class ShippingError(Exception):
-    pass
+class ShippingError(UserError):
+    """A run that cannot be shipped, or a name or destination that cannot take it."""
 
 
 def ship(workspace: Path, name: str, destination: Path, command: str = "") -> Path:
@@ -58,23 +60,22 @@ def ship(workspace: Path, name: str, destination: Path, command: str = "") -> Pa
     missing = [source for source in required if not (workspace / source).is_file()]
     if missing:
         raise ShippingError(f"{workspace} has no finished training run: missing {', '.join(missing)}")
+    agent = AgentCard.read(workspace / TRAINED)  # an InputError naming the file if it is not a card
     try:
-        agent = json.loads((workspace / AGENT).read_text())
         planned = load_params(workspace / "params.yaml").train.steps
-    except (OSError, ValueError, UserError) as error:
+    except (OSError, UserError) as error:
         raise ShippingError(f"{workspace}: {error}") from None
-    if agent.get("train_steps", 0) < planned:
-        raise ShippingError(f"train_steps={agent.get('train_steps')}: the run stopped before its {planned} steps")
-    agent["git_commit"] = git_commit(workspace)
-    if agent["git_commit"] == "unknown":
+    if agent.train_steps < planned:
+        raise ShippingError(f"train_steps={agent.train_steps}: the run stopped before its {planned} steps")
+    commit = git_commit(workspace)
+    if commit == "unknown":
         raise ShippingError(f"{workspace} is not a git work tree: the commit that trained the agent is unknown")
-    if command:
-        agent["trained_with"] = command
+    agent = dataclasses.replace(agent, git_commit=commit, trained_with=command or agent.trained_with)
     with files.atomic_directory(target) as staging:
         for source, copied, _ in FILES:
             if (workspace / source).is_file():
                 shutil.copy2(workspace / source, staging / copied)
-        (staging / "agent.json").write_text(json.dumps(agent, indent=2) + "\n")
+        agent.write(staging)
     return target
 
 
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         target = ship(args.workspace, args.name, args.destination, args.command)
-    except ShippingError as error:
+    except UserError as error:
         print(f"ship: {error}", file=sys.stderr)
         return 2
     print(f"ship: {target} written; add '{args.name}' to the list in {AGENTS_LIST} to evaluate it in the pipeline")

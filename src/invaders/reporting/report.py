@@ -1,7 +1,7 @@
 """The comparison report: every evaluated agent beside the random one, from the runs in MLflow.
 
 Input is plain pandas frames (one row per agent, the per-game scores, the learning curves) so the
-report can be built and tested without a tracking store; ``stages/report.py`` gathers them.
+report can be built and tested without a tracking store; ``gather.gather_agents`` reads them from MLflow.
 """
 
 from __future__ import annotations

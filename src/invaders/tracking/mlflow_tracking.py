@@ -1,15 +1,15 @@
 """The one module that talks to MLflow.
 
-One stage run is one MLflow run, tagged with the stage, the git commit and the DVC experiment. The
-store is resolved from ``DVC_ROOT`` so queued and temporary ``dvc exp run``s, which execute in a copy
-of the repository, log to the same store: ``MLFLOW_TRACKING_URI`` if set, else
-``sqlite:///<repo>/mlflow.db`` with artifacts in ``<repo>/mlruns``.
+One stage run is one MLflow run (``StageRun``; the stage logs to the ``Run`` it yields, see
+``invaders.tracking.run``), tagged with the stage, the git commit and the DVC experiment. The store is
+resolved from ``DVC_ROOT`` so queued and temporary ``dvc exp run``s, which execute in a copy of the
+repository, log to the same store: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<repo>/mlflow.db``
+with artifacts in ``<repo>/mlruns``.
 """
 
 from __future__ import annotations
 
 import fcntl
-import math
 import os
 import socket
 import subprocess
@@ -23,9 +23,11 @@ from typing import Any
 import pandas as pd
 
 from invaders.errors import TrackingError
+from invaders.names import Tag, metric_column, param_column, tag_column
+from invaders.tracking.run import HeldMetrics, MetricRow, Run, metric_rows
 
 # Makes the MLflow UI open the experiment on its training-runs table, not the GenAI overview.
-_EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+_EXPERIMENT_TAGS = {Tag.EXPERIMENT_KIND: "custom_model_development"}
 _BATCH_LIMIT = 100  # params and metrics per log_batch call, below MLflow's limits
 
 
@@ -115,15 +117,15 @@ def git_commit(root: Path) -> str:
 def _run_tags(stage: str, root: Path) -> dict[str, str]:
     commit = os.environ.get("DVC_EXP_BASELINE_REV") or git_commit(root)
     return {
-        "invaders.stage": stage,
-        "dvc.stage": os.environ.get("DVC_STAGE", stage),
-        "dvc.exp_name": os.environ.get("DVC_EXP_NAME", "workspace"),
-        "dvc.baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", commit),
-        "mlflow.source.git.commit": commit,
-        "mlflow.source.name": f"stages/{stage.replace('-', '_')}.py",
-        "mlflow.source.type": "LOCAL",
-        "invaders.host": socket.gethostname(),
-        "invaders.pid": str(os.getpid()),
+        Tag.STAGE: stage,
+        Tag.DVC_STAGE: os.environ.get("DVC_STAGE", stage),
+        Tag.DVC_EXP_NAME: os.environ.get("DVC_EXP_NAME", "workspace"),
+        Tag.DVC_BASELINE_REV: os.environ.get("DVC_EXP_BASELINE_REV", commit),
+        Tag.GIT_COMMIT: commit,
+        Tag.SOURCE_NAME: f"stages/{stage.replace('-', '_')}.py",
+        Tag.SOURCE_TYPE: "LOCAL",
+        Tag.HOST: socket.gethostname(),
+        Tag.PID: str(os.getpid()),
     }
 
 
@@ -137,63 +139,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class StageRun:
-    """One MLflow run for one stage run; marked FAILED or KILLED if the stage does not finish.
+class MlflowRun:
+    """A ``StoredRun`` that sends to one MLflow run. Metrics are queued and sent in batches (one sqlite
+    write costs ~7 ms), at the latest by ``flush``."""
 
-    ``resume_run_id`` continues a run left by an interrupted stage. With ``hold_metrics`` metrics are
-    sent only by ``flush_checkpoint`` (and at the end), so that a resumed run logs every step once.
-    """
-
-    def __init__(self, stage: str, experiment: str, resume_run_id: str | None = None, hold_metrics: bool = False):
-        self.stage = stage
+    def __init__(self, client, run_id: str, resume_run_id: str | None = None):
+        self.client = client
+        self.run_id = run_id
         self.resume_run_id = resume_run_id
-        self.hold_metrics = hold_metrics
-        self.root = project_root()
-        self.uri = tracking_uri(self.root)
-        check_store(self.uri)
-        self.client = _client(self.uri)
-        self.experiment_id = open_experiment(self.uri, experiment, self.root)
-        self.run_id: str | None = None
-        self._pending: list[Any] = []
+        self._queue: list[MetricRow] = []
         self._last_flush = time.monotonic()
-
-    def __enter__(self) -> StageRun:
-        self._close_orphans()
-        tags = _run_tags(self.stage, self.root)
-        if self.resume_run_id:
-            self.run_id = self.resume_run_id
-            self.client.update_run(self.run_id, status="RUNNING")
-            self.set_tags({"invaders.pid": tags["invaders.pid"], "invaders.host": tags["invaders.host"]})
-        else:
-            run_name = f"{self.stage}-{tags['dvc.exp_name']}"
-            self.run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=run_name).info.run_id
-        return self
-
-    def __exit__(self, kind, error, traceback) -> None:
-        if kind is None:
-            status = "FINISHED"
-        elif issubclass(kind, KeyboardInterrupt | SystemExit):
-            status = "KILLED"
-        else:
-            status = "FAILED"
-        if self.hold_metrics and status != "FINISHED":
-            self._pending = []  # sent with the next checkpoint by the run that resumes, so never twice
-        try:
-            self.flush()
-        finally:
-            self.client.set_terminated(self.run_id, status=status)
-
-    def _close_orphans(self) -> None:
-        """Mark KILLED the runs of any stage left RUNNING by a process on this host that no longer exists."""
-        host = socket.gethostname()
-        for run in self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"attributes.status = 'RUNNING' and tags.`invaders.host` = '{host}'",
-            max_results=1000,
-        ):
-            pid = run.data.tags.get("invaders.pid", "")
-            if pid.isdigit() and not _pid_alive(int(pid)):
-                self.client.set_terminated(run.info.run_id, status="KILLED")
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -204,7 +159,7 @@ class StageRun:
             logged = self.client.get_run(self.run_id).data.params
             self.set_tags(
                 {
-                    f"resumed.{key}": value
+                    f"{Tag.RESUMED}{key}": value
                     for key, value in params.items()
                     if key in logged and logged[key] != str(value)
                 }
@@ -219,49 +174,32 @@ class StageRun:
             self.client.set_tag(self.run_id, key, str(value))
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
-        """Queue metrics; they are sent in batches (one sqlite write costs ~7 ms)."""
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        self._pending += [
-            Metric(key, float(value), now, int(step)) for key, value in metrics.items() if math.isfinite(value)
-        ]
-        if not self.hold_metrics and (
-            len(self._pending) >= _BATCH_LIMIT * 5 or time.monotonic() - self._last_flush > 30
-        ):
+        self._queue += metric_rows(metrics, step)
+        if len(self._queue) >= _BATCH_LIMIT * 5 or time.monotonic() - self._last_flush > 30:
             self.flush()
 
     def flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[:_BATCH_LIMIT], self._pending[_BATCH_LIMIT:]
-            self.client.log_batch(self.run_id, metrics=batch)
+        while self._queue:
+            batch, self._queue = self._queue[:_BATCH_LIMIT], self._queue[_BATCH_LIMIT:]
+            self.write_rows(batch, {})
         self._last_flush = time.monotonic()
 
-    def take_pending(self) -> list[list]:
-        """The metrics not sent yet, as JSON-able ``[key, value, timestamp, step]`` rows; the queue empties."""
-        pending, self._pending = self._pending, []
-        return [[m.key, m.value, m.timestamp, m.step] for m in pending]
-
-    def flush_checkpoint(self, checkpoint_id: str, rows: list[list], start: int = 0) -> None:
-        """Send ``rows[start:]``; each batch carries a tag saying how far it got, so a resumed run re-sends
-        only what is missing (see ``flushed_through``). MLflow's SQL stores commit a batch's metrics and
-        tag separately; a batch whose tag was lost is re-sent whole, and the store drops the identical
-        rows (a metric's key is its name, value, timestamp and step, all kept in the checkpoint)."""
+    def write_rows(self, rows: list[MetricRow], tags: dict[str, str]) -> None:
+        """Send ``rows`` in batches, ``tags`` with the last one (with the rows, when they fit in one)."""
         from mlflow.entities import Metric, RunTag
 
-        for begin in range(start, len(rows), _BATCH_LIMIT):
-            end = min(begin + _BATCH_LIMIT, len(rows))
-            metrics = [Metric(key, value, timestamp, step) for key, value, timestamp, step in rows[begin:end]]
-            marker = RunTag("invaders.metrics_flushed", f"{checkpoint_id}:{end}")
-            self.client.log_batch(self.run_id, metrics=metrics, tags=[marker])
-        if start >= len(rows):
-            self.set_tags({"invaders.metrics_flushed": f"{checkpoint_id}:{len(rows)}"})
+        metrics = [Metric(key, value, timestamp, step) for key, value, timestamp, step in rows]
+        run_tags = [RunTag(key, str(value)) for key, value in tags.items()]
+        for start in range(0, len(metrics), _BATCH_LIMIT):
+            last = start + _BATCH_LIMIT >= len(metrics)
+            self.client.log_batch(
+                self.run_id, metrics=metrics[start : start + _BATCH_LIMIT], tags=run_tags if last else []
+            )
+        if run_tags and not metrics:
+            self.client.log_batch(self.run_id, tags=run_tags)
 
-    def flushed_through(self, checkpoint_id: str) -> int:
-        """How many of checkpoint ``checkpoint_id``'s metric rows already reached the store."""
-        marker = self.client.get_run(self.run_id).data.tags.get("invaders.metrics_flushed", "")
-        flushed_id, _, count = marker.rpartition(":")
-        return int(count) if flushed_id == checkpoint_id else 0
+    def stored_tag(self, key: str) -> str:
+        return self.client.get_run(self.run_id).data.tags.get(key, "")
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         path = Path(path)
@@ -269,6 +207,72 @@ class StageRun:
             self.client.log_artifacts(self.run_id, str(path), artifact_path)
         else:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+
+class StageRun:
+    """The MLflow run of one stage run: created, or resumed with ``resume_run_id`` (a run left by an
+    interrupted attempt), then marked FINISHED, or FAILED or KILLED if the stage does not finish.
+
+    Entering yields the ``Run`` the stage logs to: the ``MlflowRun``, or with ``hold_metrics`` that run
+    inside ``HeldMetrics`` (what it holds is sent if the stage finishes, dropped if not). Entering also
+    marks KILLED the runs that dead processes on this host left RUNNING.
+    """
+
+    def __init__(self, stage: str, experiment: str, resume_run_id: str | None = None, hold_metrics: bool = False):
+        self.stage = stage
+        self.resume_run_id = resume_run_id
+        self.hold_metrics = hold_metrics
+        self.root = project_root()
+        self.uri = tracking_uri(self.root)
+        check_store(self.uri)
+        self.client = _client(self.uri)
+        self.experiment_id = open_experiment(self.uri, experiment, self.root)
+        self.run_id: str | None = None
+        self.run: MlflowRun | None = None
+        self.held: HeldMetrics | None = None
+
+    def __enter__(self) -> Run:
+        self._close_orphans()
+        tags = _run_tags(self.stage, self.root)
+        if self.resume_run_id:
+            self.run_id = self.resume_run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+            for key in (Tag.PID, Tag.HOST):
+                self.client.set_tag(self.run_id, key, tags[key])
+        else:
+            run_name = f"{self.stage}-{tags[Tag.DVC_EXP_NAME]}"
+            self.run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=run_name).info.run_id
+        self.run = MlflowRun(self.client, self.run_id, self.resume_run_id)
+        if not self.hold_metrics:
+            return self.run
+        self.held = HeldMetrics(self.run)
+        return self.held
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            status = "FINISHED"
+        elif issubclass(kind, KeyboardInterrupt | SystemExit):
+            status = "KILLED"
+        else:
+            status = "FAILED"
+        try:
+            if self.held is not None and status == "FINISHED":
+                self.held.flush()  # else sent with the next checkpoint by the run that resumes, so never twice
+            self.run.flush()
+        finally:
+            self.client.set_terminated(self.run_id, status=status)
+
+    def _close_orphans(self) -> None:
+        """Mark KILLED the runs of any stage left RUNNING by a process on this host that no longer exists."""
+        host = socket.gethostname()
+        for run in self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"attributes.status = 'RUNNING' and tags.`{Tag.HOST}` = '{host}'",
+            max_results=1000,
+        ):
+            pid = run.data.tags.get(Tag.PID, "")
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                self.client.set_terminated(run.info.run_id, status="KILLED")
 
 
 def stage_runs(experiment: str, stage: str) -> pd.DataFrame:
@@ -282,14 +286,14 @@ def stage_runs(experiment: str, stage: str) -> pd.DataFrame:
     rows = []
     for run in client.search_runs(
         [found.experiment_id],
-        filter_string=f"attributes.status = 'FINISHED' and tags.`invaders.stage` = '{stage}'",
+        filter_string=f"attributes.status = 'FINISHED' and tags.`{Tag.STAGE}` = '{stage}'",
         max_results=5000,
         order_by=["attributes.start_time ASC"],
     ):
         row = {"run_id": run.info.run_id, "start_time": run.info.start_time}
-        row.update({f"params.{k}": v for k, v in run.data.params.items()})
-        row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
-        row.update({f"tags.{k}": v for k, v in run.data.tags.items()})
+        row.update({param_column(key): value for key, value in run.data.params.items()})
+        row.update({metric_column(key): value for key, value in run.data.metrics.items()})
+        row.update({tag_column(key): value for key, value in run.data.tags.items()})
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -1,0 +1,85 @@
+"""What an evaluation publishes: the protocol it played under, and its scores in files and in the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from invaders import files
+from invaders.config import Params, as_flat_dict
+from invaders.evaluation.protocol import Episode
+from invaders.evaluation.statistics import bootstrap_ci, summarize
+from invaders.names import Metric, Tag
+from invaders.tracking.run import Run
+
+
+def protocol_params(params: Params) -> dict[str, object]:
+    """The evaluation protocol as flat params: scores compare only under the same one."""
+    evaluation = params.evaluation
+    return {
+        **as_flat_dict(params.env, "env"),
+        "evaluation.episodes": evaluation.episodes,
+        "evaluation.seed": evaluation.seed,
+        "evaluation.num_envs": evaluation.num_envs,
+    }
+
+
+def protocol_label(params: Params, epsilon: float) -> str:
+    """The protocol in words (tag ``Tag.PROTOCOL``): the report compares only agents with the same label."""
+    env = params.env
+    if env.preprocessing == "raw":
+        emulator = f"{env.id} raw frames, the id's own frame skip and sticky actions"
+    else:
+        emulator = (
+            f"{env.id}, {env.screen_size}x{env.screen_size}x{env.frame_stack}, "
+            f"sticky {env.repeat_action_probability:g}, frame skip {env.frame_skip}, "
+            f"{f'up to {env.noop_max} no-op starts' if env.noop_max else 'no no-op starts'}"
+        )
+    cap = f"cut at {env.max_episode_frames:,} frames"
+    return f"{emulator}, eps {epsilon:g}, whole games {cap}, unclipped score"
+
+
+def publish_scores(
+    episodes: list[Episode], directory: Path, run: Run, params: Params, epsilon: float
+) -> dict[str, float]:
+    """Write ``metrics.json`` and ``episodes.csv`` into ``directory`` and log the same numbers."""
+    scores = np.array([episode.score for episode in episodes])
+    stats = summarize(scores)
+    low, high = bootstrap_ci(scores, params.report.confidence, params.report.bootstrap_samples, seed=0)
+    summary = {
+        Metric.SCORE_MEAN: stats["mean"],
+        Metric.SCORE_STD: stats["std"],
+        Metric.SCORE_MEDIAN: stats["median"],
+        Metric.SCORE_MIN: stats["min"],
+        Metric.SCORE_MAX: stats["max"],
+        Metric.EPISODES: len(episodes),
+        Metric.SCORE_CI_LOW: low,
+        Metric.SCORE_CI_HIGH: high,
+        Metric.STEPS_MEAN: float(np.mean([episode.steps for episode in episodes])),
+    }
+    table = pd.DataFrame(
+        {
+            "episode": np.arange(len(episodes)),
+            Metric.GAME_SCORE: scores,
+            "steps": [episode.steps for episode in episodes],
+            "frames": [episode.frames for episode in episodes],
+            "truncated": [episode.truncated for episode in episodes],
+        }
+    )
+    files.write_json(directory / "metrics.json", summary)
+    with files.atomic_path(directory / "episodes.csv") as temporary:
+        table.to_csv(temporary, index=False)
+    run.set_tags({Tag.PROTOCOL: protocol_label(params, epsilon)})
+    run.log_metrics(summary)
+    for episode, score in enumerate(scores):
+        run.log_metrics({Metric.GAME_SCORE: float(score)}, step=episode)
+    run.log_artifact(directory / "metrics.json")
+    run.log_artifact(directory / "episodes.csv")
+    return summary
+
+
+def score_line(agent: str, summary: dict[str, float]) -> str:
+    """``agent: mean +- std over N games``, what a stage prints at its end."""
+    return f"{agent}: {summary[Metric.SCORE_MEAN]:.1f} +- {summary[Metric.SCORE_STD]:.1f} over {summary[Metric.EPISODES]} games"
