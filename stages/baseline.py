@@ -1,33 +1,7 @@
-"""Stage baseline: a uniformly random agent plays the evaluation protocol."""
+"""Stage baseline: a uniformly random agent plays the evaluation protocol (``invaders.stages.baseline.baseline``)."""
 
-from pathlib import Path
-
-import numpy as np
-
-from invaders.envs.atari import make_vector_env
-from invaders.evaluation.protocol import play_episodes
-from invaders.evaluation.publish import protocol_params, publish_scores, score_line
-from invaders.names import Tag
 from invaders.pipeline import run_stage
-
-OUTPUT = Path("results/baseline")
-
-
-def baseline(params, run) -> None:
-    evaluation = params.evaluation
-    run.log_params({**protocol_params(params), "agent": "random"})
-    run.set_tags({Tag.AGENT: "random"})
-    env = make_vector_env(params.env, min(evaluation.num_envs, evaluation.episodes))
-    rng = np.random.default_rng(evaluation.seed)
-    num_actions = int(env.single_action_space.n)
-
-    def random_actions(observations):
-        return rng.integers(0, num_actions, len(observations)).astype(np.int32)
-
-    episodes, _ = play_episodes(env, random_actions, evaluation.episodes, evaluation.seed)
-    summary = publish_scores(episodes, OUTPUT, run, params, epsilon=1.0)
-    print(score_line("random agent", summary))
-
+from invaders.stages.baseline import BASELINE
 
 if __name__ == "__main__":
-    run_stage("baseline", baseline)
+    run_stage(BASELINE)

@@ -66,3 +66,47 @@ def test_only_the_tracking_module_imports_mlflow():
         if any(name.split(".")[0] == "mlflow" for name in imports_of(path))
     )
     assert importers == ["tracking/mlflow_tracking.py"]
+
+
+def module_file(module: str) -> Path | None:
+    """The file of an ``invaders`` module or package, None for anything else."""
+    if module != "invaders" and not module.startswith("invaders."):
+        return None
+    base = PACKAGE.joinpath(*module.split(".")[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def files_run_by(script: Path) -> set[Path]:
+    """The script and every package file it imports, directly or not, at any depth of each file."""
+    seen, pending = set(), [script]
+    while pending:
+        path = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in imports_of(path):
+            found = module_file(name)
+            if found:
+                pending.append(found)
+    return seen
+
+
+def test_every_stage_depends_on_the_code_it_runs():
+    """dvc.yaml lists, for each stage, every module its script runs: a change there reruns the stage."""
+    import yaml
+
+    repo = PACKAGE.parents[1]
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        stage = stage.get("do", stage)
+        script = repo / next(word for word in stage["cmd"].split() if word.startswith("stages/"))
+        deps = [repo / dep for dep in stage["deps"] if "${" not in dep]
+        missing = sorted(
+            str(path.relative_to(repo))
+            for path in files_run_by(script)
+            if path.name != "__init__.py" and not any(path == dep or dep in path.parents for dep in deps)
+        )
+        assert not missing, f"dvc.yaml stage {name} runs these without depending on them: {missing}"

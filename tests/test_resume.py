@@ -54,7 +54,9 @@ def test_checkpoint_restores_replay_networks_optimizer_and_counters(tmp_path):
     assert second.result.steps == state["trainer.steps"]
     assert second.learner.updates == int(state["learner.updates"])
     assert int(second.learner.optimizer.iterations.numpy()) == second.learner.updates
-    assert 0 < second.replay.written < second.replay.capacity_per_env, "a memory not yet full: only its written part is saved"
+    assert 0 < second.replay.written < second.replay.capacity_per_env, (
+        "a memory not yet full: only its written part is saved"
+    )
     assert state["replay.frames.0"].shape[0] == second.replay.written
     # finals differ by design: restore ends the games that were in progress at the checkpoint
     for name, saved in second.replay.state_dict().items():

@@ -25,6 +25,7 @@ MetricsCallback = Callable[[dict[str, float], int], None]  # (metrics, agent ste
 class BackendEntry:
     module: str  # defines BACKEND
     description: str  # one line, shown in the params docs
+    can_resume: bool  # checkpoints and continues an interrupted run (gets a ``Checkpoints``)
     reads: tuple[str, ...] = ()  # the train.* fields only this backend reads (the others are common)
 
 
@@ -32,9 +33,11 @@ REGISTRY: dict[str, BackendEntry] = {
     "native": BackendEntry(
         "invaders.agents.native_backend",
         "this project's TensorFlow DQN",
+        True,
         ("num_envs", "n_step", "terminal_on_life_loss", "checkpoint_interval"),
     ),
-    "keras-rl2": BackendEntry("invaders.agents.kerasrl_backend", "keras-rl2's DQNAgent", ("memory_window",)),
+    # keras-rl2's fit keeps its memory and counters to itself: it cannot be checkpointed.
+    "keras-rl2": BackendEntry("invaders.agents.kerasrl_backend", "keras-rl2's DQNAgent", False, ("memory_window",)),
 }
 
 
@@ -65,8 +68,6 @@ class Checkpoints(Protocol):
 
 
 class Backend(Protocol):
-    can_resume: bool  # checkpoints and continues an interrupted run
-
     def train(
         self,
         params: Params,
@@ -75,7 +76,12 @@ class Backend(Protocol):
         checkpoints: Checkpoints | None = None,
         show_progress: bool = True,
     ) -> TrainedAgent:
-        """Train the network saved in ``initial`` for ``params.train.steps`` agent steps."""
+        """Train the network saved in ``initial`` for ``params.train.steps`` agent steps; a backend that
+        can resume saves its state through ``checkpoints`` and restores it from there first."""
+
+
+def can_resume(name: str) -> bool:
+    return REGISTRY[name].can_resume
 
 
 def get_backend(name: str) -> Backend:

@@ -332,18 +332,27 @@ def build_params(raw: Any) -> Params:
     return params
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read, build and validate the params file."""
+def read_params_file(path: str | Path = "params.yaml") -> Any:
+    """The parsed YAML of a params file, not yet validated."""
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(), Loader=_ParamsLoader)
+        return yaml.load(path.read_text(), Loader=_ParamsLoader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: params file not found; run from the repository root") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
-    return build_params(raw)
+
+
+def parse_value(text: str) -> Any:
+    """One value as params.yaml would read it (``-S train.learning_rate=1e-5`` is a float, as DVC writes it)."""
+    return yaml.load(text, Loader=_ParamsLoader)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read, build and validate the params file."""
+    return build_params(read_params_file(path))
 
 
 def as_flat_dict(config: Any, prefix: str) -> dict[str, Any]:

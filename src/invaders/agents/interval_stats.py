@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 
+from invaders.names import Metric
+
 
 class IntervalStats:
     """Accumulates what happened since the last logged row."""
@@ -24,13 +26,13 @@ class IntervalStats:
         """The row for agent step ``step``; starts the next interval. NaN where nothing happened."""
         elapsed = max(time.perf_counter() - self.start_time, 1e-9)
         row = {
-            "train/steps_per_second": (step - self.start_step) / elapsed,
-            "train/epsilon": epsilon,
-            "train/episodes": float(episodes),
-            "train/updates": float(updates),
-            "train/loss": float(np.mean(self.losses)) if self.losses else math.nan,
-            "train/q_mean": float(np.mean(self.q_means)) if self.q_means else math.nan,
-            "train/episode_return": float(np.mean(self.returns)) if self.returns else math.nan,
+            Metric.TRAIN_STEPS_PER_SECOND: (step - self.start_step) / elapsed,
+            Metric.TRAIN_EPSILON: epsilon,
+            Metric.TRAIN_EPISODES: float(episodes),
+            Metric.TRAIN_UPDATES: float(updates),
+            Metric.TRAIN_LOSS: float(np.mean(self.losses)) if self.losses else math.nan,
+            Metric.TRAIN_Q_MEAN: float(np.mean(self.q_means)) if self.q_means else math.nan,
+            Metric.TRAIN_EPISODE_RETURN: float(np.mean(self.returns)) if self.returns else math.nan,
         }
         self.reset(step)
         return row

@@ -59,6 +59,7 @@ from invaders.backends import Checkpoints, MetricsCallback, TrainedAgent, Traini
 from invaders.config import Params, build_params
 from invaders.errors import ConfigError, InputError, UserError
 from invaders.models.networks import NetworkSpec, check_fits, load_spec, load_weight_arrays, read_weight_arrays
+from invaders.names import Metric
 
 _WEIGHTS = "weights.npz"  # the name read_weight_arrays expects
 _PROBE_Q = "probe_q.npy"  # keras-rl2's Q-values on a fixed batch: the Keras 3 copy must compute the same
@@ -70,8 +71,6 @@ def train_interval(replay_ratio: float) -> int:
 
 
 class KerasRLBackend:
-    can_resume = False  # keras-rl2's fit has no checkpoint of its memory and counters
-
     def train(
         self,
         params: Params,
@@ -177,7 +176,7 @@ def _run_child(job: Path, on_metrics, result) -> dict:
                     on_metrics({k: v for k, v in row.items() if not math.isnan(v)}, message["step"])
                 elif kind == "score":
                     result.episode_returns.append(message["score"])
-                    on_metrics({"train/game_score": message["score"]}, message["step"])
+                    on_metrics({Metric.TRAIN_GAME_SCORE: message["score"]}, message["step"])
                 elif kind == "done":
                     done = message
                 elif kind == "error":

@@ -64,8 +64,6 @@ def build_trainer(params: Params, initial: Path, on_metrics: MetricsCallback) ->
 
 
 class NativeBackend:
-    can_resume = True
-
     def train(
         self,
         params: Params,

@@ -22,6 +22,7 @@ from invaders.agents.interval_stats import IntervalStats
 from invaders.backends import MetricsCallback, TrainingResult
 from invaders.checkpoints import prefixed, unprefixed
 from invaders.config import TrainConfig
+from invaders.names import Metric
 from invaders.progress import progress_bar
 from invaders.replay.frame_replay import FrameReplay
 
@@ -203,7 +204,7 @@ class DQNTrainer:
                 score = float(games.scores[game])
                 result.episode_returns.append(score)
                 stats.returns.append(score)
-                self.on_metrics({"train/game_score": score}, result.steps)
+                self.on_metrics({Metric.TRAIN_GAME_SCORE: score}, result.steps)
                 bar.set_postfix(score=f"{score:.0f}", eps=f"{epsilon:.2f}", refresh=False)
             games.scores[ended] = 0.0
             games.firsts, games.finals = games.finals, ended

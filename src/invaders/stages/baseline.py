@@ -1,0 +1,35 @@
+"""What the baseline stage does: a uniformly random agent plays the evaluation protocol."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from invaders.config import Params
+from invaders.evaluation.publish import protocol_params, publish_scores, score_line
+from invaders.names import Tag
+from invaders.pipeline import Step, Workspace
+from invaders.tracking.run import Run
+
+
+def baseline(params: Params, run: Run, workspace: Workspace) -> dict[str, float]:
+    """A uniformly random agent plays the evaluation protocol."""
+    from invaders.envs.atari import make_vector_env
+    from invaders.evaluation.protocol import play_episodes
+
+    evaluation = params.evaluation
+    run.log_params({**protocol_params(params), "agent": "random"})
+    run.set_tags({Tag.AGENT: "random"})
+    env = make_vector_env(params.env, min(evaluation.num_envs, evaluation.episodes))
+    rng = np.random.default_rng(evaluation.seed)
+    num_actions = int(env.single_action_space.n)
+
+    def random_actions(observations):
+        return rng.integers(0, num_actions, len(observations)).astype(np.int32)
+
+    episodes, _ = play_episodes(env, random_actions, evaluation.episodes, evaluation.seed)
+    summary = publish_scores(episodes, workspace.baseline_results, run, params, epsilon=1.0)
+    print(score_line("random agent", summary))
+    return summary
+
+
+BASELINE = Step("baseline", baseline)

@@ -1,0 +1,80 @@
+"""What the evaluate stages do: an agent (the trained one, or a shipped one) plays the evaluation protocol."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+from pathlib import Path
+
+from invaders.agents.card import AgentCard
+from invaders.config import ConfigError, Params, load_params
+from invaders.evaluation.publish import protocol_params, publish_scores, score_line
+from invaders.names import Metric, Tag
+from invaders.pipeline import Step, Workspace
+from invaders.tracking.run import Run
+
+SHIPPED_CURVE = "curve.csv"  # a shipped agent's training curve, beside its weights
+
+
+def evaluate(
+    params: Params, run: Run, workspace: Workspace, agent_dir: Path | None = None, output: Path | None = None
+) -> dict[str, float]:
+    """An agent (the trained one, or a shipped one in ``agent_dir``) plays the evaluation protocol.
+
+    A shipped agent plays the game it was trained on (its own params.yaml); the evaluation settings are
+    this run's. Its training curve is logged with the evaluation, its training run being in another store.
+    """
+    from invaders.agents.policy import EpsilonGreedyPolicy, GreedyPolicy
+    from invaders.envs.atari import make_vector_env, num_actions, observation_shape
+    from invaders.evaluation.protocol import play_episodes
+    from invaders.models.networks import check_fits, load_model
+    from invaders.reporting.animation import write_gif
+
+    agent_dir = agent_dir or workspace.trained
+    output = output or workspace.evaluation_results
+    evaluation = params.evaluation
+    agent = AgentCard.read(agent_dir)
+    model, spec = load_model(agent_dir)
+    if (agent_dir / "params.yaml").is_file():
+        try:
+            shipped_env = load_params(agent_dir / "params.yaml").env
+        except ConfigError as error:
+            message = str(error)  # say which params file: not the project's own
+            where = "" if message.startswith(str(agent_dir)) else f"{agent_dir}/params.yaml: "
+            raise ConfigError(where + message) from None
+        params = dataclasses.replace(params, env=shipped_env)
+    check_fits(spec, agent_dir, observation_shape(params.env), num_actions(params.env))
+    weights_sha = hashlib.sha256((agent_dir / "weights.npz").read_bytes()).hexdigest()
+    run.log_params({**protocol_params(params), "evaluation.epsilon": evaluation.epsilon, **agent.as_params()})
+    run.set_tags({Tag.AGENT: agent.label, Tag.TRAIN_RUN_ID: agent.train_run_id, Tag.WEIGHTS_SHA256: weights_sha})
+    if (agent_dir / SHIPPED_CURVE).is_file():
+        _log_shipped_curve(agent_dir / SHIPPED_CURVE, run)
+    env = make_vector_env(params.env, min(evaluation.num_envs, evaluation.episodes))
+    policy = EpsilonGreedyPolicy(GreedyPolicy(model), spec.num_actions, evaluation.epsilon, evaluation.seed)
+    episodes, frames = play_episodes(env, policy, evaluation.episodes, evaluation.seed, evaluation.gif_max_frames)
+    summary = publish_scores(episodes, output, run, params, evaluation.epsilon)
+    run.log_metrics({Metric.AGENT_TRAIN_STEPS: agent.train_steps, Metric.AGENT_WALL_TIME_S: agent.wall_time_s})
+    if frames:
+        write_gif(frames, output / "episode.gif")
+        run.log_artifact(output / "episode.gif")
+    print(score_line(agent.label, summary))
+    return summary
+
+
+def _log_shipped_curve(path: Path, run: Run) -> None:
+    import pandas as pd
+
+    curve = pd.read_csv(path).dropna(subset=[Metric.TRAIN_EPISODE_RETURN])
+    for step, score in zip(curve["step"], curve[Metric.TRAIN_EPISODE_RETURN]):
+        run.log_metrics({Metric.TRAIN_EPISODE_RETURN: float(score)}, step=int(step))
+    run.set_tags({Tag.TRAIN_RUN_ID: run.run_id, Tag.SHIPPED: "true"})
+    run.log_artifact(path)
+
+
+EVALUATE = Step("evaluate", evaluate)
+
+
+def evaluate_shipped(agent_dir: Path, output: Path) -> Step:
+    """The evaluate step for an agent shipped in ``agent_dir``, writing into ``output``."""
+    return Step("evaluate", functools.partial(evaluate, agent_dir=agent_dir, output=output))

@@ -1,0 +1,97 @@
+"""What the train stage does: train the built network with the backend named in params.
+
+A resumable backend checkpoints every ``train.checkpoint_interval`` agent steps and on Ctrl-C; the same
+command after a crash resumes from the newest checkpoint and continues the same run.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from invaders import files
+from invaders.agents.card import AgentCard
+from invaders.backends import can_resume, get_backend
+from invaders.config import Params, as_flat_dict
+from invaders.names import Metric, Tag
+from invaders.pipeline import Step, Workspace
+from invaders.resume import CheckpointWriter, fingerprint, resumable_run
+from invaders.tracking.run import Run
+
+
+def resumable_training(params: Params, workspace: Workspace) -> str | None:
+    """The MLflow run of an interrupted training with these params that a checkpoint can continue."""
+    from invaders.tracking.mlflow_tracking import run_in_experiment, tracking_uri
+
+    weights = workspace.initial / "weights.npz"
+    if not can_resume(params.train.backend) or not weights.is_file():
+        return None
+    run_id = resumable_run(workspace.checkpoints, fingerprint(params, weights), "train")
+    if run_id and not run_in_experiment(run_id, params.tracking.experiment):
+        print(
+            f"train: the checkpoint's MLflow run {run_id} is not in experiment {params.tracking.experiment!r} "
+            f"of {tracking_uri()}; starting fresh",
+            file=sys.stderr,
+        )
+        return None
+    return run_id
+
+
+def train(params: Params, run: Run, workspace: Workspace) -> dict[str, float]:
+    """Train the built network with the backend named in params; a resumable backend checkpoints every
+    ``train.checkpoint_interval`` agent steps and on Ctrl-C, and continues from there when run again."""
+    import pandas as pd
+
+    from invaders.models.networks import save_weights
+
+    config = params.train
+    backend = get_backend(config.backend)
+    run.log_params(
+        {
+            **as_flat_dict(config.applied(), "train"),
+            **as_flat_dict(params.env, "env"),
+            **as_flat_dict(params.model, "model"),
+        }
+    )
+    run.set_tags({Tag.BACKEND: config.backend})
+    checkpoints = None
+    if can_resume(config.backend):
+        current = fingerprint(params, workspace.initial / "weights.npz")
+        checkpoints = CheckpointWriter(workspace.checkpoints, run, current, fresh=not run.resume_run_id)
+    agent = backend.train(params, workspace.initial, run.log_metrics, checkpoints)
+    result = agent.result
+    card = AgentCard(
+        backend=config.backend,
+        network=agent.spec.network,
+        dueling=agent.spec.dueling,
+        train_steps=result.steps,
+        updates=result.updates,
+        wall_time_s=round(result.wall_time_s, 1),
+        train_run_id=run.run_id,
+    )
+    with files.atomic_directory(workspace.trained) as staging:
+        save_weights(agent.model, agent.spec, staging)
+        card.write(staging)
+    metrics = {
+        Metric.TOTAL_STEPS: result.steps,
+        Metric.TOTAL_UPDATES: result.updates,
+        Metric.TOTAL_GAMES: len(result.episode_returns),
+        Metric.WALL_TIME_S: round(result.wall_time_s, 1),
+        Metric.MEAN_STEPS_PER_SECOND: result.steps / max(result.wall_time_s, 1e-9),
+    }
+    recent = result.episode_returns[-20:]
+    if recent:
+        metrics[Metric.GAME_SCORE_LAST20_MEAN] = sum(recent) / len(recent)
+    with files.atomic_path(workspace.train_results / "curve.csv") as temporary:
+        pd.DataFrame(result.curve).to_csv(temporary, index=False)
+    files.write_json(workspace.train_results / "metrics.json", metrics)
+    run.log_metrics(metrics, step=result.steps)
+    run.log_artifact(workspace.trained, "model")
+    run.log_artifact(workspace.train_results / "curve.csv")
+    run.flush()  # the held metrics reach the store before the checkpoint that also holds them goes
+    if checkpoints and not checkpoints.fresh:  # an earlier run's checkpoints stay until this one wrote its own
+        workspace.checkpoints.clear()
+    return metrics
+
+
+# Metrics of a resumable training leave with its checkpoints, so a resumed run logs each step once.
+TRAIN = Step("train", train, resume=resumable_training, hold_metrics=lambda params: can_resume(params.train.backend))
