@@ -1,0 +1,55 @@
+"""The pipeline's steps called from Python (what a sweep trial runs): build-model, train and evaluate with
+params overrides, on the real emulator, each step in its own run."""
+
+import re
+from contextlib import contextmanager
+
+import pytest
+from conftest import REPO
+from repo_copy import TINY
+
+from invaders.errors import ConfigError
+from invaders.experiment import params_with, train_and_evaluate
+from invaders.names import Metric, Tag
+from invaders.pipeline import Workspace
+from invaders.tracking.run import HeldMetrics, RecordingRun
+
+OVERRIDES = {f"{section}.{key}": value for section, values in TINY.items() for key, value in values.items()}
+
+
+def test_train_and_evaluate_runs_each_stage_in_its_own_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "from-python")  # the checkpoints' folder
+    runs: dict[str, RecordingRun] = {}
+
+    @contextmanager
+    def open_run(stage, params, resume_run_id, hold_metrics):
+        runs[stage] = RecordingRun(stage, resume_run_id)
+        yield HeldMetrics(runs[stage]) if hold_metrics else runs[stage]
+        runs[stage].flush()
+
+    workspace = Workspace(tmp_path)
+    summary = train_and_evaluate(
+        {**OVERRIDES, "train.steps": 500, "train.seed": 3}, workspace, REPO / "params.yaml", open_run
+    )
+    assert list(runs) == ["build-model", "train", "evaluate"]
+    assert (workspace.trained / "weights.npz").is_file() and (workspace.train_results / "curve.csv").is_file()
+    assert runs["train"].params["train.steps"] == "500" and runs["train"].params["train.seed"] == "3"
+    assert runs["train"].history(Metric.TRAIN_UPDATES), "training metrics reach the run"
+    assert runs["evaluate"].tags[Tag.TRAIN_RUN_ID] == "train"
+    assert summary[Metric.EPISODES] == 2
+    scores = [value for _, value in runs["evaluate"].history(Metric.GAME_SCORE)]
+    assert len(scores) == 2 and all(score % 5 == 0 for score in scores)
+    assert not (tmp_path / "checkpoints" / "from-python" / "train").exists(), "a finished run clears its checkpoints"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"train.stepz": 5}, "train.stepz: unknown key; did you mean train.steps?"),
+        ({"train.steps": "many"}, "train.steps = 'many': must be a whole number"),
+        ({"steps": 5}, "steps: not a params key (use section.key, e.g. train.steps)"),
+    ],
+)
+def test_bad_overrides_are_one_line_before_any_work(overrides, message):
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
+        params_with(overrides, REPO / "params.yaml")
