@@ -74,7 +74,8 @@ def kerasrl_steps_per_second(params, spec, steps: int) -> float:
     """keras-rl2's DQNAgent on the same setup (network, batch, replay ratio), after its warm-up."""
     import tempfile
 
-    from invaders.agents.kerasrl_backend import train_kerasrl
+    from invaders.agents.kerasrl_backend import train as train_kerasrl
+    from invaders.backends import TrainingJob
     from invaders.models.networks import build_q_network, save_weights
 
     train = dataclasses.replace(
@@ -85,7 +86,10 @@ def kerasrl_steps_per_second(params, spec, steps: int) -> float:
     )
     with tempfile.TemporaryDirectory() as initial:
         save_weights(build_q_network(spec), spec, Path(initial))
-        _, _, result = train_kerasrl(dataclasses.replace(params, train=train), Path(initial), lambda m, s: None, False)
+        job = TrainingJob(
+            dataclasses.replace(params, train=train), Path(initial), lambda m, s: None, show_progress=False
+        )
+        result = train_kerasrl(job).result
     rows = result.curve  # one row per warm-up length: the first closes the warm-up
     seconds = sum((b["step"] - a["step"]) / b["train/steps_per_second"] for a, b in zip(rows, rows[1:]))
     return (rows[-1]["step"] - rows[0]["step"]) / seconds

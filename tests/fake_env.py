@@ -12,24 +12,30 @@ import numpy as np
 from gymnasium.spaces import Discrete
 
 
-class BandGameVectorEnv:
-    """Each step shows a bright block in one of ``num_actions`` vertical bands; pressing the action of
-    that band scores 1. A game lasts ``length`` steps. The best return (``length``) needs the pixels;
-    a random agent scores ``length / num_actions``. Rewards follow the current frame only.
-    """
+class FakeVectorEnv:
+    """What the games share: ``num_envs`` games stepped together, stacks of ``stack`` square frames,
+    next-step autoreset, ``send``/``recv``. A game says how it starts (``_first_frame``) and plays one
+    step (``_play``)."""
 
-    def __init__(self, num_envs: int = 2, size: int = 44, stack: int = 4, num_actions: int = 3, length: int = 10):
+    def __init__(self, num_envs: int, size: int, stack: int, num_actions: int):
         self.num_envs = num_envs
         self.size = size
         self.stack = stack
-        self.length = length
         self.single_action_space = Discrete(num_actions)
-        self._actions = None
+
+    def _first_frame(self, env: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _play(self, env: int, action: int) -> tuple[float, bool, np.ndarray]:
+        """One step of game ``env``: its reward, whether it ended, the next frame."""
+        raise NotImplementedError
+
+    def _lives(self) -> np.ndarray:
+        return np.ones(self.num_envs, dtype=np.int32)
 
     def reset(self, seed: int | None = None):
         self.rng = np.random.default_rng(seed)
         self.frames = np.zeros((self.num_envs, self.stack, self.size, self.size), dtype=np.uint8)
-        self.bands = np.zeros(self.num_envs, dtype=int)
         self.t = np.zeros(self.num_envs, dtype=int)
         self.pending_reset = np.zeros(self.num_envs, dtype=bool)
         for env in range(self.num_envs):
@@ -37,20 +43,26 @@ class BandGameVectorEnv:
         return self.frames.copy(), self._info()
 
     def _info(self):
-        return {"lives": np.ones(self.num_envs, dtype=np.int32), "episode_frame_number": self.t * 4}
+        return {"lives": self._lives(), "episode_frame_number": self.t * 4}
 
-    def _show(self, env: int) -> None:
-        self.bands[env] = self.rng.integers(self.single_action_space.n)
-        frame = np.zeros((self.size, self.size), dtype=np.uint8)
-        width = self.size // self.single_action_space.n
-        frame[:, self.bands[env] * width : (self.bands[env] + 1) * width] = 255
+    def _push(self, env: int, frame: np.ndarray) -> None:
         self.frames[env] = np.roll(self.frames[env], -1, axis=0)
         self.frames[env, -1] = frame
 
     def _new_game(self, env: int) -> None:
         self.frames[env] = 0
         self.t[env] = 0
-        self._show(env)
+        self._push(env, self._first_frame(env))
+
+    def _blank(self) -> np.ndarray:
+        return np.zeros((self.size, self.size), dtype=np.uint8)
+
+    def _band(self, band: int) -> np.ndarray:
+        """A frame with vertical band ``band`` of ``num_actions`` lit."""
+        frame = self._blank()
+        width = self.size // self.single_action_space.n
+        frame[:, band * width : (band + 1) * width] = 255
+        return frame
 
     def send(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions)
@@ -63,11 +75,9 @@ class BandGameVectorEnv:
                 self.pending_reset[env] = False
                 self._new_game(env)
                 continue
-            rewards[env] = float(self._actions[env] == self.bands[env])
-            self.t[env] += 1
-            terminated[env] = self.t[env] >= self.length
+            rewards[env], terminated[env], frame = self._play(env, int(self._actions[env]))
             self.pending_reset[env] = terminated[env]
-            self._show(env)
+            self._push(env, frame)
         return self.frames.copy(), rewards, terminated, np.zeros(self.num_envs, dtype=bool), self._info()
 
     def step(self, actions: np.ndarray):
@@ -75,13 +85,34 @@ class BandGameVectorEnv:
         return self.recv()
 
 
-class PointsAndLivesVectorEnv:
+class BandGameVectorEnv(FakeVectorEnv):
+    """Each step shows a bright block in one of ``num_actions`` vertical bands; pressing the action of
+    that band scores 1. A game lasts ``length`` steps. The best return (``length``) needs the pixels;
+    a random agent scores ``length / num_actions``. Rewards follow the current frame only.
+    """
+
+    def __init__(self, num_envs: int = 2, size: int = 44, stack: int = 4, num_actions: int = 3, length: int = 10):
+        super().__init__(num_envs, size, stack, num_actions)
+        self.length = length
+        self.bands = np.zeros(num_envs, dtype=int)
+
+    def _first_frame(self, env: int) -> np.ndarray:
+        self.bands[env] = self.rng.integers(self.single_action_space.n)
+        return self._band(self.bands[env])
+
+    def _play(self, env: int, action: int) -> tuple[float, bool, np.ndarray]:
+        reward = float(action == self.bands[env])
+        self.t[env] += 1
+        return reward, self.t[env] >= self.length, self._first_frame(env)
+
+
+class PointsAndLivesVectorEnv(FakeVectorEnv):
     """A scripted game that pays Space Invaders' reward sizes and loses lives, to check what is learned
     from and what is scored. Actions do not matter.
 
     Every game plays ``REWARDS`` in order, one per step; lives drop after the transitions in
     ``LIFE_LOST_AFTER`` and the game ends (terminated) after the last one. Each frame shows the step
-    number, so the replay's contents can be read back. Autoreset is next-step, as in ale-py.
+    number, so the replay's contents can be read back.
     """
 
     REWARDS = (5.0, 0.0, 10.0, 200.0, 0.0, 30.0, 15.0, 0.0, 25.0, 0.0, 20.0, 5.0)
@@ -89,63 +120,25 @@ class PointsAndLivesVectorEnv:
     LIVES = 3
 
     def __init__(self, num_envs: int = 2, size: int = 8, stack: int = 4):
-        self.num_envs = num_envs
-        self.size = size
-        self.stack = stack
-        self.single_action_space = Discrete(3)
-
-    @property
-    def game_score(self) -> float:
-        return sum(self.REWARDS)
-
-    def reset(self, seed: int | None = None):
-        self.t = np.zeros(self.num_envs, dtype=int)
-        self.pending_reset = np.zeros(self.num_envs, dtype=bool)
-        self.frames = np.zeros((self.num_envs, self.stack, self.size, self.size), dtype=np.uint8)
-        for env in range(self.num_envs):
-            self._new_game(env)
-        return self.frames.copy(), self._info()
+        super().__init__(num_envs, size, stack, num_actions=3)
 
     def _lives(self) -> np.ndarray:
         lost = [sum(t > after for after in self.LIFE_LOST_AFTER) for t in self.t]
         return self.LIVES - np.array(lost, dtype=np.int32)
 
-    def _info(self):
-        return {"lives": self._lives(), "episode_frame_number": self.t * 4}
+    def _step_number(self, env: int) -> np.ndarray:
+        return np.full((self.size, self.size), self.t[env] + 1, dtype=np.uint8)  # never zero
 
-    def _show(self, env: int) -> None:
-        self.frames[env] = np.roll(self.frames[env], -1, axis=0)
-        self.frames[env, -1] = self.t[env] + 1  # step number, never zero
+    def _first_frame(self, env: int) -> np.ndarray:
+        return self._step_number(env)
 
-    def _new_game(self, env: int) -> None:
-        self.frames[env] = 0
-        self.t[env] = 0
-        self._show(env)
-
-    def send(self, actions: np.ndarray) -> None:
-        pass
-
-    def recv(self):
-        rewards = np.zeros(self.num_envs)
-        terminated = np.zeros(self.num_envs, dtype=bool)
-        for env in range(self.num_envs):
-            if self.pending_reset[env]:
-                self.pending_reset[env] = False
-                self._new_game(env)
-                continue
-            rewards[env] = self.REWARDS[self.t[env]]
-            self.t[env] += 1
-            terminated[env] = self.t[env] == len(self.REWARDS)
-            self.pending_reset[env] = terminated[env]
-            self._show(env)
-        return self.frames.copy(), rewards, terminated, np.zeros(self.num_envs, dtype=bool), self._info()
-
-    def step(self, actions: np.ndarray):
-        self.send(actions)
-        return self.recv()
+    def _play(self, env: int, action: int) -> tuple[float, bool, np.ndarray]:
+        reward = self.REWARDS[self.t[env]]
+        self.t[env] += 1
+        return reward, self.t[env] == len(self.REWARDS), self._step_number(env)
 
 
-class DelayedRewardVectorEnv:
+class DelayedRewardVectorEnv(FakeVectorEnv):
     """A game that pays only ``delay`` steps after the decision that earns it, so learning it needs
     value carried back through time by bootstrapped targets.
 
@@ -158,70 +151,26 @@ class DelayedRewardVectorEnv:
     """
 
     def __init__(self, num_envs: int = 2, size: int = 44, stack: int = 4, num_actions: int = 3, delay: int = 5):
-        self.num_envs = num_envs
-        self.size = size
-        self.stack = stack
+        super().__init__(num_envs, size, stack, num_actions)
         self.delay = delay
-        self.single_action_space = Discrete(num_actions)
+        self.cues = np.zeros(num_envs, dtype=int)
+        self.won = np.zeros(num_envs, dtype=bool)
 
-    def reset(self, seed: int | None = None):
-        self.rng = np.random.default_rng(seed)
-        self.frames = np.zeros((self.num_envs, self.stack, self.size, self.size), dtype=np.uint8)
-        self.cues = np.zeros(self.num_envs, dtype=int)
-        self.won = np.zeros(self.num_envs, dtype=bool)
-        self.t = np.zeros(self.num_envs, dtype=int)
-        self.pending_reset = np.zeros(self.num_envs, dtype=bool)
-        for env in range(self.num_envs):
-            self._new_game(env)
-        return self.frames.copy(), self._info()
-
-    def _info(self):
-        return {"lives": np.ones(self.num_envs, dtype=np.int32), "episode_frame_number": self.t * 4}
-
-    def _push(self, env: int, frame: np.ndarray) -> None:
-        self.frames[env] = np.roll(self.frames[env], -1, axis=0)
-        self.frames[env, -1] = frame
-
-    def _new_game(self, env: int) -> None:
-        self.frames[env] = 0
-        self.t[env] = 0
+    def _first_frame(self, env: int) -> np.ndarray:
         self.won[env] = False
         self.cues[env] = self.rng.integers(self.single_action_space.n)
-        frame = np.zeros((self.size, self.size), dtype=np.uint8)
-        width = self.size // self.single_action_space.n
-        frame[:, self.cues[env] * width : (self.cues[env] + 1) * width] = 255
-        self._push(env, frame)
+        return self._band(self.cues[env])
 
-    def _show_outcome(self, env: int) -> None:
-        frame = np.zeros((self.size, self.size), dtype=np.uint8)
+    def _play(self, env: int, action: int) -> tuple[float, bool, np.ndarray]:
+        if self.t[env] == 0:
+            self.won[env] = action == self.cues[env]
+        self.t[env] += 1
+        ended = self.t[env] > self.delay
+        frame = self._blank()
         half = self.size // 2
         (frame[:half] if self.won[env] else frame[half:])[:] = 128
         frame[:4, 4 * self.t[env] : 4 * self.t[env] + 4] = 255  # which step of the wait this is
-        self._push(env, frame)
-
-    def send(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions)
-
-    def recv(self):
-        rewards = np.zeros(self.num_envs)
-        terminated = np.zeros(self.num_envs, dtype=bool)
-        for env in range(self.num_envs):
-            if self.pending_reset[env]:
-                self.pending_reset[env] = False
-                self._new_game(env)
-                continue
-            if self.t[env] == 0:
-                self.won[env] = self._actions[env] == self.cues[env]
-            self.t[env] += 1
-            terminated[env] = self.t[env] > self.delay
-            rewards[env] = float(self.won[env] and terminated[env])
-            self.pending_reset[env] = terminated[env]
-            self._show_outcome(env)
-        return self.frames.copy(), rewards, terminated, np.zeros(self.num_envs, dtype=bool), self._info()
-
-    def step(self, actions: np.ndarray):
-        self.send(actions)
-        return self.recv()
+        return float(self.won[env] and ended), ended, frame
 
     _STATE = ("frames", "cues", "won", "t", "pending_reset")
 

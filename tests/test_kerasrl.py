@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+from invaders.backends import TrainingJob
 from invaders.config import ConfigError, EnvConfig, build_params
 from invaders.envs.atari import make_vector_env, num_actions, observation_shape
 from invaders.models.networks import NetworkSpec, build_q_network, save_weights
@@ -56,11 +57,10 @@ def trained(tmp_path_factory):
     initial = tmp_path_factory.mktemp("initial")
     initial_model, spec = save_initial(params, initial)
     logged = []
-    from invaders.agents.kerasrl_backend import train_kerasrl
+    from invaders.agents.kerasrl_backend import train
 
-    model, trained_spec, result = train_kerasrl(
-        params, initial, lambda m, s: logged.append((s, m)), show_progress=False
-    )
+    agent = train(TrainingJob(params, initial, lambda m, s: logged.append((s, m)), show_progress=False))
+    model, trained_spec, result = agent.model, agent.spec, agent.result
     return params, initial_model, spec, model, trained_spec, result, logged
 
 
@@ -117,10 +117,10 @@ def test_network_that_does_not_fit_is_a_config_error_before_training(tmp_path):
     )
     spec = NetworkSpec("notebook", True, (4, *observation_shape(params.env)[1:]), 6)
     (tmp_path / "spec.json").write_text(spec.to_json())  # the check runs before any weights are read
-    from invaders.agents.kerasrl_backend import train_kerasrl
+    from invaders.agents.kerasrl_backend import train
 
     with pytest.raises(ConfigError, match="train.memory_window = 3: the network .* takes states of 4 frames"):
-        train_kerasrl(params, tmp_path, lambda m, s: None, show_progress=False)
+        train(TrainingJob(params, tmp_path, lambda m, s: None, show_progress=False))
 
 
 # Runs in its own interpreter: keras-rl2 switches the process to graph mode.

@@ -1,8 +1,8 @@
 """Training backends, picked by name (``train.backend``), as Dopamine's ``create_agent`` and SB3's common
-``learn()`` do: the train stage calls ``get_backend(name).train(...)`` and never branches on the name.
+``learn()`` do: the train stage calls ``get_backend(name)(job)`` and never branches on the name.
 
-A new backend is one module that defines ``BACKEND`` (an object with the ``Backend`` interface) plus
-one line in ``REGISTRY``. This module imports no backend (nor TensorFlow) until one is asked for, so the
+A new backend is one module that defines ``train(job: TrainingJob) -> TrainedAgent`` plus one line in
+``REGISTRY``. This module imports no backend (nor TensorFlow) until one is asked for, so the
 params can be validated in well under a second.
 """
 
@@ -23,7 +23,7 @@ MetricsCallback = Callable[[dict[str, float], int], None]  # (metrics, agent ste
 
 @dataclass(frozen=True)
 class BackendEntry:
-    module: str  # defines BACKEND
+    module: str  # defines train(job: TrainingJob) -> TrainedAgent
     description: str  # one line, shown in the params docs
     can_resume: bool  # checkpoints and continues an interrupted run (gets a ``Checkpoints``)
     reads: tuple[str, ...] = ()  # the train.* fields only this backend reads (the others are common)
@@ -67,17 +67,18 @@ class Checkpoints(Protocol):
     def restore(self, state: Any) -> None: ...  # load the newest checkpoint into ``state``, if resuming
 
 
-class Backend(Protocol):
-    def train(
-        self,
-        params: Params,
-        initial: Path,
-        on_metrics: MetricsCallback,
-        checkpoints: Checkpoints | None = None,
-        show_progress: bool = True,
-    ) -> TrainedAgent:
-        """Train the network saved in ``initial`` for ``params.train.steps`` agent steps; a backend that
-        can resume saves its state through ``checkpoints`` and restores it from there first."""
+@dataclass(frozen=True)
+class TrainingJob:
+    """What a backend is asked to do: train the network saved in ``initial`` for ``params.train.steps``."""
+
+    params: Params
+    initial: Path  # the folder build-model wrote
+    on_metrics: MetricsCallback  # where training metrics go, under the names in ``invaders.names``
+    checkpoints: Checkpoints | None = None  # for a backend that can resume: save there, restore from there first
+    show_progress: bool = True
+
+
+Backend = Callable[[TrainingJob], TrainedAgent]
 
 
 def can_resume(name: str) -> bool:
@@ -85,4 +86,4 @@ def can_resume(name: str) -> bool:
 
 
 def get_backend(name: str) -> Backend:
-    return importlib.import_module(REGISTRY[name].module).BACKEND
+    return importlib.import_module(REGISTRY[name].module).train

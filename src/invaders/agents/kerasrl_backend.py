@@ -55,7 +55,7 @@ import numpy as np
 
 import invaders
 from invaders.agents.interval_stats import IntervalStats
-from invaders.backends import Checkpoints, MetricsCallback, TrainedAgent, TrainingResult
+from invaders.backends import TrainedAgent, TrainingJob, TrainingResult
 from invaders.config import Params, build_params
 from invaders.errors import ConfigError, InputError, UserError
 from invaders.models.networks import NetworkSpec, check_fits, load_spec, load_weight_arrays, read_weight_arrays
@@ -70,43 +70,29 @@ def train_interval(replay_ratio: float) -> int:
     return max(1, round(1.0 / replay_ratio))
 
 
-class KerasRLBackend:
-    def train(
-        self,
-        params: Params,
-        initial: Path,
-        on_metrics: MetricsCallback,
-        checkpoints: Checkpoints | None = None,
-        show_progress: bool = True,
-    ) -> TrainedAgent:
-        return TrainedAgent(*train_kerasrl(params, initial, on_metrics, show_progress))
+def train(job: TrainingJob) -> TrainedAgent:
+    """Train the network saved in ``job.initial`` with keras-rl2 (it cannot resume: no checkpoints).
 
-
-BACKEND = KerasRLBackend()
-
-
-def train_kerasrl(params: Params, initial: Path, on_metrics: MetricsCallback, show_progress: bool = True):
-    """Train the network saved in ``initial`` with keras-rl2; returns ``(model, spec, TrainingResult)``.
-
-    ``model`` is a Keras 3 network (``build_q_network(spec)``) holding the trained weights.
+    The agent's model is a Keras 3 network (``build_q_network(spec)``) holding the trained weights.
     """
-    initial = Path(initial).resolve()
+    params, on_metrics = job.params, job.on_metrics
+    initial = Path(job.initial).resolve()
     spec = load_spec(initial)
     check_network_fits(params, spec, initial)  # fail fast, before the child spends seconds starting TensorFlow
     result = TrainingResult()
     with tempfile.TemporaryDirectory(prefix="invaders-kerasrl-") as workdir:
-        job = Path(workdir) / "job.json"
-        job.write_text(
+        job_file = Path(workdir) / "job.json"
+        job_file.write_text(
             json.dumps(
                 {
                     "params": dataclasses.asdict(params),
                     "initial": str(initial),
                     "output": workdir,
-                    "show_progress": show_progress,
+                    "show_progress": job.show_progress,
                 }
             )
         )
-        done = _run_child(job, on_metrics, result)
+        done = _run_child(job_file, on_metrics, result)
         arrays = read_weight_arrays(Path(workdir))
         probe_q = np.load(Path(workdir) / _PROBE_Q)
     result.steps = int(done["steps"])
@@ -119,7 +105,7 @@ def train_kerasrl(params: Params, initial: Path, on_metrics: MetricsCallback, sh
         raise RuntimeError(
             "the Keras 3 copy of the keras-rl2 network computes different Q-values: weight layouts differ"
         )
-    return model, trained_spec, result
+    return TrainedAgent(model, trained_spec, result)
 
 
 def _probe_batch(spec: NetworkSpec) -> np.ndarray:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from invaders.agents.dqn import DQNLearner
 from invaders.agents.training import DQNTrainer
-from invaders.backends import Checkpoints, MetricsCallback, TrainedAgent
+from invaders.backends import MetricsCallback, TrainedAgent, TrainingJob
 from invaders.config import Params
 from invaders.envs.atari import make_vector_env, num_actions, observation_shape
 from invaders.errors import ResourceError
@@ -63,20 +63,9 @@ def build_trainer(params: Params, initial: Path, on_metrics: MetricsCallback) ->
     return DQNTrainer(env, learner, replay, config, on_metrics), spec
 
 
-class NativeBackend:
-    def train(
-        self,
-        params: Params,
-        initial: Path,
-        on_metrics: MetricsCallback,
-        checkpoints: Checkpoints | None = None,
-        show_progress: bool = True,
-    ) -> TrainedAgent:
-        trainer, spec = build_trainer(params, initial, on_metrics)
-        if checkpoints:
-            checkpoints.restore(trainer)
-        result = trainer.run(checkpoints, params.train.checkpoint_interval, show_progress)
-        return TrainedAgent(trainer.learner.online, spec, result)
-
-
-BACKEND = NativeBackend()
+def train(job: TrainingJob) -> TrainedAgent:
+    trainer, spec = build_trainer(job.params, job.initial, job.on_metrics)
+    if job.checkpoints:
+        job.checkpoints.restore(trainer)
+    result = trainer.run(job.checkpoints, job.params.train.checkpoint_interval, job.show_progress)
+    return TrainedAgent(trainer.learner.online, spec, result)

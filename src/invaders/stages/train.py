@@ -10,7 +10,7 @@ import sys
 
 from invaders import files
 from invaders.agents.card import AgentCard
-from invaders.backends import can_resume, get_backend
+from invaders.backends import TrainingJob, can_resume, get_backend
 from invaders.config import Params, as_flat_dict
 from invaders.names import Metric, Tag
 from invaders.pipeline import Step, Workspace
@@ -44,7 +44,6 @@ def train(params: Params, run: Run, workspace: Workspace) -> dict[str, float]:
     from invaders.models.networks import save_weights
 
     config = params.train
-    backend = get_backend(config.backend)
     run.log_params(
         {
             **as_flat_dict(config.applied(), "train"),
@@ -57,7 +56,7 @@ def train(params: Params, run: Run, workspace: Workspace) -> dict[str, float]:
     if can_resume(config.backend):
         current = fingerprint(params, workspace.initial / "weights.npz")
         checkpoints = CheckpointWriter(workspace.checkpoints, run, current, fresh=not run.resume_run_id)
-    agent = backend.train(params, workspace.initial, run.log_metrics, checkpoints)
+    agent = get_backend(config.backend)(TrainingJob(params, workspace.initial, run.log_metrics, checkpoints))
     result = agent.result
     card = AgentCard(
         backend=config.backend,
