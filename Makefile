@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
 .PHONY: setup run test test-fast ui bench notebook ship lint format lock
+.PHONY: server-setup server server-stop server-status server-user server-import
 
 # The notebook's own experiment: keras-rl2's DQNAgent on SpaceInvaders-v0 raw frames, with its values.
 # `make notebook` trains 10k steps (~2.7 h here); `make notebook NOTEBOOK_STEPS=1000000 NOTEBOOK_NAME=notebook-1m`.
@@ -33,7 +34,7 @@ $(STAMP): requirements.lock pyproject.toml
 run: setup
 	dvc repro
 
-test: setup
+test: setup server-setup
 	pytest -q -rs
 
 test-fast: setup
@@ -42,6 +43,40 @@ test-fast: setup
 ui: setup
 	mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlruns --host 127.0.0.1 --port 5000
+
+# The team's tracking server (README "Team mode"): PostgreSQL + `mlflow server --app-name basic-auth`,
+# everything in .server/ (git-ignored). PostgreSQL is Debian's package, installed once by server-setup
+# (the tests use the real server; `make run` does not need it). SERVER_HOST other than loopback warns.
+SERVER_HOST ?= 127.0.0.1
+SERVER_PORT ?= 5050
+SERVER = python -m invaders.tracking.server
+PG_STAMP := $(VENV)/.postgresql-installed
+
+server-setup: $(PG_STAMP)
+
+$(PG_STAMP): | $(STAMP)
+	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then echo "PostgreSQL is installed"; else \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; fi
+	touch $@
+
+server: setup server-setup
+	$(SERVER) start --host $(SERVER_HOST) --port $(SERVER_PORT)
+
+server-stop: setup
+	$(SERVER) stop
+
+server-status: setup
+	$(SERVER) status
+
+# make server-user NAME=alice ACCESS=EDIT (or READ): the login goes to .server/users/alice.env (mode 0600).
+server-user: setup
+	$(SERVER) add-user "$(NAME)" "$(ACCESS)"
+
+# make server-import DB=path/to/mlflow.db: copy a local store's runs and registered models into the server.
+DB ?= mlflow.db
+server-import: setup
+	python -m invaders.tracking.migrate "$(DB)"
 
 bench: setup
 	python benchmarks/bench.py --capacity 1000000

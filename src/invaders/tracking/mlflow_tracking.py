@@ -9,6 +9,7 @@ with artifacts in ``<repo>/mlruns``.
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import os
 import socket
@@ -41,22 +42,90 @@ def tracking_uri(root: Path | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
 
 
+# MLflow's client retries a dead server for ~4 minutes by default; a stage should learn within seconds that
+# the URL is wrong or the server went away (3 retries after 1, 2 and 4 s absorb a restart of its database).
+_HTTP_SETTINGS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+def _is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def _login_hint() -> str:
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if not user or not os.environ.get("MLFLOW_TRACKING_PASSWORD"):
+        return "the server needs a login: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+    return f"login refused for user {user!r}: check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+
+
 def check_store(uri: str) -> None:
-    """Fail fast, before any long work, when the tracking store cannot be reached."""
-    if uri.startswith(("http://", "https://")):
+    """Fail fast, before any long work, when the tracking store cannot be reached or refuses the login."""
+    if _is_server(uri):
+        base = uri.rstrip("/")
         try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as response:
+            with urllib.request.urlopen(f"{base}/health", timeout=10) as response:
                 if response.status != 200:
                     raise OSError(f"HTTP {response.status}")
         except (OSError, urllib.error.URLError) as error:
             reason = getattr(error, "reason", error)
             raise TrackingError(f"MLFLOW_TRACKING_URI = {uri}: no MLflow server answers ({reason})") from None
+        request = urllib.request.Request(f"{base}/api/2.0/mlflow/users/current")
+        user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+        if user and password:
+            request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+        try:
+            urllib.request.urlopen(request, timeout=10).close()
+        except urllib.error.HTTPError as error:  # 404: a server without logins
+            if error.code == 401:
+                raise TrackingError(f"MLFLOW_TRACKING_URI = {uri}: {_login_hint()} (HTTP 401)") from None
+        except OSError as error:
+            raise TrackingError(f"MLFLOW_TRACKING_URI = {uri}: no MLflow server answers ({error})") from None
     elif uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise TrackingError(f"MLFLOW_TRACKING_URI = {uri}: folder {folder} does not exist or is not writable")
     elif not uri.startswith(("file:", "databricks", "postgresql", "mysql", "mssql")):
         raise TrackingError(f"MLFLOW_TRACKING_URI = {uri}: not a tracking URI (http://..., sqlite:///..., file:...)")
+
+
+def server_problem(uri: str, error: BaseException) -> TrackingError | None:
+    """``error`` told in one line if it is the server refusing a login or a write, or not answering."""
+    from mlflow.exceptions import MlflowException
+
+    if not _is_server(uri) or not isinstance(error, MlflowException):
+        return None
+    message = str(error)
+    if error.error_code == "UNAUTHENTICATED" or "error code 401" in message:
+        return TrackingError(f"MLFLOW_TRACKING_URI = {uri}: {_login_hint()} (HTTP 401)")
+    if error.error_code == "PERMISSION_DENIED" or "error code 403" in message:
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+        return TrackingError(
+            f"MLFLOW_TRACKING_URI = {uri}: user {user!r} may read but not write here (HTTP 403); "
+            "ask the server's admin for EDIT rights (make server-user NAME=... ACCESS=EDIT)"
+        )
+    if "failed with exception" in message or "failed with timeout" in message:
+        reason = "connection refused" if "refused" in message.lower() else "no answer"
+        return TrackingError(
+            f"MLFLOW_TRACKING_URI = {uri}: the MLflow server stopped answering ({reason}); "
+            "once it is back, the same command resumes from the last checkpoint"
+        )
+    return None
+
+
+@contextmanager
+def server_errors(uri: str):
+    """Turn a server's refusal or silence into a one-line ``TrackingError``."""
+    try:
+        yield
+    except Exception as error:
+        problem = server_problem(uri, error)
+        if problem is None:
+            raise
+        raise problem from None
 
 
 @contextmanager
@@ -79,6 +148,9 @@ def _client(uri: str):
     from mlflow.tracking import MlflowClient
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    if _is_server(uri):
+        for key, value in _HTTP_SETTINGS.items():
+            os.environ.setdefault(key, value)
     with _store_lock(uri):  # the first client of a new sqlite store creates and migrates it
         return MlflowClient(tracking_uri=uri)
 
@@ -226,7 +298,8 @@ class StageRun:
         self.uri = tracking_uri(self.root)
         check_store(self.uri)
         self.client = _client(self.uri)
-        self.experiment_id = open_experiment(self.uri, experiment, self.root)
+        with server_errors(self.uri):  # a wrong login or a READ-only user is told here, before any work
+            self.experiment_id = open_experiment(self.uri, experiment, self.root)
         self.run_id: str | None = None
         self.run: MlflowRun | None = None
         self.held: HeldMetrics | None = None
@@ -248,6 +321,10 @@ class StageRun:
         self.held = HeldMetrics(self.run)
         return self.held
 
+        with server_errors(self.uri):
+            return self._open()
+
+    def _open(self) -> Run:
     def __exit__(self, kind, error, traceback) -> None:
         if kind is None:
             status = "FINISHED"
@@ -255,12 +332,16 @@ class StageRun:
             status = "KILLED"
         else:
             status = "FAILED"
-        try:
-            if self.held is not None and status == "FINISHED":
-                self.held.flush()  # else sent with the next checkpoint by the run that resumes, so never twice
-            self.run.flush()
-        finally:
-            self.client.set_terminated(self.run_id, status=status)
+        problem = server_problem(self.uri, error) if error is not None else None
+        if problem is not None:  # the server is gone: the run stays RUNNING for the attempt that resumes it
+            raise problem from None
+        with server_errors(self.uri):
+            try:
+                if self.held is not None and status == "FINISHED":
+                    self.held.flush()  # else sent with the next checkpoint by the run that resumes, so never twice
+                self.run.flush()
+            finally:
+                self.client.set_terminated(self.run_id, status=status)
 
     def _close_orphans(self) -> None:
         """Mark KILLED the runs of any stage left RUNNING by a process on this host that no longer exists."""
