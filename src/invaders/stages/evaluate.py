@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import tempfile
 from pathlib import Path
 
 from invaders.agents.card import AgentCard
-from invaders.config import ConfigError, Params, load_params
-from invaders.evaluation.publish import protocol_params, publish_scores, score_line
+from invaders.config import ConfigError, Params, as_flat_dict, load_params
+from invaders.evaluation.publish import protocol_label, protocol_params, publish_scores, score_line
 from invaders.names import Metric, Tag
 from invaders.pipeline import Step, Workspace
 from invaders.tracking.run import Run
@@ -18,24 +19,46 @@ SHIPPED_CURVE = "curve.csv"  # a shipped agent's training curve, beside its weig
 
 
 def evaluate(
-    params: Params, run: Run, workspace: Workspace, agent_dir: Path | None = None, output: Path | None = None
+    params: Params, run: Run, workspace: Workspace, agent_dir: Path | str | None = None, output: Path | None = None
 ) -> dict[str, float]:
-    """An agent (the trained one, or a shipped one in ``agent_dir``) plays the evaluation protocol.
+    """An agent (the trained one, a shipped one in ``agent_dir``, or an MLflow model URI such as
+    ``models:/space-invaders-dqn@champion``) plays the evaluation protocol.
 
     A shipped agent plays the game it was trained on (its own params.yaml); the evaluation settings are
     this run's. Its training curve is logged with the evaluation, its training run being in another store.
     """
+    from invaders.tracking.models import download_agent, is_model_uri
+
+    if is_model_uri(agent_dir):
+        with tempfile.TemporaryDirectory() as folder:
+            downloaded, version = download_agent(str(agent_dir), Path(folder))
+            return _evaluate(params, run, workspace, downloaded, output, version, str(agent_dir))
+    return _evaluate(params, run, workspace, agent_dir, output)
+
+
+def _evaluate(
+    params: Params,
+    run: Run,
+    workspace: Workspace,
+    agent_dir: Path | None,
+    output: Path | None,
+    version: str | None = None,
+    uri: str = "",
+) -> dict[str, float]:
     from invaders.agents.policy import EpsilonGreedyPolicy, GreedyPolicy
     from invaders.envs.atari import make_vector_env, num_actions, observation_shape
     from invaders.evaluation.protocol import play_episodes
     from invaders.models.networks import check_fits, load_model
     from invaders.reporting.animation import write_gif
+    from invaders.tracking.mlflow_tracking import run_name, short_steps
+    from invaders.tracking.models import record_scores, register_evaluated
 
     agent_dir = agent_dir or workspace.trained
     output = output or workspace.evaluation_results
     evaluation = params.evaluation
     agent = AgentCard.read(agent_dir)
     model, spec = load_model(agent_dir)
+    trained_with = params
     if (agent_dir / "params.yaml").is_file():
         try:
             shipped_env = load_params(agent_dir / "params.yaml").env
@@ -43,11 +66,22 @@ def evaluate(
             message = str(error)  # say which params file: not the project's own
             where = "" if message.startswith(str(agent_dir)) else f"{agent_dir}/params.yaml: "
             raise ConfigError(where + message) from None
+        trained_with = load_params(agent_dir / "params.yaml")
         params = dataclasses.replace(params, env=shipped_env)
     check_fits(spec, agent_dir, observation_shape(params.env), num_actions(params.env))
     weights_sha = hashlib.sha256((agent_dir / "weights.npz").read_bytes()).hexdigest()
-    run.log_params({**protocol_params(params), "evaluation.epsilon": evaluation.epsilon, **agent.as_params()})
+    training = {**as_flat_dict(trained_with.train.applied(), "train"), **as_flat_dict(trained_with.model, "model")}
+    run.log_params(
+        {**protocol_params(params), "evaluation.epsilon": evaluation.epsilon, **agent.as_params(), **training}
+    )
     run.set_tags({Tag.AGENT: agent.label, Tag.TRAIN_RUN_ID: agent.train_run_id, Tag.WEIGHTS_SHA256: weights_sha})
+    what = uri or (
+        agent_dir.name
+        if agent_dir != workspace.trained
+        else f"{short_steps(agent.train_steps)} seed {trained_with.train.seed}"
+    )
+    run.set_tags({Tag.RUN_NAME: run_name(f"evaluate {what}")})
+    version = version or register_evaluated(run, agent_dir, params.tracking.experiment, agent, weights_sha)
     if (agent_dir / SHIPPED_CURVE).is_file():
         _log_shipped_curve(agent_dir / SHIPPED_CURVE, run)
     env = make_vector_env(params.env, min(evaluation.num_envs, evaluation.episodes))
@@ -55,6 +89,9 @@ def evaluate(
     episodes, frames = play_episodes(env, policy, evaluation.episodes, evaluation.seed, evaluation.gif_max_frames)
     summary = publish_scores(episodes, output, run, params, evaluation.epsilon)
     run.log_metrics({Metric.AGENT_TRAIN_STEPS: agent.train_steps, Metric.AGENT_WALL_TIME_S: agent.wall_time_s})
+    if version:
+        run.set_tags({Tag.MODEL_VERSION: version})
+        record_scores(params.tracking.experiment, version, summary, protocol_label(params, evaluation.epsilon))
     if frames:
         write_gif(frames, output / "episode.gif")
         run.log_artifact(output / "episode.gif")

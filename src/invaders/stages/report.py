@@ -6,7 +6,7 @@ from pathlib import Path
 
 from invaders import files
 from invaders.config import Params
-from invaders.names import Metric
+from invaders.names import Metric, Tag
 from invaders.pipeline import Step, Workspace
 from invaders.tracking.run import Run
 
@@ -41,9 +41,32 @@ def report(params: Params, run: Run, workspace: Workspace) -> str:
             game=game_title(params.env.id),
         )
     run.log_metrics({Metric.AGENTS_COMPARED: len(agents)})
+    randoms = [agent for agent in agents if agent.train_steps == 0 and agent.protocol == agents[0].protocol]
+    _crown(params, run, protocol, float(randoms[0].scores.mean()) if randoms and agents else None)
     run.log_artifact(workspace.report, "report")
     print(text)
     return text
+
+
+def _crown(params: Params, run: Run, protocol: str, random_mean: float | None) -> None:
+    """Describe each registered version's scores beside random's and move ``champion`` on a confident win."""
+    from invaders.reporting.champion import Scored, challenger, scores_paragraph, with_scores
+    from invaders.tracking.models import champion_version, describe_version, move_champion, version_scores
+
+    name = params.tracking.experiment
+    scored = [Scored(**entry) for entry in version_scores(name, protocol)]
+    for entry in scored:
+        describe_version(
+            name, entry.version, lambda text, e=entry: with_scores(text, scores_paragraph(e, protocol, random_mean))
+        )
+    holder = champion_version(name)
+    move = challenger(scored, holder, random_mean)
+    if move:
+        move_champion(name, move[0].version, move[1])
+        run.set_tags({Tag.CHAMPION_MOVES: f"v{holder or '-'} -> v{move[0].version}: {move[1]}"})
+        print(f"report: champion -> {name} v{move[0].version}: {move[1]}")
+    elif holder:
+        print(f"report: champion stays {name} v{holder}")
 
 
 REPORT = Step("report", report)

@@ -42,6 +42,7 @@ def train(params: Params, run: Run, workspace: Workspace) -> dict[str, float]:
     import pandas as pd
 
     from invaders.models.networks import save_weights
+    from invaders.tracking.mlflow_tracking import run_name, short_steps
 
     config = params.train
     run.log_params(
@@ -51,7 +52,9 @@ def train(params: Params, run: Run, workspace: Workspace) -> dict[str, float]:
             **as_flat_dict(params.model, "model"),
         }
     )
-    run.set_tags({Tag.BACKEND: config.backend})
+    run.set_tags(
+        {Tag.BACKEND: config.backend, Tag.RUN_NAME: run_name(f"train {short_steps(config.steps)} seed {config.seed}")}
+    )
     checkpoints = None
     if can_resume(config.backend):
         current = fingerprint(params, workspace.initial / "weights.npz")
@@ -86,10 +89,33 @@ def train(params: Params, run: Run, workspace: Workspace) -> dict[str, float]:
     run.log_metrics(metrics, step=result.steps)
     run.log_artifact(workspace.trained, "model")
     run.log_artifact(workspace.train_results / "curve.csv")
+    _register(card, params, run, workspace)
     run.flush()  # the held metrics reach the store before the checkpoint that also holds them goes
     if checkpoints and not checkpoints.fresh:  # an earlier run's checkpoints stay until this one wrote its own
         workspace.checkpoints.clear()
     return metrics
+
+
+def _register(card: AgentCard, params: Params, run: Run, workspace: Workspace) -> None:
+    """Log the agent as an MLflow model and register it as a new version (MLflow runs only)."""
+    import hashlib
+
+    from invaders.tracking.models import agent_tags, describe, log_agent, mlflow_run
+
+    stored = mlflow_run(run)
+    if stored is None:
+        return
+    weights_sha = hashlib.sha256((workspace.trained / "weights.npz").read_bytes()).hexdigest()
+    version = log_agent(
+        stored,
+        workspace.trained,
+        params.tracking.experiment,
+        agent_tags(card, weights_sha),
+        describe(card),
+        workspace.root / "params.yaml",
+    )
+    run.set_tags({Tag.MODEL_VERSION: version})
+    print(f"train: registered as {params.tracking.experiment} version {version}")
 
 
 # Metrics of a resumable training leave with its checkpoints, so a resumed run logs each step once.

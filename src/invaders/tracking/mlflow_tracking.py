@@ -201,6 +201,22 @@ def _run_tags(stage: str, root: Path) -> dict[str, str]:
     }
 
 
+_RUN_NAMES = {"baseline": "baseline random"}  # a run's name until its stage says what it is
+
+
+def run_name(what: str) -> str:
+    """A run's name: ``what`` it is (``train 10k seed 0``) and the DVC experiment, if there is one."""
+    experiment = os.environ.get("DVC_EXP_NAME", "workspace")
+    return what if experiment == "workspace" else f"{what} ({experiment})"
+
+
+def short_steps(steps: int) -> str:
+    """Agent steps for a run name: ``10k``, ``1m``."""
+    if steps >= 1_000_000:
+        return f"{steps / 1e6:.3g}m"
+    return f"{steps / 1e3:.3g}k" if steps >= 1000 else str(steps)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -305,6 +321,10 @@ class StageRun:
         self.held: HeldMetrics | None = None
 
     def __enter__(self) -> Run:
+        with server_errors(self.uri):
+            return self._open()
+
+    def _open(self) -> Run:
         self._close_orphans()
         tags = _run_tags(self.stage, self.root)
         if self.resume_run_id:
@@ -313,18 +333,14 @@ class StageRun:
             for key in (Tag.PID, Tag.HOST):
                 self.client.set_tag(self.run_id, key, tags[key])
         else:
-            run_name = f"{self.stage}-{tags[Tag.DVC_EXP_NAME]}"
-            self.run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=run_name).info.run_id
+            name = run_name(_RUN_NAMES.get(self.stage, self.stage))  # the stage may say more (Tag.RUN_NAME)
+            self.run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
         self.run = MlflowRun(self.client, self.run_id, self.resume_run_id)
         if not self.hold_metrics:
             return self.run
         self.held = HeldMetrics(self.run)
         return self.held
 
-        with server_errors(self.uri):
-            return self._open()
-
-    def _open(self) -> Run:
     def __exit__(self, kind, error, traceback) -> None:
         if kind is None:
             status = "FINISHED"

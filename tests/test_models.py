@@ -1,0 +1,207 @@
+"""Agents as MLflow models, on a real sqlite registry: logged once per module (the shipped 100k agent),
+loaded by alias in a fresh process without PYTHONPATH, served by the real `mlflow models serve` on
+127.0.0.1 with real emulator observations; the champion alias moves only on a confident win."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+from invaders.config import load_params
+from invaders.errors import InputError
+from invaders.names import Tag
+from invaders.reporting.champion import Scored, challenger
+from invaders.tracking import models
+from invaders.tracking.mlflow_tracking import StageRun
+
+AGENT = REPO / "shipped" / "dqn-100k"
+NAME = "space-invaders-dqn"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A sqlite store holding the shipped 100k agent as version 1 of the registered model."""
+    root = tmp_path_factory.mktemp("store")
+    saved = {key: os.environ.get(key) for key in ("DVC_ROOT", "MLFLOW_TRACKING_URI")}
+    os.environ["DVC_ROOT"] = str(root)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    try:
+        card = models.AgentCard.read(AGENT)
+        with StageRun("evaluate", NAME) as run:
+            started = time.perf_counter()
+            version = models.log_agent(run, AGENT, NAME, models.agent_tags(card, "sha-1"), models.describe(card))
+            elapsed = time.perf_counter() - started
+        yield {"root": root, "version": version, "run_id": run.run_id, "log_seconds": elapsed}
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def observations():
+    """32 real observations from the emulator (the shipped agent's game), and the weights' own actions."""
+    from invaders.envs.atari import make_vector_env
+    from invaders.models.networks import load_model
+
+    env = make_vector_env(load_params(AGENT / "params.yaml").env, 4)
+    frames, _ = env.reset(seed=7)
+    rng = np.random.default_rng(0)
+    batch = []
+    for _ in range(8):
+        batch.append(np.asarray(frames))
+        frames, *_ = env.step(rng.integers(0, 6, 4))
+    env.close()
+    observations = np.concatenate(batch).astype(np.uint8)
+    model, _ = load_model(AGENT)
+    return observations, np.asarray(model(observations)).argmax(axis=1)
+
+
+def clean_environment(root: Path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "DVC_ROOT")}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    return env
+
+
+def test_version_with_signature_tags_and_description(store):
+    from mlflow import MlflowClient
+    from mlflow.models import get_model_info
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    version = client.get_model_version(NAME, store["version"])
+    assert version.tags[Tag.TRAIN_STEPS] == "100000" and version.tags[Tag.BACKEND] == "native"
+    assert version.tags[Tag.COMMIT] and version.tags[Tag.DVC_EXP_NAME] == "workspace"
+    assert "100,000 agent steps" in version.description
+    info = get_model_info(f"models:/{NAME}/{store['version']}")
+    inputs = info.signature.inputs.to_dict()[0]
+    assert inputs["tensor-spec"]["dtype"] == "uint8" and list(inputs["tensor-spec"]["shape"]) == [-1, 4, 84, 84]
+    assert [spec["name"] for spec in info.signature.outputs.to_dict()] == ["action", "q_values"]
+    again = models.log_agent(models.mlflow_run(_run(store)), AGENT, NAME, {Tag.WEIGHTS_SHA256: "sha-1"}, "")
+    assert again == store["version"], "the same weights keep their version"
+
+
+def _run(store):
+    from invaders.tracking.mlflow_tracking import MlflowRun, _client
+
+    return MlflowRun(_client(os.environ["MLFLOW_TRACKING_URI"]), store["run_id"])
+
+
+def test_loads_by_alias_in_a_fresh_process_and_plays_as_the_weights(store, observations, tmp_path):
+    models.move_champion(NAME, store["version"], "first")
+    assert models.champion_version(NAME) == store["version"]
+    frames, actions = observations
+    np.save(tmp_path / "obs.npy", frames)
+    script = (
+        "import sys, numpy as np, mlflow.pyfunc\n"
+        f"model = mlflow.pyfunc.load_model('models:/{NAME}@champion')\n"
+        "out = model.predict(np.load(sys.argv[1]))\n"
+        "import invaders; print(invaders.__file__)\n"
+        "print(' '.join(map(str, out['action'].tolist())))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "obs.npy")],
+        cwd=tmp_path,
+        env=clean_environment(store["root"]),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert [int(action) for action in lines[-1].split()] == actions.tolist()
+
+
+def test_a_missing_uri_is_one_line(store):
+    with pytest.raises(InputError, match=r"^--agent models:/space-invaders-dqn@nobody: no such model version"):
+        models.check_agent_uri(f"models:/{NAME}@nobody")
+    with pytest.raises(InputError, match=r"no run"):
+        models.check_agent_uri("runs:/0123456789abcdef/agent")
+
+
+def test_download_by_uri_gives_the_agent_folder(store, tmp_path):
+    folder, version = models.download_agent(f"models:/{NAME}/{store['version']}", tmp_path)
+    assert version == store["version"]
+    assert (folder / "weights.npz").read_bytes() == (AGENT / "weights.npz").read_bytes()
+    assert (folder / "params.yaml").is_file() and (folder / "agent.json").is_file()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def post(url: str, body: object) -> tuple[int, dict]:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def test_served_model_answers_with_the_weights_actions_and_refuses_bad_requests(store, observations):
+    models.move_champion(NAME, store["version"], "served")
+    frames, actions = observations
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion"]
+        + ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+        env=clean_environment(store["root"]),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/invocations"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, "the server exited"
+                assert time.monotonic() < deadline, "the server did not answer within 90 s"
+                time.sleep(0.5)
+        status, answer = post(url, {"inputs": frames.tolist()})
+        assert status == 200, answer
+        assert answer["predictions"]["action"] == actions.tolist()
+        assert np.asarray(answer["predictions"]["q_values"]).shape == (32, 6)
+        bad = [
+            ({"inputs": (frames[:1] + 0.5).tolist()}, "whole numbers 0..255"),
+            ({"inputs": frames[:1, :3].tolist()}, "shape"),
+            ({"inputs": (frames[:1].astype(int) + 300).tolist()}, ""),
+            ({"inputs": "hello"}, ""),
+        ]
+        for body, message in bad:
+            status, answer = post(url, body)
+            assert 400 <= status < 500, (status, answer)
+            assert message in answer.get("message", ""), answer
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_the_champion_moves_only_on_a_confident_win():
+    holder = Scored("1", 300.0, 260.0, 340.0)
+    noisy = Scored("2", 320.0, 280.0, 360.0)  # better mean, CI reaches below the holder's mean
+    clear = Scored("3", 600.0, 530.0, 680.0)
+    assert challenger([holder, noisy], "1", 150.0) is None
+    version, why = challenger([holder, noisy, clear], "1", 150.0)
+    assert version == clear and "above champion v1's mean 300.0" in why
+    assert challenger([holder], None, 150.0)[0] == holder, "the first champion beats random with confidence"
+    assert challenger([Scored("1", 160.0, 120.0, 200.0)], None, 150.0) is None
+    assert challenger([clear], "3", 150.0) is None
