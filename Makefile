@@ -78,6 +78,15 @@ DB ?= mlflow.db
 server-import: setup
 	python -m invaders.tracking.migrate "$(DB)"
 
+# The champion agent over HTTP on 127.0.0.1:$(SERVE_PORT) (README "Agents as MLflow models");
+# MODEL=models:/space-invaders-dqn/3 serves another version, MLFLOW_TRACKING_URI another store.
+MODEL ?= models:/space-invaders-dqn@champion
+SERVE_PORT ?= 5001
+.PHONY: serve
+serve: setup
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
+		mlflow models serve -m "$(MODEL)" --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
+
 bench: setup
 	python benchmarks/bench.py --capacity 1000000
 
