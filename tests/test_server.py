@@ -1,0 +1,316 @@
+"""The team server for real: PostgreSQL (Debian's package, as the postgres user) and `mlflow server --app-name
+basic-auth` on it, started and stopped by `python -m invaders.tracking.server` (what `make server` runs).
+
+One server per module, on 127.0.0.x, always with logins, stopped by its PIDs at the end. Stages run against it
+with the standard MLFLOW_TRACKING_* variables and fail in one line when the login, the rights or the server
+itself is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from repo_copy import REPO, environment, make_repo, run
+
+EXPERIMENT = "space-invaders-dqn"
+PYTHON = sys.executable
+TF_NOISE = re.compile(r"^(WARNING: All log messages before absl::|[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\] )")
+
+
+def server_cli(folder: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    command = [PYTHON, "-m", "invaders.tracking.server", "--dir", str(folder), *args]
+    env = {**environment(REPO), "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def reachable_by_postgres(folder: Path) -> None:
+    """pytest's temporary folders are 0700; as root the cluster runs as `postgres`, which must traverse them."""
+    if os.geteuid() == 0:
+        for parent in [folder, *folder.parents]:
+            if parent == Path(parent.anchor) or parent.stat().st_mode & 0o001:
+                break
+            parent.chmod(parent.stat().st_mode | 0o011)
+
+
+def proc_stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name: [0] state, [1] parent, [2] process group."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def all_pids() -> list[int]:
+    return [int(proc.name) for proc in Path("/proc").iterdir() if proc.name.isdigit()]
+
+
+def server_pids(folder: Path) -> list[int]:
+    """Every live process of this server: the MLflow server's process group, the postmaster and its children."""
+    groups = []
+    if (folder / "mlflow.pid").exists():
+        groups.append(json.loads((folder / "mlflow.pid").read_text())["pid"])
+    postmaster = folder / "postgres/data/postmaster.pid"
+    parents = [int(postmaster.read_text().split()[0])] if postmaster.exists() else []
+    found = []
+    for pid in all_pids():
+        fields = proc_stat(pid)
+        if fields and fields[0] != "Z" and (int(fields[2]) in groups or pid in parents or int(fields[1]) in parents):
+            found.append(pid)
+    return found
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A started server with an EDIT user and a READ user; stopped (PostgreSQL included) at the end."""
+    folder = tmp_path_factory.mktemp("team-server")
+    reachable_by_postgres(folder)
+    port = free_port()
+    try:
+        began = time.monotonic()
+        started = server_cli(folder, "start", "--port", str(port))
+        cold = time.monotonic() - began
+        users = {}
+        for name, access in (("alice", "EDIT"), ("bob", "READ")):
+            server_cli(folder, "add-user", name, access)
+            users[name] = login(folder / "users" / f"{name}.env")
+        yield {"folder": folder, "url": f"http://127.0.0.1:{port}", "users": users, "start": started, "cold": cold}
+    finally:
+        server_cli(folder, "stop", check=False)
+        for pid in server_pids(folder):  # never leave a process behind, even if stop failed
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def login(path: Path) -> dict[str, str]:
+    """The MLFLOW_TRACKING_* variables of a user's env file."""
+    return dict(line.removeprefix("export ").split("=", 1) for line in path.read_text().splitlines() if line)
+
+
+def status(url: str, path: str, user: str | None = None, password: str | None = None) -> int:
+    import base64
+
+    request = urllib.request.Request(f"{url}{path}")
+    if user:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def client_as(env: dict[str, str]):
+    """An MlflowClient logged in with ``env``'s variables (set in this process for the call's duration)."""
+    from mlflow.tracking import MlflowClient
+
+    os.environ.update(env)
+    return MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+
+
+@pytest.fixture
+def logged_out():
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    saved = {key: os.environ.get(key) for key in keys}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def test_secrets_stay_in_one_private_file(server):
+    folder = server["folder"]
+    secrets = json.loads((folder / "secrets.json").read_text())
+    assert sorted(secrets) == ["admin_password", "database_password", "flask_secret_key"]
+    for private in ("secrets.json", "pgpass", "users/alice.env", "users/bob.env"):
+        assert (folder / private).stat().st_mode & 0o777 == 0o600, private
+    assert str(folder / "secrets.json") in server["start"].stderr, "the first start says where the secrets are"
+    pids = server_pids(folder)
+    assert len(pids) >= 4, "MLflow server, its uvicorn worker, PostgreSQL and its workers"
+    readable = [
+        *(command_line(pid) for pid in all_pids()),
+        server["start"].stdout + server["start"].stderr,
+        (folder / "mlflow.log").read_text(),
+        (folder / "auth.ini").read_text(),
+        (folder / "server.json").read_text(),
+        *(path.read_text(errors="replace") for path in (folder / "postgres").glob("*.log")),
+    ]
+    for name, secret in secrets.items():
+        assert not any(secret in text for text in readable), f"{name} is visible in argv, a log or a config file"
+    assert (folder / "postgres/data").stat().st_uid != 0 or os.geteuid() != 0, "PostgreSQL never runs as root"
+
+
+def test_no_login_or_a_wrong_password_gets_401(server):
+    url, alice = server["url"], server["users"]["alice"]
+    path = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=" + EXPERIMENT
+    assert status(url, "/health") == 200
+    assert status(url, path) == 401
+    assert status(url, path, "alice", "not-her-password") == 401
+    assert status(url, path, "alice", alice["MLFLOW_TRACKING_PASSWORD"]) == 200
+
+
+def test_a_read_user_reads_but_cannot_log(server, logged_out):
+    from mlflow.exceptions import MlflowException
+
+    alice = client_as(server["users"]["alice"])
+    experiment = alice.get_experiment_by_name(EXPERIMENT)
+    run_id = alice.create_run(experiment.experiment_id).info.run_id
+    alice.log_metric(run_id, "x", 1.0, step=3)
+    bob = client_as(server["users"]["bob"])
+    assert [m.step for m in bob.get_metric_history(run_id, "x")] == [3]
+    with pytest.raises(MlflowException, match="403|PERMISSION_DENIED"):
+        bob.log_metric(run_id, "x", 2.0, step=4)
+    with pytest.raises(MlflowException, match="403|PERMISSION_DENIED"):
+        bob.create_run(experiment.experiment_id)
+
+
+def test_bad_user_requests_are_one_line(server):
+    wrong = server_cli(server["folder"], "add-user", "carol", "WRITE", check=False)
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip().splitlines() == ["server: error: ACCESS='WRITE': one of READ, EDIT, MANAGE"]
+    wrong = server_cli(server["folder"], "add-user", "no spaces", "READ", check=False)
+    assert wrong.returncode == 2 and "NAME='no spaces'" in wrong.stderr
+
+
+def stage_lines(done: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in done.stderr.splitlines() if line.strip() and not TF_NOISE.match(line)]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    return make_repo(tmp_path_factory.mktemp("team-repo"))
+
+
+def run_stage(repo: Path, script: str, **env: str) -> subprocess.CompletedProcess:
+    full = {**environment(repo), "PYTHONPATH": str(repo / "src"), **env}
+    return subprocess.run([PYTHON, script], cwd=repo, env=full, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize(
+    "who, expected",
+    [
+        ("nobody", "the server needs a login: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (HTTP 401)"),
+        ("wrong-password", "login refused for user 'alice': check MLFLOW_TRACKING_USERNAME and"),
+        ("read-only", "user 'bob' may read but not write here (HTTP 403)"),
+        ("no-server", "no MLflow server answers ([Errno 111] Connection refused)"),
+    ],
+)
+def test_a_stage_refused_by_the_server_says_so_in_one_line_before_any_work(server, repo, who, expected):
+    url = server["url"]
+    env = {
+        "nobody": {"MLFLOW_TRACKING_URI": url},
+        "wrong-password": {**server["users"]["alice"], "MLFLOW_TRACKING_PASSWORD": "wrong"},
+        "read-only": server["users"]["bob"],
+        "no-server": {**server["users"]["alice"], "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"},
+    }[who]
+    began = time.monotonic()
+    done = run_stage(repo, "stages/build_model.py", **env)
+    lines = stage_lines(done)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("build-model: error: MLFLOW_TRACKING_URI = "), done.stderr[-3000:]
+    assert expected in lines[0]
+    assert time.monotonic() - began < 60
+    assert not (repo / "models/initial").exists(), "the stage stopped before its work"
+
+
+@pytest.mark.e2e
+def test_dvc_repro_logs_through_the_server_and_survives_a_restart(server, repo, tmp_path, logged_out):
+    folder, alice = server["folder"], server["users"]["alice"]
+    env = {**environment(repo), **alice}
+    run(["dvc", "repro", "baseline", "build-model"], repo, env)
+    assert not (repo / "mlflow.db").exists(), "logged to the local store instead of the server"
+    client = client_as(alice)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = {run.data.tags["invaders.stage"]: run for run in client.search_runs([experiment.experiment_id])}
+    assert {"baseline", "build-model"} <= set(runs)
+    build = runs["build-model"]
+    assert build.info.status == "FINISHED" and build.info.artifact_uri.startswith("mlflow-artifacts:")
+    downloaded = Path(client.download_artifacts(build.info.run_id, "model/weights.npz", str(tmp_path)))
+    assert downloaded.read_bytes() == (repo / "models/initial/weights.npz").read_bytes()
+    assert list((folder / "artifacts").rglob("weights.npz")), "artifacts live in the server's folder"
+
+    pids = server_pids(folder)
+    stopped = server_cli(folder, "stop")
+    assert "MLflow server, PostgreSQL" in stopped.stderr
+    assert not [pid for pid in pids if proc_stat(pid)[:1] not in ([], ["Z"])], "a process of the server outlived stop"
+    began = time.monotonic()
+    server_cli(folder, "start", "--port", server["url"].rsplit(":", 1)[1])
+    warm = time.monotonic() - began
+    print(f"server start: cold {server['cold']:.1f} s, warm {warm:.1f} s")
+    again = client_as(alice).get_run(build.info.run_id)
+    assert again.data.metrics == build.data.metrics and again.info.status == "FINISHED"
+    assert status(server["url"], "/api/2.0/mlflow/experiments/search?max_results=1", "alice", "x") == 401
+
+
+@pytest.mark.e2e
+def test_a_server_killed_mid_training_fails_in_one_line_and_the_run_resumes(server, tmp_path, logged_out):
+    folder, alice = server["folder"], server["users"]["alice"]
+    overrides = {"train": {"steps": 2_000, "checkpoint_interval": 400, "log_interval": 100, "replay_capacity": 60_000}}
+    root = make_repo(tmp_path / "repo", overrides)
+    env = {**environment(root), **alice}
+    run(["dvc", "repro", "build-model"], root, env)
+    env["PYTHONPATH"] = str(root / "src")
+    checkpoints = root / "checkpoints" / "workspace" / "train"
+    process = subprocess.Popen(
+        [PYTHON, "stages/train.py"], cwd=root, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (checkpoints.is_dir() and any(checkpoints.glob("step-*"))):
+            assert process.poll() is None and time.monotonic() < deadline, "no checkpoint"
+            time.sleep(0.01)
+        mlflow_pid = json.loads((folder / "mlflow.pid").read_text())["pid"]
+        os.killpg(mlflow_pid, signal.SIGKILL)  # the server dies; PostgreSQL stays
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 2, stderr[-3000:]
+    errors = [line.split("\r")[-1] for line in stderr.splitlines() if " error: " in line]
+    assert len(errors) == 1, stderr[-3000:]  # the progress bar may share its line: "train:  14%|...train: error: ..."
+    assert f"train: error: MLFLOW_TRACKING_URI = {server['url']}: the MLflow server stopped answering" in errors[0]
+    assert "Traceback" not in stderr, stderr[-3000:]
+
+    server_cli(folder, "start", "--port", server["url"].rsplit(":", 1)[1])
+    done = subprocess.run([PYTHON, "stages/train.py"], cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming from the checkpoint" in done.stderr
+    client = client_as(alice)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`invaders.stage` = 'train'")
+    assert len(runs) == 1, "one MLflow run across both attempts"
+    assert runs[0].info.status == "FINISHED"
+    steps = [metric.step for metric in client.get_metric_history(runs[0].info.run_id, "train/episodes")]
+    assert len(steps) == len(set(steps)) == 20, f"one row per 100 steps, none twice, none lost: {sorted(steps)}"
