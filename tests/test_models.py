@@ -205,3 +205,13 @@ def test_the_champion_moves_only_on_a_confident_win():
     assert challenger([holder], None, 150.0)[0] == holder, "the first champion beats random with confidence"
     assert challenger([Scored("1", 160.0, 120.0, 200.0)], None, 150.0) is None
     assert challenger([clear], "3", 150.0) is None
+
+
+def test_an_agent_ships_from_the_registry(store, tmp_path):
+    from invaders.shipping import main
+
+    assert main(["from-registry", "--model", f"models:/{NAME}/{store['version']}", "--destination", str(tmp_path)]) == 0
+    shipped = tmp_path / "from-registry"
+    assert (shipped / "weights.npz").read_bytes() == (AGENT / "weights.npz").read_bytes()
+    assert models.AgentCard.read(shipped).train_steps == 100000 and (shipped / "params.yaml").is_file()
+    assert main(["again", "--model", f"models:/{NAME}@nobody", "--destination", str(tmp_path)]) == 2

@@ -1,6 +1,7 @@
 """Ship a finished training run into ``shipped/<name>/``, where the ``evaluate-shipped`` stage finds it.
 
     invaders-ship NAME [--workspace DIR] [--command "how it was trained"]    # or python -m invaders.shipping
+    invaders-ship NAME --model models:/space-invaders-dqn@champion          # a registered agent
 
 Copies what the run's ``train`` stage wrote (weights, spec, agent.json, curve, metrics), the params it
 was trained with, and its evaluation metrics if it has them; records the git commit of the workspace.
@@ -51,11 +52,7 @@ class ShippingError(UserError):
 
 def ship(workspace: Path, name: str, destination: Path, command: str = "") -> Path:
     """Copy a finished run of ``workspace`` into ``destination/name``; returns that folder."""
-    if not NAME_PATTERN.fullmatch(name):
-        raise ShippingError(f"name={name!r}: use lower-case letters, digits, '.', '_' and '-'")
-    target = destination / name
-    if target.exists():
-        raise ShippingError(f"{target} exists: shipped agents are never overwritten; pick another name")
+    target = _target(name, destination)
     required = [AGENT, *(source for source, _, needed in FILES if needed)]
     missing = [source for source in required if not (workspace / source).is_file()]
     if missing:
@@ -79,15 +76,51 @@ def ship(workspace: Path, name: str, destination: Path, command: str = "") -> Pa
     return target
 
 
+def ship_model(uri: str, name: str, destination: Path) -> Path:
+    """Copy the agent registered at ``uri`` (its weights, spec, card, params and, from its run, its
+    training curve) into ``destination/name``; returns that folder."""
+    import tempfile
+
+    from invaders.tracking.models import download_agent, download_curve
+
+    target = _target(name, destination)
+    with tempfile.TemporaryDirectory() as folder:
+        agent_dir, _ = download_agent(uri, Path(folder))
+        if not (agent_dir / "params.yaml").is_file():
+            raise ShippingError(
+                f"{uri}: the model has no params.yaml; it was logged before agents carried their params"
+            )
+        agent = AgentCard.read(agent_dir)
+        with files.atomic_directory(target) as staging:
+            for copied in ("weights.npz", "spec.json", "params.yaml"):
+                shutil.copy2(agent_dir / copied, staging / copied)
+            download_curve(uri, staging / "curve.csv")
+            dataclasses.replace(agent, trained_with=agent.trained_with or f"registered as {uri}").write(staging)
+    return target
+
+
+def _target(name: str, destination: Path) -> Path:
+    if not NAME_PATTERN.fullmatch(name):
+        raise ShippingError(f"name={name!r}: use lower-case letters, digits, '.', '_' and '-'")
+    target = destination / name
+    if target.exists():
+        raise ShippingError(f"{target} exists: shipped agents are never overwritten; pick another name")
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="folder name under shipped/, e.g. dqn-1m")
     parser.add_argument("--workspace", type=Path, default=Path("."), help="repository that ran the training")
     parser.add_argument("--destination", type=Path, default=Path("shipped"))
     parser.add_argument("--command", default="", help="how the run was started, recorded in agent.json")
+    parser.add_argument("--model", help="ship a registered agent instead: models:/NAME@ALIAS, models:/NAME/VERSION")
     args = parser.parse_args(argv)
     try:
-        target = ship(args.workspace, args.name, args.destination, args.command)
+        if args.model:
+            target = ship_model(args.model, args.name, args.destination)
+        else:
+            target = ship(args.workspace, args.name, args.destination, args.command)
     except UserError as error:
         print(f"ship: {error}", file=sys.stderr)
         return 2

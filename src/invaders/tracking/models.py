@@ -209,6 +209,25 @@ def download_agent(uri: str, destination: Path) -> tuple[Path, str | None]:
     return folder, version
 
 
+def download_curve(uri: str, destination: Path) -> bool:
+    """The training curve (``curve.csv``) of the run that trained the agent at ``uri``, if it has one."""
+    import shutil
+
+    client = _client(_checked_uri())
+    version, _ = _resolve(client, uri)
+    if version is None:
+        return False
+    name = uri.removeprefix("models:/").split("@")[0].split("/")[0]
+    run_id = client.get_model_version(name, version).tags.get(Tag.TRAIN_RUN_ID, "")
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            local = client.download_artifacts(run_id, "curve.csv", folder)
+        except Exception:  # noqa: BLE001  no such run or file in this store (a shipped agent's run)
+            return False
+        shutil.copy2(local, destination)
+    return True
+
+
 def _checked_uri() -> str:
     uri = tracking_uri()
     check_store(uri)
