@@ -314,3 +314,80 @@ def test_a_server_killed_mid_training_fails_in_one_line_and_the_run_resumes(serv
     assert runs[0].info.status == "FINISHED"
     steps = [metric.step for metric in client.get_metric_history(runs[0].info.run_id, "train/episodes")]
     assert len(steps) == len(set(steps)) == 20, f"one row per 100 steps, none twice, none lost: {sorted(steps)}"
+
+
+def local_store(folder: Path) -> tuple[str, str]:
+    """A sqlite store with a finished run (params, two metric histories, tags, artifacts) registered as a model
+    version with an alias; returns (uri, run id)."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment(EXPERIMENT, artifact_location=(folder / "mlruns").as_uri())
+    run = client.create_run(experiment, tags={"invaders.stage": "train"}, run_name="train 10k")
+    run_id = run.info.run_id
+    client.log_batch(run_id, params=[], metrics=[Metric("train/loss", 1.0 / s, 1_000 + s, s) for s in range(1, 1_500)])
+    client.log_batch(run_id, metrics=[Metric("game_score", float(s), 5, 0) for s in (110, 120)])
+    client.log_param(run_id, "train.steps", "10000")
+    (folder / "agent").mkdir()
+    (folder / "agent/weights.npz").write_bytes(b"\x00weights" * 1000)
+    (folder / "agent/agent.json").write_text("{}")
+    client.log_artifacts(run_id, str(folder / "agent"), "agent")
+    client.set_terminated(run_id, "FINISHED", end_time=run.info.start_time + 5_000)
+    client.create_registered_model("invaders-agent", description="agents")
+    version = client.create_model_version(
+        "invaders-agent", f"{run.info.artifact_uri}/agent", run_id=run_id, tags={"weights": "abc"}
+    )
+    client.set_registered_model_alias("invaders-agent", "champion", version.version)
+    return uri, run_id
+
+
+def import_store(server, database: Path) -> subprocess.CompletedProcess:
+    env = {**environment(REPO), "PYTHONPATH": str(REPO / "src"), **server["users"]["alice"]}
+    command = [PYTHON, "-m", "invaders.tracking.migrate", str(database)]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_local_store_is_copied_into_the_server_once(server, tmp_path, logged_out):
+    from mlflow.tracking import MlflowClient
+
+    uri, run_id = local_store(tmp_path)
+    done = import_store(server, tmp_path / "mlflow.db")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "1 runs" in done.stderr and "1 versions" in done.stderr
+    again = import_store(server, tmp_path / "mlflow.db")
+    assert again.returncode == 0 and "0 runs, 1 skipped" in again.stderr, again.stderr[-3000:]
+
+    source = MlflowClient(tracking_uri=uri).get_run(run_id)
+    target = client_as(server["users"]["alice"])
+    copies = target.search_runs(
+        [target.get_experiment_by_name(EXPERIMENT).experiment_id],
+        filter_string=f"tags.`invaders.copied_from` = '{run_id}'",
+    )
+    assert len(copies) == 1
+    copy = copies[0]
+    assert copy.info.run_name == "train 10k" and copy.info.status == "FINISHED"
+    assert (copy.info.start_time, copy.info.end_time) == (source.info.start_time, source.info.end_time)
+    assert copy.data.params == source.data.params
+    assert {k: v for k, v in copy.data.tags.items() if k != "invaders.copied_from"} == source.data.tags
+    for key in ("train/loss", "game_score"):
+        history = [(m.step, m.timestamp, m.value) for m in target.get_metric_history(copy.info.run_id, key)]
+        expected = [
+            (m.step, m.timestamp, m.value) for m in MlflowClient(tracking_uri=uri).get_metric_history(run_id, key)
+        ]
+        assert sorted(history) == sorted(expected), key
+    weights = target.download_artifacts(copy.info.run_id, "agent/weights.npz", str(tmp_path / "down"))
+    assert Path(weights).read_bytes() == (tmp_path / "agent/weights.npz").read_bytes()
+    champion = target.get_model_version_by_alias("invaders-agent", "champion")
+    assert champion.run_id == copy.info.run_id and champion.tags["weights"] == "abc"
+    assert champion.source == f"{copy.info.artifact_uri}/agent"
+
+
+def test_importing_something_that_is_no_store_is_one_line(server, tmp_path):
+    (tmp_path / "notes.db").write_text("not a database")
+    done = import_store(server, tmp_path / "notes.db")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"server-import: error: DB={tmp_path / 'notes.db'}: not a sqlite database (file is not a database)"
+    ]
