@@ -121,6 +121,9 @@ def test_loads_by_alias_in_a_fresh_process_and_plays_as_the_weights(store, obser
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
+    assert "/code/invaders/" in lines[-2] and str(REPO) not in lines[-2], (
+        "the model plays with its own copy of the code"
+    )
     assert [int(action) for action in lines[-1].split()] == actions.tolist()
 
 
