@@ -218,3 +218,37 @@ def test_an_agent_ships_from_the_registry(store, tmp_path):
     assert (shipped / "weights.npz").read_bytes() == (AGENT / "weights.npz").read_bytes()
     assert models.AgentCard.read(shipped).train_steps == 100000 and (shipped / "params.yaml").is_file()
     assert main(["again", "--model", f"models:/{NAME}@nobody", "--destination", str(tmp_path)]) == 2
+
+
+def test_the_report_moves_the_alias_in_the_registry_only_on_a_confident_win(store):
+    from invaders.stages.report import _crown
+    from invaders.tracking.run import RecordingRun
+
+    params, protocol = load_params(REPO / "params.yaml"), "the protocol"
+    first = store["version"]
+    card = models.AgentCard.read(REPO / "shipped" / "dqn-1m")
+    with StageRun("evaluate", NAME) as run:
+        second = models.log_agent(run, REPO / "shipped" / "dqn-1m", NAME, models.agent_tags(card, "sha-2"), "")
+    models.move_champion(NAME, first, "start")
+
+    def scores(version, mean, low, high):
+        models.record_scores(NAME, version, {"score_mean": mean, "score_ci_low": low, "score_ci_high": high}, protocol)
+
+    scores(first, 318.5, 277.8, 360.2)
+    scores(second, 330.0, 290.0, 370.0)  # a better mean, but not a confident win
+    _crown(params, RecordingRun(), protocol, 148.2)
+    assert models.champion_version(NAME) == first
+    scores(second, 601.2, 530.2, 678.7)
+    report_run = RecordingRun()
+    _crown(params, report_run, protocol, 148.2)
+    assert models.champion_version(NAME) == second
+    assert report_run.tags[Tag.CHAMPION_MOVES].startswith(f"v{first} -> v{second}: ")
+    from mlflow import MlflowClient
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    moves = json.loads(client.get_registered_model(NAME).tags[Tag.CHAMPION_MOVES])
+    assert (moves[-1]["from"], moves[-1]["to"]) == (first, second)
+    assert (
+        "Scores: mean 601.2, CI [530.2, 678.7]; random scores 148.2"
+        in client.get_model_version(NAME, second).description
+    )
