@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
 .PHONY: setup run test test-fast ui bench notebook ship lint format lock
-.PHONY: server-setup server server-stop server-status server-user server-import
+.PHONY: server-setup server server-stop server-status server-user server-import server-bench
 
 # The notebook's own experiment: keras-rl2's DQNAgent on SpaceInvaders-v0 raw frames, with its values.
 # `make notebook` trains 10k steps (~2.7 h here); `make notebook NOTEBOOK_STEPS=1000000 NOTEBOOK_NAME=notebook-1m`.
@@ -77,6 +77,10 @@ server-user: setup
 DB ?= mlflow.db
 server-import: setup
 	python -m invaders.tracking.migrate "$(DB)"
+
+# Start, logging latency against sqlite, memory: a server of its own in a temporary folder (README "Team mode").
+server-bench: setup server-setup
+	python benchmarks/server_bench.py
 
 # The champion agent over HTTP on 127.0.0.1:$(SERVE_PORT) (README "Agents as MLflow models");
 # MODEL=models:/space-invaders-dqn/3 serves another version, MLFLOW_TRACKING_URI another store.
