@@ -428,14 +428,26 @@ def add_user(layout: Layout, name: str, access: str, experiment: str) -> Path:
         raise ServerError(f"NAME={name!r}: that is the admin account (its password is in {layout.secrets})")
     env = admin_env(layout)
     os.environ.update(env)  # the admin's login, for this process only
-    from mlflow.exceptions import MlflowException
+    import warnings
+
+    from invaders.tracking.mlflow_tracking import check_store, server_errors
+
+    # the server's modules, which the auth client imports, warn about starlette
+    warnings.filterwarnings("ignore", message=".*starlette.middleware.wsgi")
     from mlflow.server import get_app_client
+
+    url = env["MLFLOW_TRACKING_URI"]
+    check_store(url)
+    with server_errors(url):
+        return _grant(layout, get_app_client("basic-auth", tracking_uri=url), url, name, access, experiment)
+
+
+def _grant(layout: Layout, auth, url: str, name: str, access: str, experiment: str) -> Path:
+    from mlflow.exceptions import MlflowException
 
     from invaders.tracking.mlflow_tracking import open_experiment
 
-    url = env["MLFLOW_TRACKING_URI"]
     experiment_id = open_experiment(url, experiment)
-    auth = get_app_client("basic-auth", tracking_uri=url)
     user_file = layout.users / f"{name}.env"
     try:
         auth.get_user(name)
