@@ -61,13 +61,12 @@ def _evaluate(
     trained_with = params
     if (agent_dir / "params.yaml").is_file():
         try:
-            shipped_env = load_params(agent_dir / "params.yaml").env
+            trained_with = load_params(agent_dir / "params.yaml")
         except ConfigError as error:
             message = str(error)  # say which params file: not the project's own
             where = "" if message.startswith(str(agent_dir)) else f"{agent_dir}/params.yaml: "
             raise ConfigError(where + message) from None
-        trained_with = load_params(agent_dir / "params.yaml")
-        params = dataclasses.replace(params, env=shipped_env)
+        params = dataclasses.replace(params, env=trained_with.env)
     check_fits(spec, agent_dir, observation_shape(params.env), num_actions(params.env))
     weights_sha = hashlib.sha256((agent_dir / "weights.npz").read_bytes()).hexdigest()
     training = {**as_flat_dict(trained_with.train.applied(), "train"), **as_flat_dict(trained_with.model, "model")}

@@ -42,7 +42,7 @@ def report(params: Params, run: Run, workspace: Workspace) -> str:
         )
     run.log_metrics({Metric.AGENTS_COMPARED: len(agents)})
     randoms = [agent for agent in agents if agent.train_steps == 0 and agent.protocol == agents[0].protocol]
-    _crown(params, run, protocol, float(randoms[0].scores.mean()) if randoms and agents else None)
+    _crown(params, run, protocol, float(randoms[0].scores.mean()) if randoms else None)
     run.log_artifact(workspace.report, "report")
     print(text)
     return text

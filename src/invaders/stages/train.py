@@ -97,8 +97,14 @@ def train(params: Params, run: Run, workspace: Workspace) -> dict[str, float]:
 
 
 def _register(card: AgentCard, params: Params, run: Run, workspace: Workspace) -> None:
-    """Log the agent as an MLflow model and register it as a new version (MLflow runs only)."""
+    """Log the agent, with the params it was trained with, as an MLflow model and register it as a new
+    version (MLflow runs only)."""
+    import dataclasses
     import hashlib
+    import tempfile
+    from pathlib import Path
+
+    import yaml
 
     from invaders.tracking.models import agent_tags, describe, log_agent, mlflow_run
 
@@ -106,14 +112,17 @@ def _register(card: AgentCard, params: Params, run: Run, workspace: Workspace) -
     if stored is None:
         return
     weights_sha = hashlib.sha256((workspace.trained / "weights.npz").read_bytes()).hexdigest()
-    version = log_agent(
-        stored,
-        workspace.trained,
-        params.tracking.experiment,
-        agent_tags(card, weights_sha),
-        describe(card),
-        workspace.root / "params.yaml",
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        trained_with = Path(folder) / "params.yaml"  # these params, overrides included (load_params reads it back)
+        trained_with.write_text(yaml.safe_dump(dataclasses.asdict(params), sort_keys=False))
+        version = log_agent(
+            stored,
+            workspace.trained,
+            params.tracking.experiment,
+            agent_tags(card, weights_sha),
+            describe(card),
+            trained_with,
+        )
     run.set_tags({Tag.MODEL_VERSION: version})
     print(f"train: registered as {params.tracking.experiment} version {version}")
 
