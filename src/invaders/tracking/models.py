@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -73,15 +74,17 @@ def save_agent_model(agent_dir: Path, path: Path, params_file: Path | None = Non
     artifacts = {name.split(".")[0]: str(agent_dir / name) for name in AGENT_FILES if (agent_dir / name).is_file()}
     if "params" not in artifacts and params_file and params_file.is_file():
         artifacts["params"] = str(params_file)
-    mlflow.pyfunc.save_model(
-        path=str(path),
-        python_model=str(AGENT_MODEL),
-        artifacts=artifacts,
-        code_paths=[str(PACKAGE)],
-        pip_requirements=pip_requirements(),
-        signature=signature(tuple(spec.input_shape), spec.num_actions),
-        metadata={"agent": AgentCard.read(agent_dir).as_dict()},
-    )
+    with warnings.catch_warnings():  # the signature is given: no type hints nor input example needed
+        warnings.filterwarnings("ignore", message=".*(type hints|input example).*")
+        mlflow.pyfunc.save_model(
+            path=str(path),
+            python_model=str(AGENT_MODEL),
+            artifacts=artifacts,
+            code_paths=[str(PACKAGE)],
+            pip_requirements=pip_requirements(),
+            signature=signature(tuple(spec.input_shape), spec.num_actions),
+            metadata={"agent": AgentCard.read(agent_dir).as_dict()},
+        )
 
 
 def log_agent(
