@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -42,15 +44,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def reachable_by_postgres(folder: Path) -> None:
-    """pytest's temporary folders are 0700; as root the cluster runs as `postgres`, which must traverse them."""
-    if os.geteuid() == 0:
-        for parent in [folder, *folder.parents]:
-            if parent == Path(parent.anchor) or parent.stat().st_mode & 0o001:
-                break
-            parent.chmod(parent.stat().st_mode | 0o011)
 
 
 def proc_stat(pid: int) -> list[str]:
@@ -88,10 +81,12 @@ def server_pids(folder: Path) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server():
     """A started server with an EDIT user and a READ user; stopped (PostgreSQL included) at the end."""
-    folder = tmp_path_factory.mktemp("team-server")
-    reachable_by_postgres(folder)
+    # Not under pytest's folder: as root the cluster runs as `postgres`, which must traverse every parent, and
+    # each pytest session (another one may run beside this) makes /tmp/pytest-of-<user> 0700 again.
+    folder = Path(tempfile.mkdtemp(prefix="invaders-server-"))
+    folder.chmod(0o711)
     port = free_port()
     try:
         began = time.monotonic()
@@ -109,6 +104,7 @@ def server(tmp_path_factory):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def login(path: Path) -> dict[str, str]:
@@ -252,7 +248,7 @@ def test_dvc_repro_logs_through_the_server_and_survives_a_restart(server, repo, 
     assert not (repo / "mlflow.db").exists(), "logged to the local store instead of the server"
     client = client_as(alice)
     experiment = client.get_experiment_by_name(EXPERIMENT)
-    runs = {run.data.tags["invaders.stage"]: run for run in client.search_runs([experiment.experiment_id])}
+    runs = {run.data.tags.get("invaders.stage"): run for run in client.search_runs([experiment.experiment_id])}
     assert {"baseline", "build-model"} <= set(runs)
     build = runs["build-model"]
     assert build.info.status == "FINISHED" and build.info.artifact_uri.startswith("mlflow-artifacts:")
