@@ -387,3 +387,12 @@ def test_importing_something_that_is_no_store_is_one_line(server, tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"server-import: error: DB={tmp_path / 'notes.db'}: not a sqlite database (file is not a database)"
     ]
+
+
+def test_listening_beyond_loopback_is_an_explicit_choice_with_a_warning():
+    from invaders.tracking.server import bind_warning
+
+    for host in ("127.0.0.1", "127.0.0.2", "localhost", "::1"):
+        assert bind_warning(host, 5050) is None, host
+    for host in ("0.0.0.0", "::", "192.168.1.20", "tracking.example.org"):
+        assert bind_warning(host, 5050).startswith(f"warning: listening on {host}: anyone who reaches port 5050")

@@ -154,6 +154,16 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def bind_warning(host: str, port: int) -> str | None:
+    """What to tell someone who makes the server listen beyond this machine."""
+    if _loopback(host):
+        return None
+    return (
+        f"warning: listening on {host}: anyone who reaches port {port} can try logins, and without TLS "
+        "passwords cross the network readable; put an HTTPS proxy in front"
+    )
+
+
 # --- PostgreSQL -----------------------------------------------------------------------------------------------
 
 
@@ -320,11 +330,9 @@ def url_of(layout: Layout) -> str:
 
 def start(layout: Layout, host: str = "127.0.0.1", port: int = DEFAULT_PORT, allowed_hosts: str = "") -> str:
     """Start PostgreSQL and the MLflow server (creating both on first use); returns the URL."""
-    if not _loopback(host):
-        _say(
-            f"warning: listening on {host}: anyone who reaches port {port} can try logins, and without TLS "
-            "passwords cross the network readable; put an HTTPS proxy in front"
-        )
+    warning = bind_warning(host, port)
+    if warning:
+        _say(warning)
     values = load_secrets(layout)
     state = _state(layout)
     if "pg_port" not in state:
