@@ -165,6 +165,8 @@ def test_secrets_stay_in_one_private_file(server):
     for name, secret in secrets.items():
         assert not any(secret in text for text in readable), f"{name} is visible in argv, a log or a config file"
     assert (folder / "postgres/data").stat().st_uid != 0 or os.geteuid() != 0, "PostgreSQL never runs as root"
+    ignored = subprocess.run(["git", "check-ignore", ".server/secrets.json", ".server/users/a.env"], cwd=REPO)
+    assert ignored.returncode == 0, "the default server folder is git-ignored"
 
 
 def test_no_login_or_a_wrong_password_gets_401(server):
