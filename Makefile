@@ -40,6 +40,17 @@ test: setup server-setup
 test-fast: setup
 	pytest -q -m "not e2e"
 
+# Mutation testing of the core modules (mutmut; not part of `make test`; ~35 min on 2 cores). What is
+# mutated and which tests judge it: [tool.mutmut] in pyproject.toml. Ends with a summary per module
+# and the surviving mutants. ARGS go to tools/mutants.py: --keep (reuse mutants/), mutant names.
+.PHONY: mutants
+mutants: $(VENV)/.mutants-installed
+	python tools/mutants.py $(ARGS)
+
+$(VENV)/.mutants-installed: $(STAMP) tools/mutants-requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r tools/mutants-requirements.txt
+	touch $@
+
 ui: setup
 	mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlruns --host 127.0.0.1 --port 5000
