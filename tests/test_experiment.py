@@ -29,7 +29,10 @@ def test_train_and_evaluate_runs_each_stage_in_its_own_run(tmp_path, monkeypatch
 
     workspace = Workspace(tmp_path)
     summary = train_and_evaluate(
-        {**OVERRIDES, "train.steps": 500, "train.seed": 3}, workspace, REPO / "params.yaml", open_run
+        {**OVERRIDES, "train.steps": 500, "train.seed": 3, "train.checkpoint_interval": 200},
+        workspace,
+        REPO / "params.yaml",
+        open_run,
     )
     assert list(runs) == ["build-model", "train", "evaluate"]
     assert (workspace.trained / "weights.npz").is_file() and (workspace.train_results / "curve.csv").is_file()

@@ -82,8 +82,8 @@ def test_version_with_signature_tags_and_description(store):
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     version = client.get_model_version(NAME, store["version"])
-    assert version.tags[Tag.TRAIN_STEPS] == "100000" and version.tags[Tag.BACKEND] == "native"
-    assert version.tags[Tag.COMMIT] and version.tags[Tag.DVC_EXP_NAME] == "workspace"
+    assert version.tags[Tag.VERSION_TRAIN_STEPS] == "100000" and version.tags[Tag.BACKEND] == "native"
+    assert version.tags[Tag.VERSION_COMMIT] and version.tags[Tag.DVC_EXP_NAME] == "workspace"
     assert "100,000 agent steps" in version.description
     info = get_model_info(f"models:/{NAME}/{store['version']}")
     inputs = info.signature.inputs.to_dict()[0]
@@ -94,9 +94,9 @@ def test_version_with_signature_tags_and_description(store):
 
 
 def _run(store):
-    from invaders.tracking.mlflow_tracking import MlflowRun, _client
+    from invaders.tracking.mlflow_tracking import MlflowRun, client_for
 
-    return MlflowRun(_client(os.environ["MLFLOW_TRACKING_URI"]), store["run_id"])
+    return MlflowRun(client_for(os.environ["MLFLOW_TRACKING_URI"]), store["run_id"])
 
 
 def test_loads_by_alias_in_a_fresh_process_and_plays_as_the_weights(store, observations, tmp_path):

@@ -176,7 +176,7 @@ def test_killed_training_resumes_the_same_run_with_each_metric_step_once(tmp_pat
         steps = history["step"].tolist()
         assert len(steps) == len(set(steps)), "no step logged twice"
         assert len(steps) == 20, f"one row per 100 steps, no gaps: {steps}"
-        client = tracking._client(tracking.tracking_uri())
+        client = tracking.client_for(tracking.tracking_uri())
         assert client.get_run(run_id).info.status == "FINISHED"
     finally:
         del os.environ["DVC_ROOT"]

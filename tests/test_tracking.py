@@ -37,7 +37,7 @@ def test_stage_run_logs_params_metrics_artifacts_and_tags(store):
     history = tracking.metric_history(row["run_id"], "train/loss")
     assert history["step"].tolist() == list(range(250))
     assert (store / "mlruns" / "unit").is_dir()
-    client = tracking._client(tracking.tracking_uri())
+    client = tracking.client_for(tracking.tracking_uri())
     experiment = client.get_experiment_by_name("unit")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
@@ -47,7 +47,7 @@ def test_unfinished_stage_is_not_left_running(store, error, status):
     with pytest.raises(error):
         with tracking.StageRun("evaluate", "unit") as run:
             raise error()
-    client = tracking._client(tracking.tracking_uri())
+    client = tracking.client_for(tracking.tracking_uri())
     assert client.get_run(run.run_id).info.status == status
 
 
@@ -110,3 +110,8 @@ def test_a_checkpoint_sends_what_it_holds_and_a_resumed_run_only_what_never_arri
     assert [step for step, _ in stored.history(Metric.TRAIN_LOSS)] == list(range(250))
     resumed.flush_checkpoint("250", rows, start=250)
     assert stored.tags[Tag.METRICS_FLUSHED] == "250:250" and len(stored.rows) == 250
+
+
+def test_a_login_written_into_the_tracking_uri_is_never_printed():
+    assert tracking.displayed("http://alice:s3cret@127.0.0.1:5050/") == "http://127.0.0.1:5050/"
+    assert tracking.displayed("sqlite:////repo/mlflow.db") == "sqlite:////repo/mlflow.db"

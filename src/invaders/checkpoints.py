@@ -106,6 +106,9 @@ class CheckpointStore:
         """The newest readable checkpoint's state, or None. Arrays are memory-mapped: reading the headers
         checks every file is complete, and nothing is loaded until used. Unreadable ones are skipped, saying so."""
         for path in reversed(self._committed()):
+            if not (path / _VALUES).exists() and (path / "meta.json").exists():
+                print(f"checkpoint {path}: written by an older version of invaders; skipped", file=sys.stderr)
+                continue
             try:
                 state = json.loads((path / _VALUES).read_text())
                 state.update(

@@ -32,13 +32,13 @@ class Tag:
     EXPERIMENT_KIND = "mlflow.experimentKind"  # experiment tag: which page the MLflow UI opens on
     # Registered model versions (one per agent) and the evaluation runs that played them.
     MODEL_VERSION = "invaders.model_version"  # run tag: the registered version logged or evaluated by the run
-    TRAIN_STEPS = "invaders.train_steps"  # version tag: agent steps the agent was trained for
-    COMMIT = "invaders.commit"  # version tag: commit of the code that trained the agent
+    VERSION_TRAIN_STEPS = "invaders.train_steps"  # version tag: agent steps the agent was trained for
+    VERSION_COMMIT = "invaders.commit"  # version tag: commit of the code that trained the agent
     SCORE_MEAN = "invaders.score_mean"  # version tag: mean game score of its latest evaluation (points)
     SCORE_CI_LOW = "invaders.score_ci_low"  # version tag: lower end of that mean's bootstrap CI (points)
     SCORE_CI_HIGH = "invaders.score_ci_high"  # version tag: upper end of that mean's bootstrap CI (points)
     CHAMPION_SINCE = "invaders.champion_since"  # version tag: when and why it became champion
-    CHAMPION_MOVES = "invaders.champion_moves"  # model tag, report run tag: JSON list of the alias's moves
+    CHAMPION_MOVES = "invaders.champion_moves"  # model tag: JSON list of the alias's moves; report run tag: the move, in words
 
 
 class Metric:

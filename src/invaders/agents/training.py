@@ -77,6 +77,7 @@ class DQNTrainer:
         self.resumes = 0
         self.games: GamesInPlay | None = None  # None: new games start when the loop does
         self._stop_signal: int | None = None
+        self._started = time.perf_counter()
 
     def state_dict(self) -> dict[str, Any]:
         """Replay, networks, optimizer, counters and exploration state: everything the loop needs.

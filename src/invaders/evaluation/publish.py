@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from invaders import files
-from invaders.config import Params, as_flat_dict
+from invaders.config import EvaluationConfig, Params, as_flat_dict, build_params
 from invaders.evaluation.protocol import Episode
 from invaders.evaluation.statistics import bootstrap_ci, summarize
 from invaders.names import Metric, Tag
@@ -39,6 +39,12 @@ def protocol_label(params: Params, epsilon: float) -> str:
         )
     cap = f"cut at {env.max_episode_frames:,} frames"
     return f"{emulator}, eps {epsilon:g}, whole games {cap}, unclipped score"
+
+
+def default_protocol() -> str:
+    """The protocol of the project's default settings (``EnvConfig`` and ``EvaluationConfig`` as documented):
+    the one the model registry keeps scores under and crowns its champion by."""
+    return protocol_label(build_params({}), EvaluationConfig().epsilon)
 
 
 def publish_scores(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from invaders.agents.card import AgentCard
 from invaders.config import ConfigError, Params, as_flat_dict, load_params
-from invaders.evaluation.publish import protocol_label, protocol_params, publish_scores, score_line
+from invaders.evaluation.publish import default_protocol, protocol_label, protocol_params, publish_scores, score_line
 from invaders.names import Metric, Tag
 from invaders.pipeline import Step, Workspace
 from invaders.tracking.run import Run
@@ -90,7 +90,9 @@ def _evaluate(
     run.log_metrics({Metric.AGENT_TRAIN_STEPS: agent.train_steps, Metric.AGENT_WALL_TIME_S: agent.wall_time_s})
     if version:
         run.set_tags({Tag.MODEL_VERSION: version})
-        record_scores(params.tracking.experiment, version, summary, protocol_label(params, evaluation.epsilon))
+        protocol = protocol_label(params, evaluation.epsilon)
+        if protocol == default_protocol():  # a version's score tags are always under the default protocol
+            record_scores(params.tracking.experiment, version, summary, protocol)
     if frames:
         write_gif(frames, output / "episode.gif")
         run.log_artifact(output / "episode.gif")

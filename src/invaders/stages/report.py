@@ -15,7 +15,7 @@ def report(params: Params, run: Run, workspace: Workspace) -> str:
     """Read every baseline and evaluation run back from the tracking store and compare them."""
     import tempfile
 
-    from invaders.evaluation.publish import protocol_label
+    from invaders.evaluation.publish import default_protocol, protocol_label
     from invaders.reporting.gather import gather_agents
     from invaders.reporting.report import game_title, write_report
     from invaders.tracking.mlflow_tracking import download_artifact
@@ -42,7 +42,8 @@ def report(params: Params, run: Run, workspace: Workspace) -> str:
         )
     run.log_metrics({Metric.AGENTS_COMPARED: len(agents)})
     randoms = [agent for agent in agents if agent.train_steps == 0 and agent.protocol == agents[0].protocol]
-    _crown(params, run, protocol, float(randoms[0].scores.mean()) if randoms else None)
+    if protocol == default_protocol():  # an experiment that changes the protocol never moves the champion
+        _crown(params, run, protocol, float(randoms[0].scores.mean()) if randoms else None)
     run.log_artifact(workspace.report, "report")
     print(text)
     return text

@@ -20,7 +20,7 @@ from invaders.tracking.run import Run
 
 def resumable_training(params: Params, workspace: Workspace) -> str | None:
     """The MLflow run of an interrupted training with these params that a checkpoint can continue."""
-    from invaders.tracking.mlflow_tracking import run_in_experiment, tracking_uri
+    from invaders.tracking.mlflow_tracking import displayed, run_in_experiment, tracking_uri
 
     weights = workspace.initial / "weights.npz"
     if not can_resume(params.train.backend) or not weights.is_file():
@@ -29,7 +29,7 @@ def resumable_training(params: Params, workspace: Workspace) -> str | None:
     if run_id and not run_in_experiment(run_id, params.tracking.experiment):
         print(
             f"train: the checkpoint's MLflow run {run_id} is not in experiment {params.tracking.experiment!r} "
-            f"of {tracking_uri()}; starting fresh",
+            f"of {displayed(tracking_uri())}; starting fresh",
             file=sys.stderr,
         )
         return None

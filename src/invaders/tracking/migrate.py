@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from invaders.errors import UserError
-from invaders.tracking.mlflow_tracking import _client, check_store, server_errors
+from invaders.tracking.mlflow_tracking import check_store, client_for, server_errors
 
 COPIED_FROM = "invaders.copied_from"  # on a copied run: the id of the run it copies
 _METRICS_PER_BATCH = 1000  # MLflow's limit per log_batch
@@ -157,7 +157,7 @@ class Copier:
 
 def copy_store(source_uri_: str, target_uri: str) -> dict[str, int]:
     """Copy every run and registered model of ``source_uri_`` into ``target_uri``; returns counts."""
-    copier = Copier(_client(source_uri_), _client(target_uri))
+    copier = Copier(client_for(source_uri_), client_for(target_uri))
     for experiment in _everything(copier.source.search_experiments, max_results=1000):
         if experiment.name == "Default" and not copier.source.search_runs([experiment.experiment_id], max_results=1):
             continue

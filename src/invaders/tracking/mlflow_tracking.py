@@ -1,4 +1,5 @@
-"""The one module that talks to MLflow.
+"""The stages' runs in MLflow: the store, the run lifecycle, reading runs back (the tracking package is
+the only code that imports mlflow).
 
 One stage run is one MLflow run (``StageRun``; the stage logs to the ``Run`` it yields, see
 ``invaders.tracking.run``), tagged with the stage, the git commit and the DVC experiment. The store is
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,6 +64,14 @@ def _login_hint() -> str:
     return f"login refused for user {user!r}: check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
 
 
+def displayed(uri: str) -> str:
+    """``uri`` as it may be printed: a login written into it (``http://user:password@host``) is cut out."""
+    parts = urllib.parse.urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def check_store(uri: str) -> None:
     """Fail fast, before any long work, when the tracking store cannot be reached or refuses the login."""
     if _is_server(uri):
@@ -72,7 +82,7 @@ def check_store(uri: str) -> None:
                     raise OSError(f"HTTP {response.status}")
         except (OSError, urllib.error.URLError) as error:
             reason = getattr(error, "reason", error)
-            raise TrackingError(f"MLFLOW_TRACKING_URI = {uri}: no MLflow server answers ({reason})") from None
+            raise TrackingError(f"MLFLOW_TRACKING_URI = {displayed(uri)}: no MLflow server answers ({reason})") from None
         request = urllib.request.Request(f"{base}/api/2.0/mlflow/users/current")
         user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
         if user and password:
@@ -81,15 +91,15 @@ def check_store(uri: str) -> None:
             urllib.request.urlopen(request, timeout=10).close()
         except urllib.error.HTTPError as error:  # 404: a server without logins
             if error.code == 401:
-                raise TrackingError(f"MLFLOW_TRACKING_URI = {uri}: {_login_hint()} (HTTP 401)") from None
+                raise TrackingError(f"MLFLOW_TRACKING_URI = {displayed(uri)}: {_login_hint()} (HTTP 401)") from None
         except OSError as error:
-            raise TrackingError(f"MLFLOW_TRACKING_URI = {uri}: no MLflow server answers ({error})") from None
+            raise TrackingError(f"MLFLOW_TRACKING_URI = {displayed(uri)}: no MLflow server answers ({error})") from None
     elif uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise TrackingError(f"MLFLOW_TRACKING_URI = {uri}: folder {folder} does not exist or is not writable")
+            raise TrackingError(f"MLFLOW_TRACKING_URI = {displayed(uri)}: folder {folder} does not exist or is not writable")
     elif not uri.startswith(("file:", "databricks", "postgresql", "mysql", "mssql")):
-        raise TrackingError(f"MLFLOW_TRACKING_URI = {uri}: not a tracking URI (http://..., sqlite:///..., file:...)")
+        raise TrackingError(f"MLFLOW_TRACKING_URI = {displayed(uri)}: not a tracking URI (http://..., sqlite:///..., file:...)")
 
 
 def server_problem(uri: str, error: BaseException) -> TrackingError | None:
@@ -100,17 +110,17 @@ def server_problem(uri: str, error: BaseException) -> TrackingError | None:
         return None
     message = str(error)
     if error.error_code == "UNAUTHENTICATED" or "error code 401" in message:
-        return TrackingError(f"MLFLOW_TRACKING_URI = {uri}: {_login_hint()} (HTTP 401)")
+        return TrackingError(f"MLFLOW_TRACKING_URI = {displayed(uri)}: {_login_hint()} (HTTP 401)")
     if error.error_code == "PERMISSION_DENIED" or "error code 403" in message:
         user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
         return TrackingError(
-            f"MLFLOW_TRACKING_URI = {uri}: user {user!r} may read but not write here (HTTP 403); "
+            f"MLFLOW_TRACKING_URI = {displayed(uri)}: user {user!r} may read but not write here (HTTP 403); "
             "ask the server's admin for EDIT rights (make server-user NAME=... ACCESS=EDIT)"
         )
     if "failed with exception" in message or "failed with timeout" in message:
         reason = "connection refused" if "refused" in message.lower() else "no answer"
         return TrackingError(
-            f"MLFLOW_TRACKING_URI = {uri}: the MLflow server stopped answering ({reason}); "
+            f"MLFLOW_TRACKING_URI = {displayed(uri)}: the MLflow server stopped answering ({reason}); "
             "once it is back, the same command resumes from the last checkpoint"
         )
     return None
@@ -142,7 +152,8 @@ def _store_lock(uri: str):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _client(uri: str):
+def client_for(uri: str):
+    """An MLflow client of the store at ``uri`` (the first client of a new sqlite store creates it, under a lock)."""
     import logging
 
     from mlflow.tracking import MlflowClient
@@ -160,7 +171,7 @@ def open_experiment(uri: str, name: str, root: Path | None = None) -> str:
     from mlflow.exceptions import MlflowException
 
     root = root or project_root()
-    client = _client(uri)
+    client = client_for(uri)
     with _store_lock(uri):
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
@@ -313,7 +324,7 @@ class StageRun:
         self.root = project_root()
         self.uri = tracking_uri(self.root)
         check_store(self.uri)
-        self.client = _client(self.uri)
+        self.client = client_for(self.uri)
         with server_errors(self.uri):  # a wrong login or a READ-only user is told here, before any work
             self.experiment_id = open_experiment(self.uri, experiment, self.root)
         self.run_id: str | None = None
@@ -376,7 +387,7 @@ def stage_runs(experiment: str, stage: str) -> pd.DataFrame:
     """Every finished run of ``stage`` in ``experiment``: one row, with params/metrics/tags columns."""
     uri = tracking_uri()
     check_store(uri)
-    client = _client(uri)
+    client = client_for(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return pd.DataFrame()
@@ -401,7 +412,7 @@ def run_in_experiment(run_id: str, experiment: str) -> bool:
 
     uri = tracking_uri()
     check_store(uri)
-    client = _client(uri)
+    client = client_for(uri)
     try:
         run = client.get_run(run_id)
     except MlflowException:
@@ -415,7 +426,7 @@ def metric_history(run_id: str, key: str) -> pd.DataFrame:
     from mlflow.exceptions import MlflowException
 
     try:
-        history = _client(tracking_uri()).get_metric_history(run_id, key)
+        history = client_for(tracking_uri()).get_metric_history(run_id, key)
     except MlflowException:
         history = []
     return pd.DataFrame({"step": [m.step for m in history], "value": [m.value for m in history]}).sort_values("step")
@@ -423,4 +434,4 @@ def metric_history(run_id: str, key: str) -> pd.DataFrame:
 
 def download_artifact(run_id: str, path: str, destination: Path) -> Path:
     destination.mkdir(parents=True, exist_ok=True)
-    return Path(_client(tracking_uri()).download_artifacts(run_id, path, str(destination)))
+    return Path(client_for(tracking_uri()).download_artifacts(run_id, path, str(destination)))

@@ -4,7 +4,7 @@ alias, and agents found again by URI (``models:/space-invaders-dqn@champion``, `
 An agent's model is ``agent_model.py`` (models-from-code) with the agent's folder as artifacts
 (``weights.npz``, ``spec.json``, ``agent.json``, the ``params.yaml`` it was trained with), this package
 as code and pinned requirements, so ``mlflow.pyfunc.load_model`` and ``mlflow models serve`` need
-nothing from this repository. Versions carry tags (``Tag.TRAIN_STEPS`` ...) and a description.
+nothing from this repository. Versions carry tags (``Tag.VERSION_TRAIN_STEPS`` ...) and a description.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 from invaders.agents.card import AgentCard
 from invaders.errors import InputError
 from invaders.names import Tag
-from invaders.tracking.mlflow_tracking import MlflowRun, _client, check_store, tracking_uri
+from invaders.tracking.mlflow_tracking import MlflowRun, check_store, client_for, displayed, tracking_uri
 
 ARTIFACT = "agent"  # the model's folder inside its run
 CHAMPION = "champion"  # alias of the best version under the default protocol
@@ -97,7 +97,7 @@ def log_agent(
 
     client = run.client
     stored = client.get_run(run.run_id).data.tags
-    tags = {Tag.COMMIT: stored.get(Tag.GIT_COMMIT, ""), Tag.DVC_EXP_NAME: stored.get(Tag.DVC_EXP_NAME, ""), **tags}
+    tags = {Tag.VERSION_COMMIT: stored.get(Tag.GIT_COMMIT, ""), Tag.DVC_EXP_NAME: stored.get(Tag.DVC_EXP_NAME, ""), **tags}
     existing = find_version(client, name, tags.get(Tag.WEIGHTS_SHA256, ""))
     if existing:
         set_version_tags(client, name, existing, tags)
@@ -120,12 +120,12 @@ def agent_tags(card: AgentCard, weights_sha256: str) -> dict[str, str]:
     """A version's tags from the agent's card (the commit and DVC experiment come from the run)."""
     tags = {
         Tag.AGENT: card.label,
-        Tag.TRAIN_STEPS: str(card.train_steps),
+        Tag.VERSION_TRAIN_STEPS: str(card.train_steps),
         Tag.BACKEND: card.backend,
         Tag.TRAIN_RUN_ID: card.train_run_id,
         Tag.WEIGHTS_SHA256: weights_sha256,
     }
-    return {**tags, Tag.COMMIT: card.git_commit} if card.git_commit else tags
+    return {**tags, Tag.VERSION_COMMIT: card.git_commit} if card.git_commit else tags
 
 
 def register_evaluated(run: Any, agent_dir: Path, name: str, card: AgentCard, weights_sha256: str) -> str | None:
@@ -153,7 +153,7 @@ def record_scores(name: str, version: str, summary: dict[str, float], protocol: 
         Tag.SCORE_CI_HIGH: f"{summary[Metric.SCORE_CI_HIGH]:.1f}",
         Tag.PROTOCOL: protocol,
     }
-    set_version_tags(_client(_checked_uri()), name, version, tags)
+    set_version_tags(client_for(_checked_uri()), name, version, tags)
 
 
 def find_version(client, name: str, weights_sha256: str) -> str | None:
@@ -187,10 +187,10 @@ def describe(card: AgentCard, extra: str = "") -> str:
 
 def check_agent_uri(uri: str) -> None:
     """InputError of one line unless ``uri`` names a model in the tracking store."""
-    client = _client(_checked_uri())
+    client = client_for(_checked_uri())
     version, _ = _resolve(client, uri)
     if version is None and not uri.startswith("runs:/"):
-        raise InputError(f"--agent {uri}: no such model version in {tracking_uri()}")
+        raise InputError(f"--agent {uri}: no such model version in {displayed(tracking_uri())}")
 
 
 def download_agent(uri: str, destination: Path) -> tuple[Path, str | None]:
@@ -198,7 +198,7 @@ def download_agent(uri: str, destination: Path) -> tuple[Path, str | None]:
     version (None for a ``runs:/`` model not registered)."""
     import mlflow.artifacts
 
-    client = _client(_checked_uri())
+    client = client_for(_checked_uri())
     version, source = _resolve(client, uri)
     try:
         local = mlflow.artifacts.download_artifacts(
@@ -216,7 +216,7 @@ def download_curve(uri: str, destination: Path) -> bool:
     """The training curve (``curve.csv``) of the run that trained the agent at ``uri``, if it has one."""
     import shutil
 
-    client = _client(_checked_uri())
+    client = client_for(_checked_uri())
     version, _ = _resolve(client, uri)
     if version is None:
         return False
@@ -250,7 +250,7 @@ def _resolve(client, uri: str) -> tuple[str | None, str]:
         try:
             client.get_run(run_id)
         except MlflowException:
-            raise InputError(f"--agent {uri}: no run {run_id} in {tracking_uri()}") from None
+            raise InputError(f"--agent {uri}: no run {run_id} in {displayed(tracking_uri())}") from None
         found = client.search_model_versions(f"run_id = '{run_id}'")
         return (str(found[0].version) if found else None), uri
     name, _, rest = uri.removeprefix("models:/").partition("@")
@@ -262,14 +262,14 @@ def _resolve(client, uri: str) -> tuple[str | None, str]:
             version = client.get_model_version(name, number)
     except MlflowException:
         raise InputError(
-            f"--agent {uri}: no such model version in {tracking_uri()} (models:/NAME@ALIAS or models:/NAME/VERSION)"
+            f"--agent {uri}: no such model version in {displayed(tracking_uri())} (models:/NAME@ALIAS or models:/NAME/VERSION)"
         ) from None
     return str(version.version), f"models:/{version.name}/{version.version}"
 
 
 def version_scores(name: str, protocol: str) -> list[dict[str, Any]]:
     """Every version of ``name`` scored under ``protocol``: version, mean, CI low and high, label."""
-    client = _client(_checked_uri())
+    client = client_for(_checked_uri())
     if not client.search_registered_models(f"name = '{name}'"):
         return []
     scored = []
@@ -292,7 +292,7 @@ def champion_version(name: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(_client(_checked_uri()).get_model_version_by_alias(name, CHAMPION).version)
+        return str(client_for(_checked_uri()).get_model_version_by_alias(name, CHAMPION).version)
     except MlflowException:
         return None
 
@@ -302,7 +302,7 @@ def move_champion(name: str, version: str, reason: str) -> None:
     (newest last, the last 20) and the version is tagged with why."""
     import time
 
-    client = _client(_checked_uri())
+    client = client_for(_checked_uri())
     previous = champion_version(name)
     client.set_registered_model_alias(name, CHAMPION, version)
     moves = json.loads(client.get_registered_model(name).tags.get(Tag.CHAMPION_MOVES, "[]"))
@@ -315,6 +315,6 @@ def move_champion(name: str, version: str, reason: str) -> None:
 
 def describe_version(name: str, version: str, rewrite) -> None:
     """Set ``version``'s description to ``rewrite(current description)``."""
-    client = _client(_checked_uri())
+    client = client_for(_checked_uri())
     current = client.get_model_version(name, version).description or ""
     client.update_model_version(name, version, description=rewrite(current))
