@@ -37,7 +37,7 @@ run: setup
 test: setup server-setup
 	pytest -q -rs
 
-test-fast: setup
+test-fast: setup server-setup
 	pytest -q -m "not e2e"
 
 # Mutation testing of the core modules (mutmut; not part of `make test`; ~35 min on 2 cores). What is
