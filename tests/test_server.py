@@ -193,6 +193,21 @@ def test_a_read_user_reads_but_cannot_log(server, logged_out):
         bob.create_run(experiment.experiment_id)
 
 
+def test_two_edit_users_both_register_agents_and_move_the_champion(server, logged_out):
+    """Rights on the experiment come with rights on its registered model (the agents)."""
+    server_cli(server["folder"], "add-user", "dave", "EDIT")
+    dave_env = login(server["folder"] / "users" / "dave.env")
+    for user in (server["users"]["alice"], dave_env):
+        client = client_as(user)
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        run_id = client.create_run(experiment.experiment_id).info.run_id
+        if not client.search_registered_models(f"name = '{EXPERIMENT}'"):
+            client.create_registered_model(EXPERIMENT)
+        version = client.create_model_version(EXPERIMENT, f"runs:/{run_id}/agent", run_id=run_id)
+        client.set_registered_model_alias(EXPERIMENT, "champion", version.version)
+    assert client.get_model_version_by_alias(EXPERIMENT, "champion").version == version.version
+
+
 def test_bad_user_requests_are_one_line(server):
     wrong = server_cli(server["folder"], "add-user", "carol", "WRITE", check=False)
     assert wrong.returncode == 2

@@ -468,11 +468,14 @@ def _grant(layout: Layout, auth, url: str, name: str, access: str, experiment: s
         layout.users.mkdir(mode=0o700, exist_ok=True)
         lines = [f"export MLFLOW_TRACKING_URI={url}", f"export MLFLOW_TRACKING_USERNAME={name}"]
         _write_private(user_file, "\n".join([*lines, f"export MLFLOW_TRACKING_PASSWORD={password}", ""]))
-    try:
-        auth.grant_user_permission(name, "experiment", experiment_id, access)
-    except MlflowException:  # had one already: replace it
-        auth.revoke_user_permission(name, "experiment", experiment_id)
-        auth.grant_user_permission(name, "experiment", experiment_id, access)
+    # The registered model of the same name holds the experiment's agents (tracking/models.py): an EDIT user
+    # registers versions and moves the champion there too.
+    for resource_type, resource_id in (("experiment", experiment_id), ("registered_model", experiment)):
+        try:
+            auth.grant_user_permission(name, resource_type, resource_id, access)
+        except MlflowException:  # had one already: replace it
+            auth.revoke_user_permission(name, resource_type, resource_id)
+            auth.grant_user_permission(name, resource_type, resource_id, access)
     return user_file
 
 
