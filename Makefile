@@ -60,6 +60,7 @@ ui: setup
 # (the tests use the real server; `make run` does not need it). SERVER_HOST other than loopback warns.
 SERVER_HOST ?= 127.0.0.1
 SERVER_PORT ?= 5050
+SERVER_URL ?=
 SERVER = python -m invaders.tracking.server
 PG_STAMP := $(VENV)/.postgresql-installed
 
@@ -72,7 +73,7 @@ $(PG_STAMP): | $(STAMP)
 	touch $@
 
 server: setup server-setup
-	$(SERVER) start --host $(SERVER_HOST) --port $(SERVER_PORT)
+	$(SERVER) start --host $(SERVER_HOST) --port $(SERVER_PORT) $(if $(SERVER_URL),--public-url $(SERVER_URL))
 
 server-stop: setup
 	$(SERVER) stop

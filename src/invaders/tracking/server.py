@@ -328,8 +328,11 @@ def url_of(layout: Layout) -> str:
     return state["url"]
 
 
-def start(layout: Layout, host: str = "127.0.0.1", port: int = DEFAULT_PORT, allowed_hosts: str = "") -> str:
-    """Start PostgreSQL and the MLflow server (creating both on first use); returns the URL."""
+def start(
+    layout: Layout, host: str = "127.0.0.1", port: int = DEFAULT_PORT, allowed_hosts: str = "", public_url: str = ""
+) -> str:
+    """Start PostgreSQL and the MLflow server (creating both on first use); returns the URL teammates use
+    (``public_url``, else this host's name when listening on every interface, else the local URL)."""
     warning = bind_warning(host, port)
     if warning:
         _say(warning)
@@ -343,11 +346,13 @@ def start(layout: Layout, host: str = "127.0.0.1", port: int = DEFAULT_PORT, all
     else:
         _start_postgres(layout)
     _write_config(layout, values)
-    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    url = f"http://{shown_host}:{port}"
+    every_interface = host in ("0.0.0.0", "::")
+    url = f"http://{'127.0.0.1' if every_interface else host}:{port}"  # how this machine reaches it
+    public_url = public_url or (f"http://{socket.getfqdn()}:{port}" if every_interface else url)
     if _mlflow_pid(layout):
-        _say(f"already running: {url}")
-        return url
+        running = _state(layout)
+        _say(f"already running: {running.get('public_url', running.get('url', url))}")
+        return running.get("public_url", running.get("url", url))
     layout.artifacts.mkdir(exist_ok=True)
     command = [
         str(Path(sys.executable).parent / "mlflow"), "server", "--app-name", "basic-auth",
@@ -362,7 +367,7 @@ def start(layout: Layout, host: str = "127.0.0.1", port: int = DEFAULT_PORT, all
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     layout.pid.write_text(json.dumps({"pid": process.pid, "start": _process_start(process.pid)}) + "\n")
-    state.update(url=url, host=host, port=port)
+    state.update(url=url, public_url=public_url, host=host, port=port)
     layout.state.write_text(json.dumps(state, indent=1) + "\n")
     deadline = time.monotonic() + 120
     while not healthy(url):
@@ -370,7 +375,7 @@ def start(layout: Layout, host: str = "127.0.0.1", port: int = DEFAULT_PORT, all
             _stop_mlflow(layout)
             raise ServerError(f"the MLflow server did not start on {url}: see {layout.log}")
         time.sleep(0.2)
-    return url
+    return public_url
 
 
 def _stop_mlflow(layout: Layout) -> bool:
@@ -466,7 +471,8 @@ def _grant(layout: Layout, auth, url: str, name: str, access: str, experiment: s
         password = secrets.token_urlsafe(18)
         auth.create_user(name, password)
         layout.users.mkdir(mode=0o700, exist_ok=True)
-        lines = [f"export MLFLOW_TRACKING_URI={url}", f"export MLFLOW_TRACKING_USERNAME={name}"]
+        shared = _state(layout).get("public_url", url)  # what a teammate's machine reaches
+        lines = [f"export MLFLOW_TRACKING_URI={shared}", f"export MLFLOW_TRACKING_USERNAME={name}"]
         _write_private(user_file, "\n".join([*lines, f"export MLFLOW_TRACKING_PASSWORD={password}", ""]))
     # The registered model of the same name holds the experiment's agents (tracking/models.py): an EDIT user
     # registers versions and moves the champion there too.
@@ -490,6 +496,7 @@ def main(argv: list[str] | None = None) -> None:
     begin.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
     begin.add_argument("--port", type=int, default=DEFAULT_PORT)
     begin.add_argument("--allowed-hosts", default="", help="Host headers the server accepts (MLflow's option)")
+    begin.add_argument("--public-url", default="", help="the URL teammates use, written into their login files")
     commands.add_parser("stop", help="stop the MLflow server and PostgreSQL")
     commands.add_parser("status", help="say what runs")
     user = commands.add_parser("add-user", help="add a user with READ or EDIT rights on the experiment")
@@ -503,7 +510,7 @@ def main(argv: list[str] | None = None) -> None:
             if not 1 <= args.port <= 65535:
                 raise ServerError(f"PORT={args.port}: a TCP port, 1-65535")
             began = time.monotonic()
-            url = start(layout, args.host, args.port, args.allowed_hosts)
+            url = start(layout, args.host, args.port, args.allowed_hosts, args.public_url)
             _say(f"MLflow server on {url} ({time.monotonic() - began:.1f} s), data in {layout.root}")
             _say(f"add a user: make server-user NAME=alice ACCESS=EDIT (admin login: {ADMIN}, see {layout.secrets})")
         elif args.command == "stop":
