@@ -6,7 +6,7 @@ from fake_env import BandGameVectorEnv, DelayedRewardVectorEnv
 
 from invaders.agents.dqn import DQNLearner
 from invaders.agents.policy import EpsilonGreedyPolicy, GreedyPolicy
-from invaders.agents.training import train_dqn
+from invaders.agents.training import DQNTrainer
 from invaders.config import TrainConfig
 from invaders.errors import InputError, ResourceError
 from invaders.evaluation.protocol import play_episodes
@@ -52,7 +52,7 @@ def train(config: TrainConfig, seed: int = 0, game=BandGameVectorEnv):
     learner = DQNLearner(online, target, config)
     replay = FrameReplay(config.replay_capacity, config.num_envs, (44, 44), 4, config.n_step, config.gamma)
     env = game(num_envs=config.num_envs)
-    result = train_dqn(env, learner, replay, config, lambda metrics, step: None, show_progress=False)
+    result = DQNTrainer(env, learner, replay, config, lambda metrics, step: None).run(show_progress=False)
     return learner, replay, result
 
 

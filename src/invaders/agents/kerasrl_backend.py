@@ -30,7 +30,8 @@ How ``params`` map onto keras-rl2:
   ``raw`` feeds the id's 210x160x3 frames in windows of ``train.memory_window`` (must equal the
   network's window, 3).
 - Not available in keras-rl2, ignored: ``n_step`` (1-step targets), ``terminal_on_life_loss`` (``fit``
-  resets the game at every terminal), ``num_envs`` (one game), ``checkpoint_interval`` (no resume). A game cut by the frame cap is learned as terminal.
+  resets the game at every terminal), ``num_envs`` (one game), ``checkpoint_interval`` (no resume). A game
+  cut by the frame cap is learned as terminal.
 
 Initial weights: the network saved by build-model (``initial``) is loaded whole into keras-rl2's model
 (same layout). If ``model.dueling`` differs from the saved network's head (a stale ``initial``), the

@@ -227,15 +227,3 @@ class DQNTrainer:
                     on_checkpoint(self)
                 raise KeyboardInterrupt
         bar.close()
-
-
-def train_dqn(
-    env,
-    learner: DQNLearner,
-    replay: FrameReplay,
-    config: TrainConfig,
-    on_metrics: MetricsCallback,
-    show_progress: bool = True,
-) -> TrainingResult:
-    """Train for ``config.steps`` agent steps without checkpoints."""
-    return DQNTrainer(env, learner, replay, config, on_metrics).run(show_progress=show_progress)
