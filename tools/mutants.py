@@ -36,6 +36,13 @@ LOG = MUTANTS / "mutmut-run.log"
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 PROGRESS = re.compile(r"(\d+)/(\d+)\s+🎉 (\d+) 🫥 (\d+)\s+⏰ (\d+)\s+🤔 (\d+)\s+🙁 (\d+)")
 COLUMNS = ("killed", "survived", "no tests", "timeout")  # any other status goes to "other"
+QUIET = (
+    "also copying",
+    "Running mutation testing",
+    "Mutant results",
+    "---",
+    *"🎉🙁🫥⏰🤔🔇🧙💥🛑?",
+)  # the summary says it
 LISTED = ("survived", "no tests", "timeout", "suspicious", "segfault")
 
 
@@ -64,7 +71,7 @@ def run_mutmut(extra: list[str], workers: int) -> tuple[int, float]:
                     if line != shown and (time.monotonic() - last_print > 30 or done == total):
                         print(f"{line}  ({time.monotonic() - start:.0f} s)", flush=True)
                         shown, last_print = line, time.monotonic()
-                elif piece and piece != phase and not piece.startswith(("also copying", "Running mutation testing")):
+                elif piece and piece != phase and not piece.startswith(QUIET):
                     if not piece.startswith(tuple("0123456789")):
                         print(f"  {piece}  ({time.monotonic() - start:.0f} s)", flush=True)
                     phase = piece

@@ -12,7 +12,8 @@ its mutants. In mutmut's runs this plugin
   that a unit test kills dies in a fraction of a second instead of after the slow training tests;
 - puts the mutated copy on the PYTHONPATH of the Python processes that tests start, so that they run
   the same mutant as the test (mutmut names it in MUTANT_UNDER_TEST, which they inherit) instead of
-  the original code that the editable install points at (see also mutants_site/sitecustomize.py).
+  the original code that the editable install points at; in mutmut's stats run, the functions such a
+  process calls count as called by the test that started it (mutants_site/sitecustomize.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import json
 import os
 import tomllib
 from pathlib import Path
+
+import pytest
 
 
 @functools.cache
@@ -36,6 +39,17 @@ def pytest_configure(config):
     if "MUTANT_UNDER_TEST" in os.environ:  # set here, in mutmut's test processes, once mutants/src exists
         root = Path(config.rootpath)
         os.environ["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root / "tools" / "mutants_site")])
+        os.environ["MUTANTS_CHILD_HITS"] = str(root / f"child-hits.{os.getpid()}")
+
+
+@pytest.hookimpl(tryfirst=True)  # before mutmut's own teardown hook, which files the test's functions
+def pytest_runtest_teardown(item, nextitem):
+    hits_file = Path(os.environ.get("MUTANTS_CHILD_HITS", "-"))
+    if os.environ.get("MUTANT_UNDER_TEST") == "stats" and hits_file.exists():
+        from mutmut.state import state
+
+        state()._stats.update(hits_file.read_text().split())
+        hits_file.unlink()
 
 
 def pytest_ignore_collect(collection_path: Path, config):

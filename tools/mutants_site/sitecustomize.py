@@ -2,12 +2,22 @@
 
 mutmut tells the mutated code which mutant is active through MUTANT_UNDER_TEST, and a child process
 inherits it, so it runs the same mutant as the test that started it (its imports find the mutated copy,
-which is on the same PYTHONPATH). One value must not reach a child: "stats", mutmut's mode for recording
-which tests call which function, which makes the child look for mutmut's configuration in its own
-working folder and fail. There the child runs the original code.
+which is on the same PYTHONPATH). In mutmut's "stats" run, which records the functions each test calls,
+mutmut's own recorder would look for its configuration in the child's working folder and fail; here the
+child records the functions it calls in the file MUTANTS_CHILD_HITS names instead, and the test's process
+adds them to the test's functions (a test that resumes training in a new process judges the restore).
 """
 
 import os
 
 if os.environ.get("MUTANT_UNDER_TEST") == "stats":
-    os.environ["MUTANT_UNDER_TEST"] = ""
+    if hits_file := os.environ.get("MUTANTS_CHILD_HITS"):
+        import atexit
+
+        from mutmut.mutation import trampoline
+
+        hits: set[str] = set()
+        trampoline.record_trampoline_hit = lambda name, caller=None: hits.add(name)
+        atexit.register(lambda: hits and open(hits_file, "a").write("".join(f"{name}\n" for name in hits)))
+    else:
+        os.environ["MUTANT_UNDER_TEST"] = ""
