@@ -136,3 +136,12 @@ def test_update_targets_stop_at_terminals_and_bootstrap_on_truncation_from_repla
             expected += GAMMA**steps * float(next_observation.astype(np.float32).sum())
         assert target == pytest.approx(expected, rel=1e-5), t
     assert {6, 7, 13, 14} <= seen, "windows reaching a terminal and a time-limit cut were both sampled"
+
+
+def test_a_state_missing_an_optimizer_variable_is_refused():
+    agent = learner()
+    state = agent.state_dict()
+    last = max(key for key in state if key.startswith("optimizer."))
+    del state[last]
+    with pytest.raises(ValueError):
+        learner().load_state_dict(state)

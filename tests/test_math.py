@@ -118,3 +118,25 @@ def test_interval_row_averages_since_the_last_row_and_leaves_nan_where_nothing_h
     assert row["train/episodes"] == 7 and row["train/updates"] == 25 and row["train/steps_per_second"] > 0
     empty = stats.row(step=300, episodes=7, updates=25, epsilon=0.5)
     assert np.isnan(empty["train/loss"]) and np.isnan(empty["train/episode_return"])
+
+
+def test_n_step_truncation_later_in_the_window_bootstraps_with_gamma_to_its_distance():
+    returns, discount, offset = _returns([1, 2, 3], [False] * 3, [False, True, False])
+    assert returns[0] == pytest.approx(1 + GAMMA * 2)
+    assert discount[0] == pytest.approx(GAMMA**2)
+    assert offset[0] == 2
+
+
+def test_epsilon_greedy_tosses_a_coin_per_state_and_returns_int32():
+    rng = np.random.default_rng(1)
+    actions = epsilon_greedy(np.full(10_000, 2), 0.5, 6, rng)
+    assert actions.dtype == np.int32
+    changed = np.mean(actions != 2)  # a random action differs from the greedy one 5 times in 6
+    assert changed == pytest.approx(0.5 * 5 / 6, abs=0.02)
+
+
+def test_bootstrap_interval_is_the_percentiles_of_resampled_means_and_repeats_for_a_seed():
+    scores = np.array([5.0, 10.0, 40.0, 200.0, 15.0, 0.0])
+    means = np.random.default_rng(7).choice(scores, size=(3_000, scores.size)).mean(axis=1)
+    assert bootstrap_ci(scores, 0.9, 3_000, seed=7) == pytest.approx(tuple(np.quantile(means, [0.05, 0.95])))
+    assert bootstrap_ci(scores, 0.9, 3_000) == bootstrap_ci(scores, 0.9, 3_000, seed=0)

@@ -134,3 +134,34 @@ def test_state_round_trip_restores_every_field_and_the_same_samples(games):
     b = restored.sample(64, np.random.default_rng(5))
     for field in ("observations", "actions", "returns", "discounts", "next_observations"):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+
+
+def test_rings_keep_uint8_actions_and_float32_rewards():
+    replay = FrameReplay(100, 2, (84, 84), 4, 3, GAMMA)
+    assert (replay.actions.dtype, replay.rewards.dtype) == (np.uint8, np.float32)
+    per_slot = 84 * 84 + 1 + 4 + 1 + 1 + 8  # frame, action, reward, terminal, final, episode start
+    assert replay.nbytes == 100 * per_slot
+
+
+def test_sampleable_starts_leave_room_for_the_frame_stack_and_the_n_steps():
+    replay = FrameReplay(16, 1, (2, 2), 4, 2, GAMMA)
+    assert replay.sampleable() == 0
+    fill(replay, [6])  # 7 slots written
+    assert replay.sampleable() == 7 - 2 - 3  # starts 3 and 4: a full stack behind, 2 steps and a next ahead
+    fill(replay, [30])  # 38 slots through a 16-slot ring: the oldest kept is 22
+    assert (replay._low(), replay._high()) == (22 + 3, 38 - 2)
+
+
+def test_sampling_draws_again_until_no_start_is_a_final_observation():
+    replay = FrameReplay(64, 1, (2, 2), 4, 1, GAMMA)
+    fill(replay, [1] * 20)  # one transition then a final observation, twenty times: half the slots are finals
+    batch = replay.sample(512, np.random.default_rng(4))
+    starts = [decode(observation)[-1] for observation in batch.observations]
+    assert all(start % 2 == 0 and replay._low() <= start < replay._high() for start in starts)
+
+
+def test_a_memory_holding_only_final_observations_has_nothing_to_sample():
+    replay = FrameReplay(64, 1, (2, 2), 4, 1, GAMMA)
+    fill(replay, [0] * 12)  # games that ended before their first transition
+    with pytest.raises(RuntimeError, match="no transition to sample"):
+        replay.sample(8, np.random.default_rng(0))

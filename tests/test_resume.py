@@ -51,7 +51,8 @@ def test_checkpoint_restores_replay_networks_optimizer_and_counters(tmp_path):
 
     second = trainer(seed=1)
     second.load_state_dict(state)
-    assert second.result.steps == state["trainer.steps"]
+    assert second.result.steps == state["trainer.steps"] and second.resumes == 1
+    assert second.result.wall_time_s == state["trainer.wall_time_s"] > 0
     assert second.learner.updates == int(state["learner.updates"])
     assert int(second.learner.optimizer.iterations.numpy()) == second.learner.updates
     assert 0 < second.replay.written < second.replay.capacity_per_env, (
@@ -71,6 +72,37 @@ def test_checkpoint_restores_replay_networks_optimizer_and_counters(tmp_path):
     assert second.replay.finals[:, (second.replay.written - 1) % second.replay.capacity_per_env].all()
     result = second.run(show_progress=False)
     assert result.steps >= CONFIG.steps
+
+
+def test_a_checkpoint_without_games_ends_them_even_with_an_environment_that_could_restore_them():
+    from fake_env import DelayedRewardVectorEnv
+
+    saved = trainer(seed=0)
+    saved.run(show_progress=False)  # BandGameVectorEnv cannot save its games
+    state = saved.state_dict()
+    assert not any(key.startswith("games.") for key in state)
+    restored = trainer(seed=1)
+    restored.env = DelayedRewardVectorEnv(num_envs=2)
+    restored.load_state_dict(state)
+    assert restored.games is None, "new games start"
+    assert restored.replay.finals[:, (restored.replay.written - 1) % restored.replay.capacity_per_env].all()
+
+
+def test_sigterm_during_training_checkpoints_then_stops():
+    import os
+
+    saved = []
+    current = trainer(seed=0)
+
+    def terminate_midway(metrics, step):
+        if step >= 200 and not saved:
+            os.kill(os.getpid(), signal.SIGTERM)  # caught by the trainer: it stops between two vector steps
+
+    current.on_metrics = terminate_midway
+    with pytest.raises(KeyboardInterrupt):
+        current.run(lambda trainer: saved.append(trainer.steps), checkpoint_interval=10_000, show_progress=False)
+    assert len(saved) == 1 and 200 <= saved[0] < CONFIG.steps
+    assert signal.getsignal(signal.SIGTERM) is not current._request_stop, "the previous handler is back"
 
 
 def test_resumed_training_in_a_new_process_matches_training_straight_through(tmp_path):
