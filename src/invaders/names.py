@@ -38,7 +38,8 @@ class Tag:
     SCORE_CI_LOW = "invaders.score_ci_low"  # version tag: lower end of that mean's bootstrap CI (points)
     SCORE_CI_HIGH = "invaders.score_ci_high"  # version tag: upper end of that mean's bootstrap CI (points)
     CHAMPION_SINCE = "invaders.champion_since"  # version tag: when and why it became champion
-    CHAMPION_MOVES = "invaders.champion_moves"  # model tag: JSON list of the alias's moves; report run tag: the move, in words
+    # Model tag: JSON list of the alias's moves; report run tag: the move, in words.
+    CHAMPION_MOVES = "invaders.champion_moves"
 
 
 class Metric:

@@ -82,7 +82,9 @@ def check_store(uri: str) -> None:
                     raise OSError(f"HTTP {response.status}")
         except (OSError, urllib.error.URLError) as error:
             reason = getattr(error, "reason", error)
-            raise TrackingError(f"MLFLOW_TRACKING_URI = {displayed(uri)}: no MLflow server answers ({reason})") from None
+            raise TrackingError(
+                f"MLFLOW_TRACKING_URI = {displayed(uri)}: no MLflow server answers ({reason})"
+            ) from None
         request = urllib.request.Request(f"{base}/api/2.0/mlflow/users/current")
         user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
         if user and password:
@@ -97,9 +99,13 @@ def check_store(uri: str) -> None:
     elif uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise TrackingError(f"MLFLOW_TRACKING_URI = {displayed(uri)}: folder {folder} does not exist or is not writable")
+            raise TrackingError(
+                f"MLFLOW_TRACKING_URI = {displayed(uri)}: folder {folder} does not exist or is not writable"
+            )
     elif not uri.startswith(("file:", "databricks", "postgresql", "mysql", "mssql")):
-        raise TrackingError(f"MLFLOW_TRACKING_URI = {displayed(uri)}: not a tracking URI (http://..., sqlite:///..., file:...)")
+        raise TrackingError(
+            f"MLFLOW_TRACKING_URI = {displayed(uri)}: not a tracking URI (http://..., sqlite:///..., file:...)"
+        )
 
 
 def server_problem(uri: str, error: BaseException) -> TrackingError | None:

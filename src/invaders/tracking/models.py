@@ -97,7 +97,11 @@ def log_agent(
 
     client = run.client
     stored = client.get_run(run.run_id).data.tags
-    tags = {Tag.VERSION_COMMIT: stored.get(Tag.GIT_COMMIT, ""), Tag.DVC_EXP_NAME: stored.get(Tag.DVC_EXP_NAME, ""), **tags}
+    tags = {
+        Tag.VERSION_COMMIT: stored.get(Tag.GIT_COMMIT, ""),
+        Tag.DVC_EXP_NAME: stored.get(Tag.DVC_EXP_NAME, ""),
+        **tags,
+    }
     existing = find_version(client, name, tags.get(Tag.WEIGHTS_SHA256, ""))
     if existing:
         set_version_tags(client, name, existing, tags)
