@@ -158,10 +158,12 @@ def test_sampling_draws_again_until_no_start_is_a_final_observation():
     batch = replay.sample(512, np.random.default_rng(4))
     starts = [decode(observation)[-1] for observation in batch.observations]
     assert all(start % 2 == 0 and replay._low() <= start < replay._high() for start in starts)
+    counts = np.bincount(starts)[::2]
+    assert counts.max() < 2.5 * counts[counts > 0].mean(), "each final drawn again on its own, uniformly"
 
 
 def test_a_memory_holding_only_final_observations_has_nothing_to_sample():
     replay = FrameReplay(64, 1, (2, 2), 4, 1, GAMMA)
     fill(replay, [0] * 12)  # games that ended before their first transition
-    with pytest.raises(RuntimeError, match="no transition to sample"):
+    with pytest.raises(RuntimeError, match="^replay memory holds no transition to sample yet$"):
         replay.sample(8, np.random.default_rng(0))
