@@ -281,3 +281,14 @@ def test_a_fresh_run_keeps_old_checkpoints_until_it_writes_its_own(tmp_path, mon
     assert tracking.run_in_experiment(run.run_id, "resume-test")
     assert not tracking.run_in_experiment(run.run_id, "another-experiment")
     assert not tracking.run_in_experiment("0" * 32, "resume-test")
+
+
+def test_the_newest_complete_checkpoint_wins_over_a_killed_writers_folder_and_an_older_format(tmp_path, capsys):
+    store = CheckpointStore(tmp_path, keep=3)
+    store.save(100, {"values": np.arange(3), "steps": 100})
+    (tmp_path / ".step-000000000300.tmp").mkdir()  # a writer killed before its rename
+    older = tmp_path / "step-000000000200"  # written by a version that kept meta.json
+    older.mkdir()
+    (older / "meta.json").write_text('{"steps": 200}')
+    assert store.latest()["steps"] == 100
+    assert capsys.readouterr().err.strip() == f"checkpoint {older}: written by an older version of invaders; skipped"
