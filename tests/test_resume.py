@@ -44,7 +44,9 @@ def test_checkpoint_restores_replay_networks_optimizer_and_counters(tmp_path):
     def save(current: DQNTrainer) -> None:
         store.save(current.steps, current.state_dict())
 
+    began = time.perf_counter()
     first.run(save, checkpoint_interval=150, show_progress=False)
+    first_run_s = time.perf_counter() - began
     kept = sorted(path.name for path in store.directory.iterdir())
     assert len(kept) == 2 and kept[-1] >= "step-000000000450", kept
     state = store.latest()
@@ -70,7 +72,12 @@ def test_checkpoint_restores_replay_networks_optimizer_and_counters(tmp_path):
     assert second.rng.bit_generator.state == state["trainer.rng"]
     # The games in progress ended at the checkpoint: no sample bootstraps across the gap.
     assert second.replay.finals[:, (second.replay.written - 1) % second.replay.capacity_per_env].all()
+    assert 0 < state["trainer.wall_time_s"] < first_run_s
+    began = time.perf_counter()
     result = second.run(show_progress=False)
+    assert (
+        state["trainer.wall_time_s"] < result.wall_time_s < state["trainer.wall_time_s"] + time.perf_counter() - began
+    )
     assert result.steps >= CONFIG.steps
 
 
