@@ -52,18 +52,19 @@ def train_and_evaluate(
 def _override(text: str) -> tuple[str, Any]:
     key, separator, value = text.partition("=")
     if not separator:
-        raise argparse.ArgumentTypeError(f"{text!r}: use -S section.key=value")
+        raise ConfigError(f"-S {text!r}: use -S section.key=value")
     return key, parse_value(value)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="build-model, train and evaluate, as dvc repro runs them.")
-    parser.add_argument("-S", "--set", dest="overrides", type=_override, action="append", default=[])
+    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[], help="section.key=value")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--workspace", type=Path, default=Path("."), help="folder for models/ and results/")
     arguments = parser.parse_args(argv)
     with exit_on_user_error("experiment"):
-        summary = train_and_evaluate(dict(arguments.overrides), Workspace(arguments.workspace), arguments.params)
+        overrides = dict(_override(text) for text in arguments.overrides)
+        summary = train_and_evaluate(overrides, Workspace(arguments.workspace), arguments.params)
     print(f"score {summary[Metric.SCORE_MEAN]:.1f}, {summary[Metric.EPISODES]} games")
 
 
