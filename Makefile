@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
 .PHONY: setup run test test-fast ui bench notebook ship lint format lock
-.PHONY: server-setup server server-stop server-status server-user server-import server-bench
+.PHONY: server-setup server server-stop server-status server-user server-import server-bench sweep
 
 # The notebook's own experiment: keras-rl2's DQNAgent on SpaceInvaders-v0 raw frames, with its values.
 # `make notebook` trains 10k steps (~2.7 h here); `make notebook NOTEBOOK_STEPS=1000000 NOTEBOOK_NAME=notebook-1m`.
@@ -106,6 +106,12 @@ SERVE_PORT ?= 5001
 serve: setup
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
 		mlflow models serve -m "$(MODEL)" --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
+
+# A sweep file on Ray Tune (README "Sweeps and seeds"): a local Ray instance on loopback with a token in
+# .ray/ (git-ignored), or the cluster at RAY_ADDRESS. The same command resumes an interrupted sweep.
+SWEEP ?= sweeps/learning-rate.yaml
+sweep: setup
+	invaders-sweep "$(SWEEP)"
 
 bench: setup
 	python benchmarks/bench.py --capacity 1000000

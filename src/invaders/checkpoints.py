@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -58,9 +59,10 @@ def _fsync(path: Path) -> None:
 
 
 class CheckpointStore:
-    def __init__(self, directory: Path, keep: int = 2):
+    def __init__(self, directory: Path, keep: int = 2, on_save: Callable[[Path], None] | None = None):
         self.directory = Path(directory)
         self.keep = keep
+        self.on_save = on_save  # told each newly committed checkpoint's folder (a sweep trial hands it to Tune)
 
     def save(self, step: int, state: dict[str, Any]) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -89,6 +91,8 @@ class CheckpointStore:
         shutil.rmtree(replaced, ignore_errors=True)
         for old in self._committed()[: -self.keep]:
             self._delete(old)
+        if self.on_save:
+            self.on_save(final)
         return final
 
     def _delete(self, path: Path) -> None:

@@ -8,6 +8,7 @@ so a stage rejects bad input in well under a second.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -343,6 +344,20 @@ def read_params_file(path: str | Path = "params.yaml") -> Any:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+
+
+def with_overrides(raw: Any, overrides: dict[str, Any]) -> Any:
+    """A copy of the parsed params document ``raw`` with dotted keys replaced (``{"train.steps": 20000}``)."""
+    raw = copy.deepcopy(raw)
+    for key, value in overrides.items():
+        *sections, name = key.split(".")
+        node = raw
+        for section in sections:
+            node = node.setdefault(section, {}) if isinstance(node, dict) else None
+        if not sections or not isinstance(node, dict):
+            raise ConfigError(f"{key}: not a params key (use section.key, e.g. train.steps)")
+        node[name] = value
+    return raw
 
 
 def parse_value(text: str) -> Any:

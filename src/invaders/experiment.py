@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from invaders.config import ConfigError, Params, build_params, parse_value, read_params_file
+from invaders.config import ConfigError, Params, build_params, parse_value, read_params_file, with_overrides
 from invaders.names import Metric
 from invaders.pipeline import OpenRun, Workspace, exit_on_user_error, run_step
 from invaders.stages.build_model import BUILD_MODEL
@@ -21,16 +21,7 @@ from invaders.stages.train import TRAIN
 
 def params_with(overrides: dict[str, Any], path: Path = Path("params.yaml")) -> Params:
     """``path``'s params with dotted keys replaced (``{"train.steps": 20000}``), validated as a whole."""
-    raw = read_params_file(path)
-    for key, value in overrides.items():
-        *sections, name = key.split(".")
-        node = raw
-        for section in sections:
-            node = node.setdefault(section, {}) if isinstance(node, dict) else None
-        if not sections or not isinstance(node, dict):
-            raise ConfigError(f"{key}: not a params key (use section.key, e.g. train.steps)")
-        node[name] = value
-    return build_params(raw)
+    return build_params(with_overrides(read_params_file(path), overrides))
 
 
 def train_and_evaluate(

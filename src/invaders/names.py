@@ -29,6 +29,13 @@ class Tag:
     RUN_NAME = "mlflow.runName"  # what the run is: "train 10k seed 0", "evaluate dqn-1m", "baseline random"
     SOURCE_NAME = "mlflow.source.name"  # the stage script
     SOURCE_TYPE = "mlflow.source.type"  # "LOCAL"
+    PARENT_RUN_ID = "mlflow.parentRunId"  # a sweep trial's run under its sweep's, a trial's stage runs under it
+    # Sweeps (invaders-sweep): the sweep's parent run and one run per trial.
+    SWEEP = "invaders.sweep"  # name of the sweep (its file's name: key)
+    TRIAL_ID = "invaders.trial_id"  # Ray Tune's trial id: a restarted trial finds its run by it
+    TRIAL_NODE = "invaders.trial_nodes"  # addresses of the Ray nodes the trial's attempts ran on, in order
+    TRIAL_ATTEMPTS = "invaders.trial_attempts"  # attempts of the trial so far (1 + restarts from a checkpoint)
+    STOPPED_EARLY = "invaders.stopped_early"  # "true" on a trial Tune's ASHA stopped before its budget
     EXPERIMENT_KIND = "mlflow.experimentKind"  # experiment tag: which page the MLflow UI opens on
     # Registered model versions (one per agent) and the evaluation runs that played them.
     MODEL_VERSION = "invaders.model_version"  # run tag: the registered version logged or evaluated by the run

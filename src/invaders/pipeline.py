@@ -30,6 +30,7 @@ class Workspace:
     """Where the stages read and write under ``root``: the paths ``dvc.yaml`` declares."""
 
     root: Path = Path(".")
+    on_checkpoint: Callable[[Path], None] | None = None  # told each new training checkpoint's folder
 
     @property
     def initial(self) -> Path:  # build-model's network, before training
@@ -61,7 +62,7 @@ class Workspace:
 
     @property
     def checkpoints(self) -> CheckpointStore:  # of the train stage, kept until a run completes
-        return checkpoint_store(self.root, "train")
+        return checkpoint_store(self.root, "train", self.on_checkpoint)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from invaders.checkpoints import CheckpointStore, prefixed, unprefixed
@@ -24,9 +25,9 @@ CHECKPOINT_FORMAT = "4"  # 2: replay up to its written slots; 3: games saved; 4:
 _FREE_TO_CHANGE = {"train.steps", "train.log_interval", "train.checkpoint_interval"}
 
 
-def checkpoint_store(root: Path, stage: str) -> CheckpointStore:
+def checkpoint_store(root: Path, stage: str, on_save: Callable[[Path], None] | None = None) -> CheckpointStore:
     experiment = os.environ.get("DVC_EXP_NAME", "workspace")
-    return CheckpointStore(root / "checkpoints" / experiment / stage)
+    return CheckpointStore(root / "checkpoints" / experiment / stage, on_save=on_save)
 
 
 def fingerprint(params: Params, initial_weights: Path) -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -148,7 +149,10 @@ class DQNTrainer:
         show_progress: bool = True,
     ) -> TrainingResult:
         """Train until ``config.steps`` agent steps (transitions, not counting ignored reset steps)."""
-        handlers = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # Only the main thread may handle signals: a Ray Tune trial runs here in another one, and Tune stops it.
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        signals = (signal.SIGINT, signal.SIGTERM) if in_main_thread else ()
+        handlers = {sig: signal.signal(sig, self._request_stop) for sig in signals}
         self._started = time.perf_counter()
         try:
             self._loop(on_checkpoint, checkpoint_interval, show_progress)

@@ -323,10 +323,18 @@ class StageRun:
     marks KILLED the runs that dead processes on this host left RUNNING.
     """
 
-    def __init__(self, stage: str, experiment: str, resume_run_id: str | None = None, hold_metrics: bool = False):
+    def __init__(
+        self,
+        stage: str,
+        experiment: str,
+        resume_run_id: str | None = None,
+        hold_metrics: bool = False,
+        parent_run_id: str | None = None,  # a sweep trial's run: the stage's run is nested under it
+    ):
         self.stage = stage
         self.resume_run_id = resume_run_id
         self.hold_metrics = hold_metrics
+        self.parent_run_id = parent_run_id
         self.root = project_root()
         self.uri = tracking_uri(self.root)
         check_store(self.uri)
@@ -344,6 +352,8 @@ class StageRun:
     def _open(self) -> Run:
         self._close_orphans()
         tags = _run_tags(self.stage, self.root)
+        if self.parent_run_id:
+            tags[Tag.PARENT_RUN_ID] = self.parent_run_id
         if self.resume_run_id:
             self.run_id = self.resume_run_id
             self.client.update_run(self.run_id, status="RUNNING")

@@ -1,0 +1,1 @@
+"""Sweeps and seeds on Ray Tune: a sweep file (``spec``), its driver (``driver``), one trial (``trial``)."""

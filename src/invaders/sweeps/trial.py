@@ -1,0 +1,129 @@
+"""One sweep trial, run by Ray Tune on a worker: build-model, train and evaluate with the trial's overrides,
+exactly the pipeline's steps, each in a stage run nested under the trial's MLflow run.
+
+Tune gets a checkpoint after build-model, at every training checkpoint of the project (with the training
+score, which ASHA judges) and after training. A trial whose worker dies restarts from the newest on another
+worker: the workspace comes back from it, training resumes from the project's checkpoint in the same
+train run, and the trial's MLflow run is found again by Tune's trial id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from invaders.config import build_params, with_overrides
+from invaders.names import Metric
+from invaders.pipeline import Workspace, run_step
+from invaders.stages.build_model import BUILD_MODEL
+from invaders.stages.evaluate import EVALUATE
+from invaders.stages.train import TRAIN
+
+TRAIN_SCORE = "train_score"  # mean unclipped score of the last 20 training games (points), what ASHA compares
+AGENT_STEPS = "agent_steps"  # agent steps trained when a result is reported: ASHA's clock
+EVALUATED = "evaluated"  # 1 in a trial's last result when it trained and evaluated all its budget
+_TRAINED = "trained.json"  # in a Tune checkpoint: training finished, only the evaluation is left
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """What every trial of a sweep shares, handed to the workers by Ray."""
+
+    name: str
+    parent_run_id: str  # the sweep's MLflow run
+    raw_params: dict  # the parsed params.yaml the sweep started from (the workers need no copy of it)
+    searched: tuple[str, ...]  # the keys that vary between trials, for the trial's name
+
+
+def trial_name(overrides: dict[str, Any], searched: tuple[str, ...]) -> str:
+    """``lr=0.0001 n_step=3 seed 2``: the varied params (by their last name) and the seed."""
+    varied = " ".join(
+        f"{key.rpartition('.')[2]}={overrides[key]:.4g}"
+        if isinstance(overrides[key], float)
+        else f"{key.rpartition('.')[2]}={overrides[key]}"
+        for key in searched
+    )
+    return f"{varied} seed {overrides['train.seed']}".strip()
+
+
+def _report(metrics: dict[str, float], folder: Path | None = None) -> None:
+    from ray import tune
+
+    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder) if folder else None)
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """``source``'s files hard-linked under ``target`` (a checkpoint costs no copy until Tune persists it)."""
+    shutil.copytree(source, target, copy_function=os.link, dirs_exist_ok=True)
+
+
+def _hand_over(workspace: Workspace, metrics: dict[str, float], training_checkpoint: Path | None = None) -> None:
+    """Report ``metrics`` to Tune with a checkpoint of what the trial made so far in ``workspace``."""
+    with tempfile.TemporaryDirectory(dir=workspace.root) as folder:
+        staging = Path(folder)
+        for made in (workspace.initial, workspace.trained, workspace.train_results):
+            if made.is_dir():
+                _link_tree(made, staging / made.relative_to(workspace.root))
+        if training_checkpoint is not None:
+            _link_tree(training_checkpoint, staging / training_checkpoint.relative_to(workspace.root))
+        if workspace.trained.is_dir():
+            (staging / _TRAINED).write_text("{}")
+        _report(metrics, staging)
+
+
+def _training_score(checkpoint: Path) -> dict[str, float]:
+    returns = np.load(checkpoint / "trainer.episode_returns.npy")
+    steps = json.loads((checkpoint / "state.json").read_text())["trainer.steps"]
+    return {AGENT_STEPS: steps, **({TRAIN_SCORE: float(returns[-20:].mean())} if len(returns) else {})}
+
+
+def run_trial(config: dict[str, Any], sweep: SweepContext) -> None:
+    """Tune's trainable: ``config`` holds the trial's overrides (``train.seed`` among them)."""
+    import ray
+    from ray import tune
+
+    from invaders.tracking.sweep_runs import finish_trial_run, nested_stage_runs, open_trial_run
+
+    context = tune.get_context()
+    overrides = dict(config)
+    params = build_params(with_overrides(sweep.raw_params, overrides))
+    root = Path(context.get_trial_dir()) / "workspace"
+    shutil.rmtree(root, ignore_errors=True)  # a restarted attempt starts from its checkpoint only
+    root.mkdir(parents=True)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            shutil.copytree(folder, root, dirs_exist_ok=True)
+    trained = (root / _TRAINED).is_file()
+
+    trial_run_id = open_trial_run(
+        params.tracking.experiment,
+        sweep.parent_run_id,
+        context.get_trial_id(),
+        trial_name(overrides, sweep.searched),
+        overrides,
+        ray.util.get_node_ip_address(),
+    )
+    open_run = nested_stage_runs(trial_run_id)
+    workspace = Workspace(root, on_checkpoint=lambda saved: _hand_over(workspace, _training_score(saved), saved))
+    if not workspace.initial.is_dir():
+        run_step(BUILD_MODEL, params, workspace, open_run)
+        _hand_over(workspace, {AGENT_STEPS: 0})
+    if not trained:
+        run_step(TRAIN, params, workspace, open_run)
+        _hand_over(workspace, {AGENT_STEPS: params.train.steps})
+    summary = run_step(EVALUATE, params, workspace, open_run)
+    finish_trial_run(trial_run_id, summary)
+    keys = (Metric.SCORE_MEAN, Metric.SCORE_CI_LOW, Metric.SCORE_CI_HIGH, Metric.SCORE_MEDIAN)
+    trained_metrics = json.loads((workspace.train_results / "metrics.json").read_text())
+    final = {key: float(summary[key]) for key in keys}
+    if Metric.GAME_SCORE_LAST20_MEAN in trained_metrics:
+        final[TRAIN_SCORE] = trained_metrics[Metric.GAME_SCORE_LAST20_MEAN]
+    _report({AGENT_STEPS: params.train.steps, EVALUATED: 1, **final})

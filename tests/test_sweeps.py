@@ -1,0 +1,255 @@
+"""Sweeps on Ray Tune: the sweep file's checks, the runs left behind, and a real two-node Ray cluster on
+loopback addresses (token authentication) running a tiny sweep on the real emulator, one trial's worker
+killed mid-training."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO
+from repo_copy import TINY
+
+from invaders.config import ConfigError, read_params_file
+from invaders.names import Metric, Tag
+from invaders.sweeps.driver import best_configuration, reproduce_command
+from invaders.sweeps.spec import load_sweep
+
+TINY_PARAMS = {f"{section}.{key}": value for section, values in TINY.items() for key, value in values.items()}
+TINY_PARAMS.pop("train.steps")
+TINY_PARAMS.pop("report.bootstrap_samples")
+
+
+def sweep_file(folder: Path, params: dict | None = None, **document) -> Path:
+    """A sweep of tiny trials (TINY's budgets) with ``params`` and the ``document``'s other keys."""
+    path = folder / "sweep.yaml"
+    document = {"name": "tiny", "steps": 600, "seeds": [0, 1], "params": {**TINY_PARAMS, **(params or {})}, **document}
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@pytest.fixture(scope="module")
+def raw_params():
+    return read_params_file(REPO / "params.yaml")
+
+
+def test_a_sweep_file_reads_into_trials(tmp_path, raw_params):
+    spec = load_sweep(
+        sweep_file(
+            tmp_path,
+            search={"train.learning_rate": {"grid": [1.0e-4, 2.5e-4]}, "train.gamma": {"uniform": [0.9, 0.99]}},
+            samples=2,
+            early_stopping={"grace_steps": 200},
+        ),
+        raw_params,
+    )
+    assert spec.trials == 2 * 2 * 2  # grid x samples x seeds
+    assert spec.fixed == {**TINY_PARAMS, "train.steps": 600}
+    assert spec.early_stopping.grace_steps == 200 and spec.early_stopping.reduction_factor == 3
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"serch": {}}, "serch: unknown sweep key; did you mean search?"),
+        ({"steps": 0}, "steps = 0: must be a whole number >= 1"),
+        ({"seeds": [1, 1]}, "seeds = [1, 1]: must be a list of different whole numbers"),
+        ({"search": {"train.lr": {"grid": [1]}}}, "train.lr: unknown key; allowed: backend, steps,"),
+        ({"search": {"train.gamma": {"grid": [0.99, 1.5]}}}, "train.gamma = 1.5: must be > 0.0 and <= 1.0"),
+        ({"search": {"train.gamma": {"normal": [0, 1]}}}, "search.train.gamma = {'normal': [0, 1]}: must be one of"),
+        ({"search": {"train.learning_rate": {"loguniform": [0, 1]}}}, "must be [low, high] numbers with 0 < low < high"),
+        ({"params": {"train.seed": 3}}, "train.seed: set by the sweep's seeds key"),
+        ({"metric": "loss"}, "metric = 'loss': allowed: score_mean, score_median, score_ci_low"),
+        ({"early_stopping": {"grace_steps": 600}}, "early_stopping.grace_steps = 600: must be below steps (600)"),
+        # valid in params.yaml; not with the sweep's budget of 600 agent steps
+        (
+            {"search": {"train.warmup_steps": {"grid": [200, 1000]}}},
+            "train.warmup_steps = 1000: must be below train.steps (600), or no update ever happens "
+            "(searching train.warmup_steps=1000)",
+        ),
+    ],
+)
+def test_a_bad_sweep_file_is_one_line_naming_the_file(tmp_path, raw_params, document, message):
+    path = sweep_file(tmp_path, **document)
+    with pytest.raises(ConfigError) as raised:
+        load_sweep(path, raw_params)
+    assert str(raised.value).startswith(f"{path}: ") and message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_the_command_says_a_bad_file_in_one_line_before_ray_starts(tmp_path):
+    path = sweep_file(tmp_path, search={"train.gamma": {"grid": [2.0]}})
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "invaders.sweeps.driver", str(path), "--storage", str(tmp_path / "results")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RAY_AUTH_TOKEN_PATH": str(tmp_path / "token")},
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"sweep: error: {path}: train.gamma = 2.0: must be > 0.0 and <= 1.0 (searching train.gamma=2.0)"
+    ]
+    assert time.monotonic() - started < 30 and not (tmp_path / "results").exists()
+
+
+def test_the_best_configuration_is_the_best_mean_over_seeds_and_dvc_reproduces_it(tmp_path, raw_params):
+    spec = load_sweep(
+        sweep_file(tmp_path, params={"train.n_step": 1}, search={"train.learning_rate": {"grid": [1.0e-4, 1.0e-3]}}),
+        raw_params,
+    )
+    table = pd.DataFrame(
+        {
+            "train.learning_rate": [1.0e-4, 1.0e-4, 1.0e-3, 1.0e-3, 1.0e-3],
+            "seed": [0, 1, 0, 1, 2],
+            "status": ["done", "done", "done", "done", "stopped early"],
+            Metric.SCORE_MEAN: [200.0, 100.0, 160.0, 150.0, None],
+        }
+    )
+    best = best_configuration(table, spec)
+    assert best == {Metric.SCORE_MEAN: 155.0, "seeds": 2, "overrides": {"train.learning_rate": 1.0e-3}}
+    command = reproduce_command(spec, best["overrides"])
+    assert command.startswith("dvc exp run -n tiny-best -S env.max_episode_frames=1500 ")
+    assert "-S train.n_step=1 " in command and command.endswith(" -S train.steps=600 -S train.learning_rate=0.001")
+
+
+# --- a real Ray cluster -----------------------------------------------------------------------------------
+
+
+def _ray(*args: str, env: dict) -> subprocess.Popen:
+    """``ray start --block``: the node's processes live as long as this one, in its own process group."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--block", "--disable-usage-stats", *args],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Stop a node by its process group (ray start's children: GCS, raylet, workers)."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.fixture
+def ray_cluster(tmp_path):
+    """A head on 127.0.0.2 and a worker node on 127.0.0.3, one CPU each, both requiring the token."""
+    token = tmp_path / "ray_token"
+    token.write_text(os.urandom(32).hex())
+    token.chmod(0o600)
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    port = 6390 + os.getpid() % 500
+    node = ["--num-cpus=1", f"--memory={3 * 2**30}", f"--object-store-memory={200 * 2**20}"]
+    head = _ray("--head", "--node-ip-address=127.0.0.2", f"--port={port}", "--include-dashboard=false", *node, env=env)
+    worker = None
+    try:
+        address = f"127.0.0.2:{port}"
+        for _ in range(60):  # the worker node joins once the head's GCS answers
+            if subprocess.run(["ray", "status", f"--address={address}"], env=env, capture_output=True).returncode == 0:
+                break
+            time.sleep(1)
+        worker = _ray(f"--address={address}", "--node-ip-address=127.0.0.3", *node, env=env)
+        yield {**env, "RAY_ADDRESS": address}
+    finally:
+        for process in (worker, head):
+            if process is not None:
+                _stop(process)
+
+
+def _kill_one_trial_after_its_first_checkpoint(database: Path, killed: list[str], stop: threading.Event) -> None:
+    """Kill -9 the worker of the first train run that has sent a checkpoint's metrics; note its run id."""
+    from mlflow.tracking import MlflowClient
+
+    while not stop.is_set() and not killed:
+        time.sleep(1)
+        if not database.exists():
+            continue
+        client = MlflowClient(f"sqlite:///{database}")
+        experiment = client.get_experiment_by_name("space-invaders-dqn-sweeps")
+        if experiment is None:
+            continue
+        for run in client.search_runs(
+            [experiment.experiment_id], f"tags.`{Tag.STAGE}` = 'train' and attributes.status = 'RUNNING'"
+        ):
+            if run.data.tags.get(Tag.METRICS_FLUSHED):
+                os.kill(int(run.data.tags[Tag.PID]), signal.SIGKILL)
+                killed.append(run.info.run_id)
+                return
+
+
+@pytest.mark.e2e
+def test_a_sweep_on_two_nodes_gives_one_run_per_trial_and_survives_a_killed_worker(ray_cluster, tmp_path):
+    path = sweep_file(
+        tmp_path,
+        steps=1000,
+        params={"train.checkpoint_interval": 300},
+        search={"train.learning_rate": {"grid": [1.0e-4]}},
+    )
+    database = tmp_path / "mlflow.db"
+    env = {**ray_cluster, "MLFLOW_TRACKING_URI": f"sqlite:///{database}"}
+    killed: list[str] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=_kill_one_trial_after_its_first_checkpoint, args=(database, killed, stop))
+    watcher.start()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "invaders.sweeps.driver", str(path), "--storage", str(tmp_path / "results")],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    finally:
+        stop.set()
+        watcher.join()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert killed, "no training checkpoint was seen: the kill never happened"
+    assert re.search(r"dvc exp run -n tiny-best .*-S train.steps=1000 -S train.learning_rate=0.0001", done.stdout)
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{database}")
+    experiment = client.get_experiment_by_name("space-invaders-dqn-sweeps").experiment_id
+    runs = client.search_runs([experiment])
+    by_parent: dict[str, list] = {}
+    for run in runs:
+        by_parent.setdefault(run.data.tags.get(Tag.PARENT_RUN_ID, ""), []).append(run)
+    (sweep,) = by_parent[""]
+    assert sweep.info.status == "FINISHED"
+    trials = by_parent[sweep.info.run_id]
+    assert sorted(run.data.params["train.seed"] for run in trials) == ["0", "1"], "one run per trial"
+    assert all(run.info.status == "FINISHED" for run in trials)
+    nodes = {node for run in trials for node in run.data.tags[Tag.TRIAL_NODE].split(",")}
+    assert nodes == {"127.0.0.2", "127.0.0.3"}, "trials ran on both nodes"
+    for trial in trials:
+        assert Metric.SCORE_MEAN in trial.data.metrics
+        stage_runs = by_parent[trial.info.run_id]
+        trains = [run for run in stage_runs if run.data.tags[Tag.STAGE] == "train"]
+        assert len(trains) == 1 and trains[0].info.status == "FINISHED", "a restarted trial continues its train run"
+        steps = [metric.step for metric in client.get_metric_history(trains[0].info.run_id, Metric.TRAIN_UPDATES)]
+        assert steps == sorted(set(steps)) and steps[-1] == 1000, "no metric step lost or duplicated"
+    (restarted,) = [trial for trial in trials if by_parent[trial.info.run_id][0].info.run_id in killed
+                    or any(run.info.run_id in killed for run in by_parent[trial.info.run_id])]
+    assert restarted.data.tags[Tag.TRIAL_ATTEMPTS] == "2"
