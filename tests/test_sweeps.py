@@ -179,13 +179,13 @@ def ray_cluster(tmp_path):
 
 def _kill_one_trial_after_its_first_checkpoint(database: Path, killed: list[str], stop: threading.Event) -> None:
     """Kill -9 the worker of the first train run that has sent a checkpoint's metrics; note its run id."""
-    from mlflow.tracking import MlflowClient
+    from invaders.tracking.mlflow_tracking import client_for
 
     while not stop.is_set() and not killed:
         time.sleep(1)
         if not database.exists():
             continue
-        client = MlflowClient(f"sqlite:///{database}")
+        client = client_for(f"sqlite:///{database}")  # under the store's lock: the sweep may be creating it
         experiment = client.get_experiment_by_name("space-invaders-dqn-sweeps")
         if experiment is None:
             continue
