@@ -1,18 +1,28 @@
-"""The report from plain frames: seeds as one row (IQM, stratified bootstrap CI, a band of curves), the rest
-one row per agent, with no tracking store."""
+"""The report: seeds as one row (IQM, stratified bootstrap CI, a band of curves), the rest one row per agent;
+from plain frames, and as the report stage reads them from a tracking store."""
+
+import hashlib
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
+from conftest import REPO
 from matplotlib.axes import Axes
+from shipped_seeds import SEEDS, shipped_with
 
+from invaders.config import build_params
 from invaders.evaluation.statistics import bootstrap_ci
+from invaders.names import Metric, Tag
+from invaders.pipeline import Workspace
 from invaders.reporting.report import AgentScores, plot_learning_curves, results_table, seed_rows, write_report
 from invaders.reporting.seeds import curve_band, iqm, stratified_bootstrap_ci
+from invaders.stages.report import report
+from invaders.tracking.mlflow_tracking import StageRun
+from invaders.tracking.run import RecordingRun
 
 PROTOCOL = "ALE/SpaceInvaders-v5, eps 0.05"
-SEEDS = np.array([318.5, 250.0, 402.3, 120.7, 289.9])  # mean scores of 5 seeds
+SEED_SCORES = np.array([318.5, 250.0, 402.3, 120.7, 289.9])  # mean scores of 5 seeds
 
 
 def test_iqm_is_the_mean_of_the_middle_half_as_scipy_trims_it():
@@ -27,9 +37,9 @@ def test_iqm_is_the_mean_of_the_middle_half_as_scipy_trims_it():
 @pytest.mark.parametrize(
     ("seeds", "confidence", "expected"),
     [  # rliable 1.2.0: get_interval_estimates({"a": seeds[:, None]}, aggregate_iqm, reps=200_000)
-        (SEEDS, 0.95, (163.8, 374.3667)),
-        (SEEDS[:3], 0.95, (250.0, 402.3)),
-        (SEEDS[:4], 0.95, (120.7, 402.3)),
+        (SEED_SCORES, 0.95, (163.8, 374.3667)),
+        (SEED_SCORES[:3], 0.95, (250.0, 402.3)),
+        (SEED_SCORES[:4], 0.95, (120.7, 402.3)),
         (
             np.array([318.5, 250.0, 402.3, 120.7, 289.9, 510.0, 333.3, 205.5, 298.1, 177.0]),
             0.9,
@@ -43,8 +53,10 @@ def test_stratified_bootstrap_matches_rliable(seeds, confidence, expected):
 
 def test_stratified_bootstrap_of_one_seed_is_the_point_and_repeats_for_a_seed():
     assert stratified_bootstrap_ci(np.array([318.5]), 0.95, 1_000) == (318.5, 318.5)
-    assert stratified_bootstrap_ci(SEEDS, 0.9, 2_000, seed=3) == stratified_bootstrap_ci(SEEDS, 0.9, 2_000, seed=3)
-    assert stratified_bootstrap_ci(SEEDS, 0.9, 2_000) == stratified_bootstrap_ci(SEEDS, 0.9, 2_000, seed=0)
+    assert stratified_bootstrap_ci(SEED_SCORES, 0.9, 2_000, seed=3) == stratified_bootstrap_ci(
+        SEED_SCORES, 0.9, 2_000, seed=3
+    )
+    assert stratified_bootstrap_ci(SEED_SCORES, 0.9, 2_000) == stratified_bootstrap_ci(SEED_SCORES, 0.9, 2_000, seed=0)
 
 
 def test_curve_band_spans_the_steps_every_seed_reaches_and_fills_gaps_between_logged_steps():
@@ -143,3 +155,27 @@ def test_report_files_name_the_group_and_how_its_score_is_made(agents, tmp_path)
     assert "| dqn-100k x3 seeds" in text and "interquartile mean (IQM)" in text and "Agarwal et al. 2021" in text
     assert "dqn-100k x3 seeds" in (tmp_path / "report.html").read_text()
     assert {"learning_curves.png", "score_distributions.png"} <= {path.name for path in tmp_path.iterdir()}
+
+
+def test_the_report_stage_makes_one_row_of_the_seeds_it_finds_evaluated_in_the_store(tmp_path, monkeypatch):
+    """The evaluations in MLflow are matched to the group's shipped agents by their weights' SHA-256."""
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    shipped_with(tmp_path, {"dqn-100k x3 seeds": list(SEEDS)}, SEEDS)
+    weights = {name: tmp_path / "shipped" / name / "weights.npz" for name in SEEDS}
+    weights["dqn-100k"] = REPO / "shipped/dqn-100k/weights.npz"
+    for index, path in enumerate(weights.values()):
+        with StageRun("evaluate", "space-invaders-dqn") as run:
+            sha = hashlib.sha256(path.read_bytes()).hexdigest()
+            run.set_tags({Tag.AGENT: "native nature-dueling 100,000 steps", Tag.TRAIN_RUN_ID: run.run_id})
+            run.set_tags({Tag.WEIGHTS_SHA256: sha, Tag.PROTOCOL: PROTOCOL})  # not this run's: no GIF to fetch
+            run.log_metrics({Metric.AGENT_TRAIN_STEPS: 100_000, Metric.AGENT_WALL_TIME_S: 1_500.0})
+            for game, score in enumerate([200.0 + 50 * index, 300.0]):
+                run.log_metrics({Metric.GAME_SCORE: score}, step=game)
+            run.log_metrics({Metric.TRAIN_EPISODE_RETURN: 100.0}, step=1_000)
+    text = report(build_params({}), RecordingRun(), Workspace(tmp_path))
+    rows = [line.split("|")[1:3] for line in text.splitlines() if "100,000" in line]
+    assert [(label.strip(), seeds.strip()) for label, seeds in rows] == [
+        ("dqn-100k x3 seeds", "3"),
+        ("native nature-dueling 100,000 steps", "1"),
+    ]

@@ -5,11 +5,10 @@ import shutil
 import subprocess
 
 import pytest
-import yaml
 from conftest import REPO
+from shipped_seeds import SEEDS, shipped_with
 
 from invaders.agents.card import AgentCard
-from invaders.config import read_params_file
 from invaders.errors import InputError
 from invaders.shipping import SeedGroup, ShippingError, main, seed_groups, ship
 
@@ -81,22 +80,6 @@ def test_a_bad_agent_card_is_one_line_naming_the_file(tmp_path):
         with pytest.raises(InputError, match=problem) as raised:
             AgentCard.read(tmp_path)
         assert "\n" not in str(raised.value) and str(tmp_path / "agent.json") in str(raised.value)
-
-
-def shipped_with(root, groups, seeds, changed=None):
-    """``root/shipped``: agents.yaml listing ``seeds`` (name -> train.seed) and ``groups``, and each agent's
-    params.yaml: the project's, trained for 100k steps with its seed, as the seed runs are made."""
-    (root / "shipped").mkdir(parents=True)
-    (root / "shipped/agents.yaml").write_text(yaml.safe_dump({"shipped": ["dqn-100k", *seeds], "seed_groups": groups}))
-    for name, seed in seeds.items():
-        params = read_params_file(REPO / "params.yaml")
-        params["train"].update({"steps": 100_000, "seed": seed, **(changed or {}).get(name, {})})
-        (root / "shipped" / name).mkdir()
-        (root / "shipped" / name / "params.yaml").write_text(yaml.safe_dump(params))
-    return root
-
-
-SEEDS = {f"dqn-100k-seed{seed}": seed for seed in range(3)}
 
 
 def test_seed_groups_name_their_row_and_members_and_the_project_declares_none_yet(tmp_path):
