@@ -1,4 +1,4 @@
-"""Shipping a finished run: every file evaluate-shipped needs, the commit that trained it, never a partial copy."""
+"""Shipping a finished run: every file evaluate-shipped needs, the commit that trained it, never a partial copy;\nseed groups of shipped agents, checked."""
 
 import json
 import shutil
@@ -6,10 +6,11 @@ import subprocess
 
 import pytest
 from conftest import REPO
+from shipped_seeds import SEEDS, shipped_with
 
 from invaders.agents.card import AgentCard
 from invaders.errors import InputError
-from invaders.shipping import ShippingError, main, ship
+from invaders.shipping import SeedGroup, ShippingError, main, seed_groups, ship
 
 SHIPPED = REPO / "shipped" / "dqn-100k"
 
@@ -79,3 +80,58 @@ def test_a_bad_agent_card_is_one_line_naming_the_file(tmp_path):
         with pytest.raises(InputError, match=problem) as raised:
             AgentCard.read(tmp_path)
         assert "\n" not in str(raised.value) and str(tmp_path / "agent.json") in str(raised.value)
+
+
+def test_seed_groups_name_their_row_and_members_and_the_project_declares_none_yet(tmp_path):
+    group = {"dqn-100k x3 seeds": list(SEEDS)}
+    assert seed_groups(shipped_with(tmp_path, group, SEEDS)) == [SeedGroup("dqn-100k x3 seeds", tuple(SEEDS))]
+    assert seed_groups(REPO) == []
+
+
+@pytest.mark.parametrize(
+    ("groups", "seeds", "changed", "problem"),
+    [
+        ({"x": "dqn-100k-seed0"}, SEEDS, None, "['x']: must be a list of 2 or more shipped agents, one per seed"),
+        ({"x": ["dqn-100k-seed0"]}, SEEDS, None, "['x']: must be a list of 2 or more shipped agents, one per seed"),
+        ({"x": ["dqn-100k-seed0", "dqn-100k-seed7"]}, SEEDS, None, "['x']: dqn-100k-seed7 is not in the shipped list"),
+        ({"x": ["dqn-100k-seed0", "dqn-100k-seed0"]}, SEEDS, None, "['x']: dqn-100k-seed0 is listed twice"),
+        (
+            {"x": list(SEEDS)[:2], "y": list(SEEDS)[1:]},
+            SEEDS,
+            None,
+            "['y']: dqn-100k-seed1 is already in seed_groups['x']",
+        ),
+        (
+            {"x": list(SEEDS)},
+            SEEDS,
+            {"dqn-100k-seed2": {"steps": 50_000}},
+            "['x']: dqn-100k-seed2 has train.steps=50000, dqn-100k-seed0 100000: only train.seed may differ",
+        ),
+        (
+            {"x": list(SEEDS)},
+            {**SEEDS, "dqn-100k-seed2": 0},
+            None,
+            "['x']: dqn-100k-seed0 and dqn-100k-seed2 both have train.seed=0",
+        ),
+        (
+            {"x": list(SEEDS)},
+            SEEDS,
+            {"dqn-100k-seed1": {"gamma": 2.0}},
+            "['x']: dqn-100k-seed1: train.gamma = 2.0: must be",
+        ),
+    ],
+)
+def test_a_bad_seed_group_is_one_line_naming_the_file_the_key_and_the_problem(
+    tmp_path, groups, seeds, changed, problem
+):
+    with pytest.raises(InputError) as raised:
+        seed_groups(shipped_with(tmp_path, groups, seeds, changed))
+    assert str(raised.value).startswith(f"shipped/agents.yaml: seed_groups{problem}")
+    assert "\n" not in str(raised.value)
+
+
+def test_seed_groups_must_be_a_mapping(tmp_path):
+    (tmp_path / "shipped").mkdir()
+    (tmp_path / "shipped/agents.yaml").write_text("shipped: [a, b]\nseed_groups: [a, b]\n")
+    with pytest.raises(InputError, match=r"^shipped/agents.yaml: seed_groups: must map a row label to a list"):
+        seed_groups(tmp_path)

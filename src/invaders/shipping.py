@@ -5,7 +5,8 @@
 
 Copies what the run's ``train`` stage wrote (weights, spec, agent.json, curve, metrics), the params it
 was trained with, and its evaluation metrics if it has them; records the git commit of the workspace.
-The agents the pipeline evaluates are listed once, in ``shipped/agents.yaml`` (``shipped_agents``).
+The agents the pipeline evaluates are listed once, in ``shipped/agents.yaml`` (``shipped_agents``), with
+the seed groups the report shows as one row each (``seed_groups``).
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ import dataclasses
 import re
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from invaders import files
 from invaders.agents.card import AgentCard
-from invaders.config import load_params
-from invaders.errors import UserError
+from invaders.config import as_flat_dict, load_params
+from invaders.errors import ConfigError, InputError, UserError
 from invaders.tracking.mlflow_tracking import git_commit
 
 # (source inside the workspace, name inside shipped/<name>/, required)
@@ -44,6 +47,79 @@ AGENTS_LIST = Path("shipped/agents.yaml")
 def shipped_agents(root: Path = Path(".")) -> list[str]:
     """Names of the agents the ``evaluate-shipped`` stage evaluates, from ``root``'s ``shipped/agents.yaml``."""
     return [str(name) for name in yaml.safe_load((root / AGENTS_LIST).read_text())["shipped"]]
+
+
+SEED = "train.seed"  # the one param the members of a seed group differ in
+
+
+@dataclass(frozen=True)
+class SeedGroup:
+    """Shipped agents trained alike but for ``train.seed``: one row of the report."""
+
+    label: str  # the row's name
+    members: tuple[str, ...]  # shipped agents, one per seed
+
+
+def seed_groups(root: Path = Path(".")) -> list[SeedGroup]:
+    """The ``seed_groups`` of ``root``'s ``shipped/agents.yaml``, checked: each member shipped and in one group,
+    trained with its group's params but a seed of its own. A bad one is an ``InputError`` of one line."""
+    listed = yaml.safe_load((root / AGENTS_LIST).read_text())
+    shipped = {str(name) for name in listed["shipped"]}
+    where = f"{AGENTS_LIST}: seed_groups"
+    declared = listed.get("seed_groups") or {}
+    if not isinstance(declared, dict):
+        raise InputError(f"{where}: must map a row label to a list of shipped agents")
+    groups, group_of = [], {}
+    for label, members in declared.items():
+        key = f"{where}[{label!r}]"
+        if not isinstance(members, list) or len(members) < 2 or not all(isinstance(name, str) for name in members):
+            raise InputError(f"{key}: must be a list of 2 or more shipped agents, one per seed")
+        trained = {}
+        for name in members:
+            if name not in shipped:
+                raise InputError(f"{key}: {name} is not in the shipped list")
+            if name in group_of:
+                again = "listed twice" if group_of[name] == label else f"already in seed_groups[{group_of[name]!r}]"
+                raise InputError(f"{key}: {name} is {again}")
+            group_of[name] = label
+            try:
+                trained[name] = training_params(root / AGENTS_LIST.parent / name)
+            except ConfigError as error:
+                raise InputError(f"{key}: {name}: {error}") from None
+        problem = seed_problem(trained)
+        if problem:
+            raise InputError(f"{key}: {problem}")
+        groups.append(SeedGroup(str(label), tuple(members)))
+    return groups
+
+
+def training_params(agent_dir: Path) -> dict[str, Any]:
+    """What trained the agent in ``agent_dir``, from its params.yaml: ``env.*``, ``model.*`` and the ``train.*``
+    keys its backend reads, as its evaluation logs them."""
+    params = load_params(agent_dir / "params.yaml")
+    return {
+        **as_flat_dict(params.env, "env"),
+        **as_flat_dict(params.model, "model"),
+        **as_flat_dict(params.train.applied(), "train"),
+    }
+
+
+def seed_problem(trained: dict[str, dict[str, Any]]) -> str:
+    """Why agents trained with ``trained`` (name -> ``training_params``) are not one setting run with
+    different seeds, "" if they are: a param other than ``train.seed`` differs, or two share a seed."""
+    first, reference = next(iter(trained.items()))
+    seen: dict[Any, str] = {}
+    for name, params in trained.items():
+        differ = sorted(
+            key for key in reference.keys() | params.keys() if key != SEED and params.get(key) != reference.get(key)
+        )
+        if differ:
+            key = differ[0]
+            return f"{name} has {key}={params.get(key)}, {first} {reference.get(key)}: only {SEED} may differ"
+        if params[SEED] in seen:
+            return f"{seen[params[SEED]]} and {name} both have {SEED}={params[SEED]}"
+        seen[params[SEED]] = name
+    return ""
 
 
 class ShippingError(UserError):

@@ -35,6 +35,7 @@ def gather_agents(experiment: str, random_protocol: str) -> list[AgentScores]:
             train_wall_time_s=float(run[metric_column(Metric.AGENT_WALL_TIME_S)]),
             curve=metric_history(run[tag_column(Tag.TRAIN_RUN_ID)], Metric.TRAIN_EPISODE_RETURN),
             run_id=run["run_id"],
+            weights_sha256=run[WEIGHTS],
         )
         for _, run in evaluations.iterrows()
     ]

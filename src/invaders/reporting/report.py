@@ -2,12 +2,14 @@
 
 Input is plain pandas frames (one row per agent, the per-game scores, the learning curves) so the
 report can be built and tested without a tracking store; ``gather.gather_agents`` reads them from MLflow.
+A row is one agent, or the agents of one seed group (``seed_rows``): one setting trained with several seeds.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import pandas as pd  # noqa: E402
 
 from invaders.config import rom_name  # noqa: E402
 from invaders.evaluation.statistics import bootstrap_ci, summarize  # noqa: E402
+from invaders.reporting.seeds import curve_band, iqm, stratified_bootstrap_ci  # noqa: E402
 
 
 @dataclass
@@ -35,6 +38,37 @@ class AgentScores:
     scores: np.ndarray  # unclipped game score of each evaluation game
     curve: pd.DataFrame | None = None  # mean training game score per log interval: columns step, value
     run_id: str = ""  # the MLflow run of the evaluation, which holds its GIF
+    weights_sha256: str = ""  # of the evaluated weights.npz (Tag.WEIGHTS_SHA256); "" for the random agent
+
+
+@dataclass
+class Row:
+    """One row of the report: an agent, or the agents of a seed group (one per training seed)."""
+
+    label: str
+    seeds: list[AgentScores]
+
+    @property
+    def scores(self) -> np.ndarray:
+        """Every evaluation game of the row."""
+        return np.concatenate([agent.scores for agent in self.seeds])
+
+
+def seed_rows(agents: list[AgentScores], groups: dict[str, frozenset[str]]) -> list[Row]:
+    """A row per agent, but the agents of a seed group (``groups``: row label -> its members' weights SHA-256)
+    make one row per protocol, where the first of them stands."""
+    group_of = {sha: label for label, shas in groups.items() for sha in shas}
+    rows, grouped = [], {}
+    for agent in agents:
+        label = group_of.get(agent.weights_sha256)
+        if label is None:
+            rows.append(Row(agent.label, [agent]))
+            continue
+        if (label, agent.protocol) not in grouped:
+            grouped[label, agent.protocol] = Row(label, [])
+            rows.append(grouped[label, agent.protocol])
+        grouped[label, agent.protocol].seeds.append(agent)
+    return rows
 
 
 def game_title(env_id: str) -> str:
@@ -42,26 +76,47 @@ def game_title(env_id: str) -> str:
     return rom_name(env_id).replace("_", " ").title()
 
 
-def results_table(agents: list[AgentScores], confidence: float, samples: int) -> pd.DataFrame:
-    rows = []
-    for agent in agents:
-        stats = summarize(agent.scores)
-        low, high = bootstrap_ci(agent.scores, confidence, samples)
-        rows.append(
+# Under the table: what the score and CI columns are, for one seed and for several.
+SCORE_NOTE = (
+    "score: the mean game score and a bootstrap CI over the games; for several seeds, the interquartile mean (IQM) "
+    "of the seeds' mean scores and a stratified bootstrap CI over the seeds (Agarwal et al. 2021, rliable's method). "
+    "mean +- std, median and games: all the row's games; train time: per seed."
+)
+
+
+def results_table(rows: list[Row], confidence: float, samples: int) -> pd.DataFrame:
+    """The score of a row of one seed is its mean game score, with a bootstrap CI over its games; of a row
+    of several, the IQM of the seeds' mean scores, with a stratified bootstrap CI over its seeds."""
+    table = []
+    for row in rows:
+        stats = summarize(row.scores)
+        if len(row.seeds) == 1:
+            score, (low, high) = stats["mean"], bootstrap_ci(row.scores, confidence, samples)
+        else:
+            means = np.array([agent.scores.mean() for agent in row.seeds])
+            score, (low, high) = iqm(means), stratified_bootstrap_ci(means, confidence, samples)
+        table.append(
             {
-                "agent": agent.label,
-                "training steps": f"{agent.train_steps:,}",
-                "train time": _duration(agent.train_wall_time_s),
+                "agent": row.label,
+                "seeds": len(row.seeds),
+                "training steps": _distinct(f"{agent.train_steps:,}" for agent in row.seeds),
+                "train time": _duration(float(np.mean([agent.train_wall_time_s for agent in row.seeds]))),
+                "score": f"{score:.1f}",
+                f"{confidence:.0%} CI": f"[{low:.1f}, {high:.1f}]",
                 "mean +- std": f"{stats['mean']:.1f} +- {stats['std']:.1f}",
                 "median": f"{stats['median']:.0f}",
-                f"{confidence:.0%} CI of mean": f"[{low:.1f}, {high:.1f}]",
                 "games": stats["episodes"],
-                "experiment": agent.experiment,
-                "commit": agent.commit[:7],
-                "protocol": agent.protocol,
+                "experiment": _distinct(agent.experiment for agent in row.seeds),
+                "commit": _distinct(agent.commit[:7] for agent in row.seeds),
+                "protocol": row.seeds[0].protocol,
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(table)
+
+
+def _distinct(values: Iterable[str]) -> str:
+    """The different values, in order of first appearance: the seeds of a row usually share them."""
+    return ", ".join(dict.fromkeys(values))
 
 
 def _duration(seconds: float) -> str:
@@ -71,14 +126,23 @@ def _duration(seconds: float) -> str:
     return f"{minutes:.1f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
 
 
-def plot_learning_curves(agents: list[AgentScores], path: Path, window: int = 5) -> None:
+def plot_learning_curves(rows: list[Row], path: Path, window: int = 5) -> None:
+    """A line per agent; a row of several seeds is their mean in a band from the lowest to the highest seed."""
     figure, axes = plt.subplots(figsize=(8, 4.5))
-    random_mean = next((a.scores.mean() for a in agents if a.train_steps == 0), None)  # the first: this protocol
-    for agent in agents:
-        if agent.curve is None or agent.curve.empty:
+    random_mean = next((r.scores.mean() for r in rows if r.seeds[0].train_steps == 0), None)  # the first: this protocol
+    for row in rows:
+        curves = [agent.curve for agent in row.seeds if agent.curve is not None and not agent.curve.empty]
+        if not curves:
             continue
-        smooth = agent.curve["value"].rolling(window, min_periods=1).mean()
-        axes.plot(agent.curve["step"], smooth, label=agent.label)
+        if len(row.seeds) == 1:
+            smooth = curves[0]["value"].rolling(window, min_periods=1).mean()
+            axes.plot(curves[0]["step"], smooth, label=row.label)
+            continue
+        band = curve_band(curves, window)
+        (line,) = axes.plot(
+            band["step"], band["mean"], label=f"{row.label} (mean, band: lowest to highest of {len(curves)} seeds)"
+        )
+        axes.fill_between(band["step"], band["low"], band["high"], color=line.get_color(), alpha=0.2)
     if random_mean is not None:
         axes.axhline(random_mean, color="grey", linestyle="--", label="random agent (evaluation mean)")
     axes.set_xlabel("agent steps")
@@ -92,13 +156,14 @@ def plot_learning_curves(agents: list[AgentScores], path: Path, window: int = 5)
     plt.close(figure)
 
 
-def plot_score_distributions(agents: list[AgentScores], path: Path) -> None:
-    figure, axes = plt.subplots(figsize=(8, 0.6 * len(agents) + 1.8))
-    axes.boxplot([a.scores for a in agents], vert=False, showmeans=True)
-    for row, agent in enumerate(agents, start=1):
-        jitter = np.random.default_rng(row).uniform(-0.15, 0.15, agent.scores.size)
-        axes.scatter(agent.scores, row + jitter, s=8, alpha=0.5)
-    axes.set_yticks(range(1, len(agents) + 1), [a.label for a in agents], fontsize=8)
+def plot_score_distributions(rows: list[Row], path: Path) -> None:
+    figure, axes = plt.subplots(figsize=(8, 0.6 * len(rows) + 1.8))
+    axes.boxplot([r.scores for r in rows], vert=False, showmeans=True)
+    for number, row in enumerate(rows, start=1):
+        jitter = np.random.default_rng(number).uniform(-0.15, 0.15, row.scores.size)
+        axes.scatter(row.scores, number + jitter, s=8, alpha=0.5)
+    labels = [r.label if len(r.seeds) == 1 else f"{r.label} (games of {len(r.seeds)} seeds)" for r in rows]
+    axes.set_yticks(range(1, len(rows) + 1), labels, fontsize=8)
     axes.set_xlabel("game score (evaluation games)")
     axes.set_title("Score distributions")
     axes.grid(alpha=0.3, axis="x")
@@ -108,7 +173,7 @@ def plot_score_distributions(agents: list[AgentScores], path: Path) -> None:
 
 
 def write_report(
-    agents: list[AgentScores],
+    rows: list[Row],
     directory: Path,
     confidence: float,
     samples: int,
@@ -118,9 +183,9 @@ def write_report(
     game: str,
 ) -> str:
     """Write report.md, report.html and the plots into ``directory``, titled for ``game``; return the Markdown."""
-    table = results_table(agents, confidence, samples)
-    plot_learning_curves(agents, directory / "learning_curves.png")
-    plot_score_distributions(agents, directory / "score_distributions.png")
+    table = results_table(rows, confidence, samples)
+    plot_learning_curves(rows, directory / "learning_curves.png")
+    plot_score_distributions(rows, directory / "score_distributions.png")
     markdown = [
         f"# {game} DQN: results",
         "",
@@ -128,6 +193,8 @@ def write_report(
         "Scores are unclipped game scores of whole games under the protocol shown.",
         "",
         table.to_markdown(index=False),
+        "",
+        SCORE_NOTE,
         "",
         "![learning curves](learning_curves.png)",
         "",
@@ -162,5 +229,5 @@ def _html(table: pd.DataFrame, directory: Path, best: AgentScores | None, gif: P
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{title} results</title><style>{style}</style></head>"
         f"<body><h1>{title}: results</h1><p>Unclipped game scores of whole games.</p>"
-        f"{table.to_html(index=False, escape=True)}{images}</body></html>\n"
+        f"{table.to_html(index=False, escape=True)}<p>{html.escape(SCORE_NOTE)}</p>{images}</body></html>\n"
     )

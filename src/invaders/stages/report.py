@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from invaders import files
@@ -12,15 +13,22 @@ from invaders.tracking.run import Run
 
 
 def report(params: Params, run: Run, workspace: Workspace) -> str:
-    """Read every baseline and evaluation run back from the tracking store and compare them."""
+    """Read every baseline and evaluation run back from the tracking store and compare them, the agents of
+    each seed group of ``shipped/agents.yaml`` in one row."""
     import tempfile
 
     from invaders.evaluation.publish import default_protocol, protocol_label
     from invaders.reporting.gather import gather_agents
-    from invaders.reporting.report import game_title, write_report
+    from invaders.reporting.report import game_title, seed_rows, write_report
+    from invaders.shipping import AGENTS_LIST, seed_groups
     from invaders.tracking.mlflow_tracking import download_artifact
 
+    groups = {
+        group.label: frozenset(_weights_sha256(workspace.root / AGENTS_LIST.parent / name) for name in group.members)
+        for group in seed_groups(workspace.root)
+    }
     agents = gather_agents(params.tracking.experiment, protocol_label(params, epsilon=1.0))
+    rows = seed_rows(agents, groups)
     protocol = protocol_label(params, params.evaluation.epsilon)
     comparable = [agent for agent in agents if agent.train_steps > 0 and agent.protocol == protocol]
     with files.atomic_directory(workspace.report) as staging:
@@ -32,7 +40,7 @@ def report(params: Params, run: Run, workspace: Workspace) -> str:
                 gif = staging / "best_agent.gif"
                 gif.write_bytes(source.read_bytes())
         text = write_report(
-            agents,
+            rows,
             staging,
             params.report.confidence,
             params.report.bootstrap_samples,
@@ -40,13 +48,18 @@ def report(params: Params, run: Run, workspace: Workspace) -> str:
             gif,
             game=game_title(params.env.id),
         )
-    run.log_metrics({Metric.AGENTS_COMPARED: len(agents)})
+    run.log_metrics({Metric.AGENTS_COMPARED: len(rows)})
     randoms = [agent for agent in agents if agent.train_steps == 0 and agent.protocol == agents[0].protocol]
     if protocol == default_protocol():  # an experiment that changes the protocol never moves the champion
         _crown(params, run, protocol, float(randoms[0].scores.mean()) if randoms else None)
     run.log_artifact(workspace.report, "report")
     print(text)
     return text
+
+
+def _weights_sha256(agent_dir: Path) -> str:
+    """How the evaluation of the agent in ``agent_dir`` is tagged (``Tag.WEIGHTS_SHA256``): one row per agent."""
+    return hashlib.sha256((agent_dir / "weights.npz").read_bytes()).hexdigest()
 
 
 def _crown(params: Params, run: Run, protocol: str, random_mean: float | None) -> None:

@@ -1,0 +1,181 @@
+"""The report: seeds as one row (IQM, stratified bootstrap CI, a band of curves), the rest one row per agent;
+from plain frames, and as the report stage reads them from a tracking store."""
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+from conftest import REPO
+from matplotlib.axes import Axes
+from shipped_seeds import SEEDS, shipped_with
+
+from invaders.config import build_params
+from invaders.evaluation.statistics import bootstrap_ci
+from invaders.names import Metric, Tag
+from invaders.pipeline import Workspace
+from invaders.reporting.report import AgentScores, plot_learning_curves, results_table, seed_rows, write_report
+from invaders.reporting.seeds import curve_band, iqm, stratified_bootstrap_ci
+from invaders.stages.report import report
+from invaders.tracking.mlflow_tracking import StageRun
+from invaders.tracking.run import RecordingRun
+
+PROTOCOL = "ALE/SpaceInvaders-v5, eps 0.05"
+SEED_SCORES = np.array([318.5, 250.0, 402.3, 120.7, 289.9])  # mean scores of 5 seeds
+
+
+def test_iqm_is_the_mean_of_the_middle_half_as_scipy_trims_it():
+    assert iqm(np.arange(1.0, 9.0)) == 4.5  # 3, 4, 5, 6
+    assert iqm([7.0]) == 7.0
+    rng = np.random.default_rng(0)
+    for size in range(1, 12):
+        scores = rng.normal(300.0, 100.0, size)
+        assert iqm(scores) == pytest.approx(scipy.stats.trim_mean(scores, 0.25))
+
+
+@pytest.mark.parametrize(
+    ("seeds", "confidence", "expected"),
+    [  # rliable 1.2.0: get_interval_estimates({"a": seeds[:, None]}, aggregate_iqm, reps=200_000)
+        (SEED_SCORES, 0.95, (163.8, 374.3667)),
+        (SEED_SCORES[:3], 0.95, (250.0, 402.3)),
+        (SEED_SCORES[:4], 0.95, (120.7, 402.3)),
+        (
+            np.array([318.5, 250.0, 402.3, 120.7, 289.9, 510.0, 333.3, 205.5, 298.1, 177.0]),
+            0.9,
+            (226.9333, 345.5),
+        ),
+    ],
+)
+def test_stratified_bootstrap_matches_rliable(seeds, confidence, expected):
+    assert stratified_bootstrap_ci(seeds, confidence, 200_000) == pytest.approx(expected, abs=0.1)
+
+
+def test_stratified_bootstrap_of_one_seed_is_the_point_and_repeats_for_a_seed():
+    assert stratified_bootstrap_ci(np.array([318.5]), 0.95, 1_000) == (318.5, 318.5)
+    assert stratified_bootstrap_ci(SEED_SCORES, 0.9, 2_000, seed=3) == stratified_bootstrap_ci(
+        SEED_SCORES, 0.9, 2_000, seed=3
+    )
+    assert stratified_bootstrap_ci(SEED_SCORES, 0.9, 2_000) == stratified_bootstrap_ci(SEED_SCORES, 0.9, 2_000, seed=0)
+
+
+def test_curve_band_spans_the_steps_every_seed_reaches_and_fills_gaps_between_logged_steps():
+    first = pd.DataFrame({"step": [0, 10, 20, 30], "value": [0.0, 10.0, 20.0, 30.0]})
+    second = pd.DataFrame({"step": [10, 40], "value": [30.0, 60.0]})  # nothing logged at 20 and 30
+    band = curve_band([first, second], window=1)
+    assert band["step"].tolist() == [10, 20, 30]
+    assert band["low"].tolist() == [10.0, 20.0, 30.0] and band["high"].tolist() == [30.0, 40.0, 50.0]
+    assert band["mean"].tolist() == [20.0, 30.0, 40.0]
+    assert curve_band([first], window=2)["mean"].tolist() == [0.0, 5.0, 15.0, 25.0]  # rolling mean of 2 intervals
+
+
+def agent(label, scores, sha="", steps=100_000, wall=1_500.0, protocol=PROTOCOL, curve=None):
+    return AgentScores(
+        label=label,
+        train_steps=steps,
+        train_wall_time_s=wall,
+        protocol=protocol,
+        experiment="workspace",
+        commit="4cfda13aaaa",
+        scores=np.array(scores, dtype=float),
+        curve=curve,
+        weights_sha256=sha,
+    )
+
+
+def curve(level):
+    return pd.DataFrame({"step": [1_000, 2_000, 3_000], "value": [level, level + 10.0, level + 20.0]})
+
+
+@pytest.fixture
+def agents():
+    """Random, the pipeline's agent, a single-seed 100k agent and a group of 3 seeds, one also evaluated under
+    another protocol."""
+    return [
+        agent("random", [100.0, 200.0], steps=0, wall=0.0),
+        agent("native nature-dueling 10,000 steps", [150.0, 170.0], sha="train", steps=10_000, curve=curve(50)),
+        agent("native nature-dueling 100,000 steps", [300.0, 340.0], sha="dqn-100k", curve=curve(100)),
+        agent("native nature-dueling 100,000 steps", [100.0, 200.0], sha="seed0", wall=1_000.0, curve=curve(80)),
+        agent("native nature-dueling 100,000 steps", [300.0, 300.0], sha="seed1", wall=2_000.0, curve=curve(120)),
+        agent("native nature-dueling 100,000 steps", [240.0, 260.0], sha="seed2", wall=3_000.0, curve=curve(90)),
+        agent("native nature-dueling 100,000 steps", [50.0, 70.0], sha="seed0", protocol="another"),
+    ]
+
+
+GROUPS = {"dqn-100k x3 seeds": frozenset({"seed0", "seed1", "seed2"})}
+
+
+def test_a_seed_group_is_one_row_per_protocol_where_its_first_seed_stands(agents):
+    rows = seed_rows(agents, GROUPS)
+    assert [(row.label, len(row.seeds)) for row in rows] == [
+        ("random", 1),
+        ("native nature-dueling 10,000 steps", 1),
+        ("native nature-dueling 100,000 steps", 1),
+        ("dqn-100k x3 seeds", 3),
+        ("dqn-100k x3 seeds", 1),
+    ]
+    assert rows[3].scores.tolist() == [100.0, 200.0, 300.0, 300.0, 240.0, 260.0]
+    assert rows[4].seeds[0].protocol == "another"
+    assert [row.label for row in seed_rows(agents, {})] == [a.label for a in agents]
+
+
+def test_results_table_gives_a_group_its_iqm_and_stratified_interval_and_a_single_agent_its_mean(agents):
+    table = results_table(seed_rows(agents, GROUPS), 0.95, 2_000).set_index("agent", append=True)
+    group = table.xs("dqn-100k x3 seeds", level="agent").iloc[0]
+    means = np.array([150.0, 300.0, 250.0])
+    low, high = stratified_bootstrap_ci(means, 0.95, 2_000)
+    assert group["seeds"] == 3 and group["games"] == 6 and group["score"] == f"{iqm(means):.1f}" == "233.3"
+    assert group["95% CI"] == f"[{low:.1f}, {high:.1f}]"
+    assert group["mean +- std"] == "233.3 +- 69.0" and group["median"] == "250"
+    assert group["train time"] == "33.3 min" and group["training steps"] == "100,000"
+    assert group["commit"] == "4cfda13" and group["protocol"] == PROTOCOL
+    single = table.xs("native nature-dueling 100,000 steps", level="agent").iloc[0]
+    low, high = bootstrap_ci(np.array([300.0, 340.0]), 0.95, 2_000)
+    assert single["seeds"] == 1 and single["score"] == "320.0" and single["95% CI"] == f"[{low:.1f}, {high:.1f}]"
+    assert table.xs("random", level="agent").iloc[0]["seeds"] == 1
+
+
+def test_learning_curves_draw_a_group_as_its_mean_in_a_band(agents, tmp_path, monkeypatch):
+    bands = []
+    drawn = Axes.fill_between
+    monkeypatch.setattr(
+        Axes,
+        "fill_between",
+        lambda axes, x, low, high, **kw: bands.append((low, high)) or drawn(axes, x, low, high, **kw),
+    )
+    plot_learning_curves(seed_rows(agents, GROUPS), tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert len(bands) == 1  # the group under this protocol; its seed under another has no curve
+    low, high = bands[0]
+    assert low.tolist() == [80.0, 85.0, 90.0] and high.tolist() == [120.0, 125.0, 130.0]  # rolling mean of 5
+
+
+def test_report_files_name_the_group_and_how_its_score_is_made(agents, tmp_path):
+    text = write_report(seed_rows(agents, GROUPS), tmp_path, 0.95, 500, None, None, game="Space Invaders")
+    assert "| dqn-100k x3 seeds" in text and "interquartile mean (IQM)" in text and "Agarwal et al. 2021" in text
+    assert "dqn-100k x3 seeds" in (tmp_path / "report.html").read_text()
+    assert {"learning_curves.png", "score_distributions.png"} <= {path.name for path in tmp_path.iterdir()}
+
+
+def test_the_report_stage_makes_one_row_of_the_seeds_it_finds_evaluated_in_the_store(tmp_path, monkeypatch):
+    """The evaluations in MLflow are matched to the group's shipped agents by their weights' SHA-256."""
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    shipped_with(tmp_path, {"dqn-100k x3 seeds": list(SEEDS)}, SEEDS)
+    weights = {name: tmp_path / "shipped" / name / "weights.npz" for name in SEEDS}
+    weights["dqn-100k"] = REPO / "shipped/dqn-100k/weights.npz"
+    for index, path in enumerate(weights.values()):
+        with StageRun("evaluate", "space-invaders-dqn") as run:
+            sha = hashlib.sha256(path.read_bytes()).hexdigest()
+            run.set_tags({Tag.AGENT: "native nature-dueling 100,000 steps", Tag.TRAIN_RUN_ID: run.run_id})
+            run.set_tags({Tag.WEIGHTS_SHA256: sha, Tag.PROTOCOL: PROTOCOL})  # not this run's: no GIF to fetch
+            run.log_metrics({Metric.AGENT_TRAIN_STEPS: 100_000, Metric.AGENT_WALL_TIME_S: 1_500.0})
+            for game, score in enumerate([200.0 + 50 * index, 300.0]):
+                run.log_metrics({Metric.GAME_SCORE: score}, step=game)
+            run.log_metrics({Metric.TRAIN_EPISODE_RETURN: 100.0}, step=1_000)
+    text = report(build_params({}), RecordingRun(), Workspace(tmp_path))
+    rows = [line.split("|")[1:3] for line in text.splitlines() if "100,000" in line]
+    assert [(label.strip(), seeds.strip()) for label, seeds in rows] == [
+        ("dqn-100k x3 seeds", "3"),
+        ("native nature-dueling 100,000 steps", "1"),
+    ]
