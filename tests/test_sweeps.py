@@ -64,7 +64,10 @@ def test_a_sweep_file_reads_into_trials(tmp_path, raw_params):
         ({"search": {"train.lr": {"grid": [1]}}}, "train.lr: unknown key; allowed: backend, steps,"),
         ({"search": {"train.gamma": {"grid": [0.99, 1.5]}}}, "train.gamma = 1.5: must be > 0.0 and <= 1.0"),
         ({"search": {"train.gamma": {"normal": [0, 1]}}}, "search.train.gamma = {'normal': [0, 1]}: must be one of"),
-        ({"search": {"train.learning_rate": {"loguniform": [0, 1]}}}, "must be [low, high] numbers with 0 < low < high"),
+        (
+            {"search": {"train.learning_rate": {"loguniform": [0, 1]}}},
+            "must be [low, high] numbers with 0 < low < high",
+        ),
         ({"params": {"train.seed": 3}}, "train.seed: set by the sweep's seeds key"),
         ({"metric": "loss"}, "metric = 'loss': allowed: score_mean, score_median, score_ci_low"),
         ({"early_stopping": {"grace_steps": 600}}, "early_stopping.grace_steps = 600: must be below steps (600)"),
@@ -250,6 +253,10 @@ def test_a_sweep_on_two_nodes_gives_one_run_per_trial_and_survives_a_killed_work
         assert len(trains) == 1 and trains[0].info.status == "FINISHED", "a restarted trial continues its train run"
         steps = [metric.step for metric in client.get_metric_history(trains[0].info.run_id, Metric.TRAIN_UPDATES)]
         assert steps == sorted(set(steps)) and steps[-1] == 1000, "no metric step lost or duplicated"
-    (restarted,) = [trial for trial in trials if by_parent[trial.info.run_id][0].info.run_id in killed
-                    or any(run.info.run_id in killed for run in by_parent[trial.info.run_id])]
+    (restarted,) = [
+        trial
+        for trial in trials
+        if by_parent[trial.info.run_id][0].info.run_id in killed
+        or any(run.info.run_id in killed for run in by_parent[trial.info.run_id])
+    ]
     assert restarted.data.tags[Tag.TRIAL_ATTEMPTS] == "2"
