@@ -124,6 +124,30 @@ def test_the_best_configuration_is_the_best_mean_over_seeds_and_dvc_reproduces_i
     assert "-S train.n_step=1 " in command and command.endswith(" -S train.steps=600 -S train.learning_rate=0.001")
 
 
+def test_closing_a_sweep_ends_what_killed_trials_left_running(tmp_path, monkeypatch):
+    from invaders.tracking.mlflow_tracking import client_for, tracking_uri
+    from invaders.tracking.sweep_runs import close_trials, open_sweep_run, open_trial_run
+
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    sweep = open_sweep_run("unit-sweeps", "tiny", sweep_file(tmp_path), tmp_path, None)
+    client = client_for(tracking_uri())
+    trials, stages = {}, {}
+    for trial_id in ("early_00000", "lost_00001"):
+        trials[trial_id] = open_trial_run("unit-sweeps", sweep, trial_id, trial_id, {"train.seed": 0}, "127.0.0.2")
+        experiment = client.get_run(trials[trial_id]).info.experiment_id
+        tags = {Tag.PARENT_RUN_ID: trials[trial_id], Tag.STAGE: "train"}
+        stages[trial_id] = client.create_run(experiment, tags=tags).info.run_id
+
+    close_trials(sweep, {"early_00000"}, "FAILED", sweep_status="FINISHED")
+
+    early, lost = (client.get_run(trials[trial_id]) for trial_id in ("early_00000", "lost_00001"))
+    assert early.info.status == "FINISHED" and early.data.tags[Tag.STOPPED_EARLY] == "true"
+    assert lost.info.status == "FAILED" and Tag.STOPPED_EARLY not in lost.data.tags
+    assert [client.get_run(stage).info.status for stage in stages.values()] == ["KILLED", "KILLED"]
+    assert client.get_run(sweep).info.status == "FINISHED"
+
+
 # --- a real Ray cluster -----------------------------------------------------------------------------------
 
 
