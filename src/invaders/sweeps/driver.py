@@ -69,6 +69,7 @@ def start_ray(root: Path) -> None:
             ray.init(address=address, runtime_env=runtime_env, logging_level="WARNING")
         else:
             ray.init(
+                address="local",  # else Ray joins the host's last `ray start` cluster, anyone's, or fails on a stale one
                 _node_ip_address=LOCAL_NODE_ADDRESS,
                 include_dashboard=False,
                 runtime_env=runtime_env,
