@@ -64,7 +64,10 @@ def test_a_sweep_file_reads_into_trials(tmp_path, raw_params):
         ({"search": {"train.lr": {"grid": [1]}}}, "train.lr: unknown key; allowed: backend, steps,"),
         ({"search": {"train.gamma": {"grid": [0.99, 1.5]}}}, "train.gamma = 1.5: must be > 0.0 and <= 1.0"),
         ({"search": {"train.gamma": {"normal": [0, 1]}}}, "search.train.gamma = {'normal': [0, 1]}: must be one of"),
-        ({"search": {"train.learning_rate": {"loguniform": [0, 1]}}}, "must be [low, high] numbers with 0 < low < high"),
+        (
+            {"search": {"train.learning_rate": {"loguniform": [0, 1]}}},
+            "must be [low, high] numbers with 0 < low < high",
+        ),
         ({"params": {"train.seed": 3}}, "train.seed: set by the sweep's seeds key"),
         ({"metric": "loss"}, "metric = 'loss': allowed: score_mean, score_median, score_ci_low"),
         ({"early_stopping": {"grace_steps": 600}}, "early_stopping.grace_steps = 600: must be below steps (600)"),
@@ -119,6 +122,30 @@ def test_the_best_configuration_is_the_best_mean_over_seeds_and_dvc_reproduces_i
     command = reproduce_command(spec, best["overrides"])
     assert command.startswith("dvc exp run -n tiny-best -S env.max_episode_frames=1500 ")
     assert "-S train.n_step=1 " in command and command.endswith(" -S train.steps=600 -S train.learning_rate=0.001")
+
+
+def test_closing_a_sweep_ends_what_killed_trials_left_running(tmp_path, monkeypatch):
+    from invaders.tracking.mlflow_tracking import client_for, tracking_uri
+    from invaders.tracking.sweep_runs import close_trials, open_sweep_run, open_trial_run
+
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    sweep = open_sweep_run("unit-sweeps", "tiny", sweep_file(tmp_path), tmp_path, None)
+    client = client_for(tracking_uri())
+    trials, stages = {}, {}
+    for trial_id in ("early_00000", "lost_00001"):
+        trials[trial_id] = open_trial_run("unit-sweeps", sweep, trial_id, trial_id, {"train.seed": 0}, "127.0.0.2")
+        experiment = client.get_run(trials[trial_id]).info.experiment_id
+        tags = {Tag.PARENT_RUN_ID: trials[trial_id], Tag.STAGE: "train"}
+        stages[trial_id] = client.create_run(experiment, tags=tags).info.run_id
+
+    close_trials(sweep, {"early_00000"}, "FAILED", sweep_status="FINISHED")
+
+    early, lost = (client.get_run(trials[trial_id]) for trial_id in ("early_00000", "lost_00001"))
+    assert early.info.status == "FINISHED" and early.data.tags[Tag.STOPPED_EARLY] == "true"
+    assert lost.info.status == "FAILED" and Tag.STOPPED_EARLY not in lost.data.tags
+    assert [client.get_run(stage).info.status for stage in stages.values()] == ["KILLED", "KILLED"]
+    assert client.get_run(sweep).info.status == "FINISHED"
 
 
 # --- a real Ray cluster -----------------------------------------------------------------------------------
@@ -177,25 +204,29 @@ def ray_cluster(tmp_path):
                 _stop(process)
 
 
-def _kill_one_trial_after_its_first_checkpoint(database: Path, killed: list[str], stop: threading.Event) -> None:
-    """Kill -9 the worker of the first train run that has sent a checkpoint's metrics; note its run id."""
+def _train_runs_with_a_checkpoint(database: Path) -> list:
+    """The RUNNING train runs of the sweeps' experiment that have sent a checkpoint's metrics."""
     from invaders.tracking.mlflow_tracking import client_for
 
+    if not database.exists():
+        return []
+    client = client_for(f"sqlite:///{database}")  # under the store's lock: the sweep may be creating it
+    experiment = client.get_experiment_by_name("space-invaders-dqn-sweeps")
+    if experiment is None:
+        return []
+    runs = client.search_runs(
+        [experiment.experiment_id], f"tags.`{Tag.STAGE}` = 'train' and attributes.status = 'RUNNING'"
+    )
+    return [run for run in runs if run.data.tags.get(Tag.METRICS_FLUSHED)]
+
+
+def _kill_one_trial_after_its_first_checkpoint(database: Path, killed: list[str], stop: threading.Event) -> None:
+    """Kill -9 the worker of the first train run that has sent a checkpoint's metrics; note its run id."""
     while not stop.is_set() and not killed:
         time.sleep(1)
-        if not database.exists():
-            continue
-        client = client_for(f"sqlite:///{database}")  # under the store's lock: the sweep may be creating it
-        experiment = client.get_experiment_by_name("space-invaders-dqn-sweeps")
-        if experiment is None:
-            continue
-        for run in client.search_runs(
-            [experiment.experiment_id], f"tags.`{Tag.STAGE}` = 'train' and attributes.status = 'RUNNING'"
-        ):
-            if run.data.tags.get(Tag.METRICS_FLUSHED):
-                os.kill(int(run.data.tags[Tag.PID]), signal.SIGKILL)
-                killed.append(run.info.run_id)
-                return
+        for run in _train_runs_with_a_checkpoint(database)[:1]:
+            os.kill(int(run.data.tags[Tag.PID]), signal.SIGKILL)
+            killed.append(run.info.run_id)
 
 
 @pytest.mark.e2e
@@ -250,6 +281,83 @@ def test_a_sweep_on_two_nodes_gives_one_run_per_trial_and_survives_a_killed_work
         assert len(trains) == 1 and trains[0].info.status == "FINISHED", "a restarted trial continues its train run"
         steps = [metric.step for metric in client.get_metric_history(trains[0].info.run_id, Metric.TRAIN_UPDATES)]
         assert steps == sorted(set(steps)) and steps[-1] == 1000, "no metric step lost or duplicated"
-    (restarted,) = [trial for trial in trials if by_parent[trial.info.run_id][0].info.run_id in killed
-                    or any(run.info.run_id in killed for run in by_parent[trial.info.run_id])]
+    (restarted,) = [
+        trial
+        for trial in trials
+        if by_parent[trial.info.run_id][0].info.run_id in killed
+        or any(run.info.run_id in killed for run in by_parent[trial.info.run_id])
+    ]
     assert restarted.data.tags[Tag.TRIAL_ATTEMPTS] == "2"
+
+
+def _sweep_driver(command: list[str], env: dict, log: Path) -> subprocess.Popen:
+    """The sweep command in a process group of its own, which holds its local Ray instance's processes."""
+    with open(log, "w") as output:
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=output, start_new_session=True)
+
+
+def _group_alive(process: subprocess.Popen) -> bool:
+    try:
+        os.killpg(process.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    if _group_alive(process):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.mark.e2e
+def test_an_interrupted_sweep_resumes_with_the_same_command(tmp_path):
+    path = sweep_file(tmp_path, steps=800, params={"train.checkpoint_interval": 300})
+    database = tmp_path / "mlflow.db"
+    token = tmp_path / "ray_token"
+    token.write_text(os.urandom(32).hex())
+    token.chmod(0o600)
+    env = {**os.environ, "RAY_AUTH_TOKEN_PATH": str(token), "MLFLOW_TRACKING_URI": f"sqlite:///{database}"}
+    env.pop("RAY_ADDRESS", None)  # a local Ray instance, started and stopped by the driver
+    command = [sys.executable, "-m", "invaders.sweeps.driver", str(path), "--storage", str(tmp_path / "results")]
+    first = _sweep_driver(command, env, tmp_path / "first.log")
+    try:
+        deadline = time.monotonic() + 300
+        # both trials mid-training, each with a checkpoint (one without would start a new train run)
+        while len(_train_runs_with_a_checkpoint(database)) < 2 and first.poll() is None:
+            assert time.monotonic() < deadline, "no training checkpoints within 5 minutes"
+            time.sleep(1)
+        first.send_signal(signal.SIGINT)  # Ctrl-C
+        first.wait(timeout=120)
+        assert not _group_alive(first), "the interrupted driver left Ray processes behind"
+    finally:
+        _kill_group(first)
+    output = (tmp_path / "first.log").read_text()
+    assert first.returncode == 130 and "\nsweep: interrupted\n" in output, output[-3000:]
+
+    second = _sweep_driver(command, env, tmp_path / "second.log")
+    try:
+        second.wait(timeout=900)
+        assert not _group_alive(second), "the driver left Ray processes behind"
+    finally:
+        _kill_group(second)
+    output = (tmp_path / "second.log").read_text()
+    assert second.returncode == 0 and "resuming from" in output, output[-3000:]
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{database}")
+    experiment = client.get_experiment_by_name("space-invaders-dqn-sweeps").experiment_id
+    by_parent: dict[str, list] = {}
+    for run in client.search_runs([experiment]):
+        by_parent.setdefault(run.data.tags.get(Tag.PARENT_RUN_ID, ""), []).append(run)
+    (sweep,) = by_parent[""]  # the resumed sweep continues its run
+    assert sweep.info.status == "FINISHED"
+    trials = by_parent[sweep.info.run_id]
+    assert sorted(run.data.params["train.seed"] for run in trials) == ["0", "1"], "one run per trial"
+    assert all(run.info.status == "FINISHED" and Tag.STOPPED_EARLY not in run.data.tags for run in trials)
+    for trial in trials:
+        assert trial.data.tags[Tag.TRIAL_ATTEMPTS] == "2"
+        (train,) = [run for run in by_parent[trial.info.run_id] if run.data.tags[Tag.STAGE] == "train"]
+        assert train.info.status == "FINISHED", "a resumed trial continues its train run"
+        steps = [metric.step for metric in client.get_metric_history(train.info.run_id, Metric.TRAIN_UPDATES)]
+        assert steps == [200, 400, 600, 800], "no metric step lost or duplicated"

@@ -69,6 +69,7 @@ def start_ray(root: Path) -> None:
             ray.init(address=address, runtime_env=runtime_env, logging_level="WARNING")
         else:
             ray.init(
+                address="local",  # else Ray joins the host's last `ray start` cluster, anyone's, or fails on a stale one
                 _node_ip_address=LOCAL_NODE_ADDRESS,
                 include_dashboard=False,
                 runtime_env=runtime_env,
@@ -179,8 +180,11 @@ def run_sweep(sweep_file: Path, root: Path, storage: Path) -> pd.DataFrame:
         )
     try:
         results = tuner.fit()
+        # Tune takes the first Ctrl-C itself: it saves its state and returns, the interrupted trials not done
+        if any(not result.error and not (result.metrics or {}).get("done") for result in results):
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
-        close_trials(parent_run_id, set(), "KILLED")  # the same command resumes them
+        close_trials(parent_run_id, set(), "KILLED", sweep_status="KILLED")  # the same command resumes them
         raise
     table = trials_table(results, spec)
     stopped = {result.metrics["trial_id"] for result in results if result.metrics and not result.error}
