@@ -166,7 +166,7 @@ def _stop(process: subprocess.Popen) -> None:
     """Stop a node by its process group (ray start's children: GCS, raylet, workers)."""
     try:
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        process.wait(timeout=10)  # a worker node's `ray start --block` may ignore it: then SIGKILL the group
     except ProcessLookupError:
         return
     except subprocess.TimeoutExpired:
