@@ -60,9 +60,9 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def latency_ms(uri: str, calls: int, pids: list[int] | None = None) -> tuple[float, float, float, float]:
-    """Median ms of one log_metric and of one log_batch of 100 metrics, then the server's CPU ms per call of
-    each (what a call costs the server whatever else runs on the machine; 0 without ``pids``)."""
+def latency_ms(uri: str, calls: int, pids: list[int] | None = None) -> tuple[list[float], list[float], float, float]:
+    """Ms of each log_metric and of each log_batch of 100 metrics, then the server's CPU ms per call of each
+    (what a call costs the server whatever else runs on the machine; 0 without ``pids``)."""
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
@@ -81,21 +81,40 @@ def latency_ms(uri: str, calls: int, pids: list[int] | None = None) -> tuple[flo
     for step in range(calls):
         began = time.perf_counter()
         client.log_metric(run_id, "x", float(step), step=step)
-        single.append(time.perf_counter() - began)
+        single.append((time.perf_counter() - began) * 1000)
     cpu_single, cpu = cpu_seconds(pids or []) - cpu, cpu_seconds(pids or [])
     for step in range(calls):
         metrics = [Metric(f"m{i}", float(i), 0, step) for i in range(100)]
         began = time.perf_counter()
         client.log_batch(run_id, metrics=metrics)
-        batch.append(time.perf_counter() - began)
+        batch.append((time.perf_counter() - began) * 1000)
     cpu_batch = cpu_seconds(pids or []) - cpu
-    median = statistics.median
-    return median(single) * 1000, median(batch) * 1000, cpu_single / calls * 1000, cpu_batch / calls * 1000
+    return single, batch, cpu_single / calls * 1000, cpu_batch / calls * 1000
+
+
+def compare(url: str, sqlite_uri: str, calls: int, rounds: int, pids: list[int]) -> dict[str, float]:
+    """Medians of the server's and sqlite's calls, measured in alternating rounds: the load of the machine
+    changes by the minute, and both stores see the same."""
+    found: dict[str, list[float]] = {
+        key: [] for key in ("server_single", "server_batch", "sqlite_single", "sqlite_batch")
+    }
+    cpu_single = cpu_batch = 0.0
+    for _ in range(rounds):
+        single, batch, cpu_1, cpu_100 = latency_ms(url, calls // rounds, pids)
+        found["server_single"] += single
+        found["server_batch"] += batch
+        cpu_single, cpu_batch = cpu_single + cpu_1 / rounds, cpu_batch + cpu_100 / rounds
+        single, batch, _, _ = latency_ms(sqlite_uri, calls // rounds)
+        found["sqlite_single"] += single
+        found["sqlite_batch"] += batch
+    figures = {key: statistics.median(values) for key, values in found.items()}
+    return {**figures, "cpu_single": cpu_single, "cpu_batch": cpu_batch}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=4, help="server and sqlite take turns this many times")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR", "/var/tmp")) as folder:
         os.chmod(folder, 0o711)  # as root, PostgreSQL runs as `postgres` and must reach its folder
@@ -118,27 +137,26 @@ def main() -> None:
             os.environ.update(login)
             mlflow_pids, postgres_pids = server_processes(layout)
             idle = rss_mb(mlflow_pids), rss_mb(postgres_pids)
-            server_single, server_batch, cpu_single, cpu_batch = latency_ms(
-                url, args.calls, mlflow_pids + postgres_pids
-            )
+            figures = compare(url, f"sqlite:///{folder}/local.db", args.calls, args.rounds, mlflow_pids + postgres_pids)
             mlflow_pids, postgres_pids = server_processes(layout)
             busy = rss_mb(mlflow_pids), rss_mb(postgres_pids)
         finally:
             stop(layout)
         for key in login:
             del os.environ[key]
-        sqlite_single, sqlite_batch, _, _ = latency_ms(f"sqlite:///{folder}/local.db", args.calls)
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print("| figure | value |\n|---|---|")
     print(f"| cold start (new cluster, database, MLflow tables, server) | {cold:.1f} s |")
     print(f"| warm start (PostgreSQL and MLflow server on existing data) | {warm:.1f} s |")
     print(f"| stop (MLflow server's process group, then PostgreSQL) | {stopping:.1f} s |")
     print(
-        f"| `log_metric`, median of {args.calls}: server / sqlite | {server_single:.1f} ms / {sqlite_single:.1f} ms |"
+        f"| `log_metric`, median of {args.calls}: server / sqlite | {figures['server_single']:.1f} ms / {figures['sqlite_single']:.1f} ms |"
     )
-    print(f"| `log_batch` of 100 metrics: server / sqlite | {server_batch:.1f} ms / {sqlite_batch:.1f} ms |")
     print(
-        f"| server CPU per call (MLflow + PostgreSQL): `log_metric` / batch of 100 | {cpu_single:.1f} / {cpu_batch:.1f} ms |"
+        f"| `log_batch` of 100 metrics: server / sqlite | {figures['server_batch']:.1f} ms / {figures['sqlite_batch']:.1f} ms |"
+    )
+    print(
+        f"| server CPU per call (MLflow + PostgreSQL): `log_metric` / batch of 100 | {figures['cpu_single']:.1f} / {figures['cpu_batch']:.1f} ms |"
     )
     print(
         f"| RSS of the MLflow server's {len(mlflow_pids)} processes, idle / after the calls | {idle[0]:.0f} / {busy[0]:.0f} MB |"

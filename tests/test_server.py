@@ -19,8 +19,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 from repo_copy import REPO, environment, make_repo, run
 
@@ -153,7 +155,7 @@ def test_secrets_stay_in_one_private_file(server):
         assert (folder / private).stat().st_mode & 0o777 == 0o600, private
     assert str(folder / "secrets.json") in server["start"].stderr, "the first start says where the secrets are"
     pids = server_pids(folder)
-    assert len(pids) >= 4, "MLflow server, its uvicorn worker, PostgreSQL and its workers"
+    assert len(pids) >= 4, "MLflow server, gunicorn and its workers, PostgreSQL and its workers"
     readable = [
         *(command_line(pid) for pid in all_pids()),
         server["start"].stdout + server["start"].stderr,
@@ -395,6 +397,94 @@ def test_a_local_store_is_copied_into_the_server_once(server, tmp_path, logged_o
     champion = target.get_model_version_by_alias("invaders-agent", "champion")
     assert champion.run_id == copy.info.run_id and champion.tags["weights"] == "abc"
     assert champion.source == f"{copy.info.artifact_uri}/agent"
+
+
+AGENT = REPO / "shipped" / "dqn-100k"
+
+
+def logged_model_store(folder: Path) -> tuple[str, str]:
+    """A sqlite store holding the shipped 100k agent the MLflow 3 way: a logged model (``models:/m-...``, its
+    artifacts under the experiment, not the run) with a metric, registered as a version of ``EXPERIMENT`` that
+    is the champion; returns (uri, logged model id)."""
+    import mlflow
+    import mlflow.pyfunc
+
+    from invaders.models.networks import load_spec
+    from invaders.tracking import models
+
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    try:
+        experiment = mlflow.create_experiment(EXPERIMENT, artifact_location=(folder / "mlruns").as_uri())
+        spec = load_spec(AGENT)
+        with mlflow.start_run(experiment_id=experiment, run_name="evaluate dqn-100k"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(type hints|input example).*")  # the signature is given
+            logged = mlflow.pyfunc.log_model(
+                name="agent",
+                python_model=str(models.AGENT_MODEL),
+                artifacts={name.split(".")[0]: str(AGENT / name) for name in models.AGENT_FILES},
+                code_paths=[str(models.PACKAGE)],
+                signature=models.signature(tuple(spec.input_shape), spec.num_actions),
+                pip_requirements=models.pip_requirements(),
+                registered_model_name=EXPERIMENT,
+                model_type="agent",
+            )
+            mlflow.log_metric("score_mean", 601.2, model_id=logged.model_id)
+    finally:
+        mlflow.set_tracking_uri(None)
+    mlflow.MlflowClient(uri).set_registered_model_alias(EXPERIMENT, "champion", "1")
+    return uri, logged.model_id
+
+
+PREDICT = """
+import sys, numpy as np, mlflow.pyfunc
+from invaders.models.networks import load_model
+observations = np.load(sys.argv[1])
+for uri in sys.argv[2:]:
+    print(' '.join(map(str, mlflow.pyfunc.load_model(uri).predict(observations)['action'].tolist())))
+network, _ = load_model({agent!r})
+print(' '.join(map(str, np.asarray(network(observations)).argmax(axis=1).tolist())))
+"""
+
+
+def test_an_mlflow3_logged_model_is_copied_and_its_versions_load_and_play_on_the_server(server, tmp_path, logged_out):
+    from mlflow.tracking import MlflowClient
+
+    from invaders.models.networks import load_spec
+
+    uri, model_id = logged_model_store(tmp_path)
+    done = import_store(server, tmp_path / "mlflow.db")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "1 logged models" in done.stderr and "1 versions" in done.stderr, done.stderr[-3000:]
+    again = import_store(server, tmp_path / "mlflow.db")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "0 runs, 1 skipped" in again.stderr and "0 logged models" in again.stderr and "0 versions" in again.stderr
+
+    target = client_as(server["users"]["alice"])
+    experiment = target.get_experiment_by_name(EXPERIMENT).experiment_id
+    copies = [m for m in target.search_logged_models([experiment]) if m.tags.get("invaders.copied_from") == model_id]
+    assert len(copies) == 1, "copied once"
+    copy, source = copies[0], MlflowClient(uri).get_logged_model(model_id)
+    assert (copy.name, copy.model_type, str(copy.status), copy.params) == (
+        source.name, source.model_type, "READY", source.params,
+    )  # fmt: skip
+    assert [(m.key, m.value) for m in copy.metrics] == [("score_mean", 601.2)]
+    assert target.get_run(copy.source_run_id).data.tags["invaders.copied_from"] == source.source_run_id
+    champion = target.get_model_version_by_alias(EXPERIMENT, "champion")
+    assert champion.source == f"models:/{copy.model_id}"
+
+    observations = np.random.default_rng(0).integers(0, 256, (16, *load_spec(AGENT).input_shape), dtype=np.uint8)
+    np.save(tmp_path / "obs.npy", observations)
+    uris = [f"models:/{EXPERIMENT}/{champion.version}", f"models:/{EXPERIMENT}@champion"]
+    env = {**environment(REPO), "PYTHONPATH": str(REPO / "src"), **server["users"]["alice"]}
+    script = PREDICT.format(agent=str(AGENT))
+    played = subprocess.run(
+        [PYTHON, "-c", script, str(tmp_path / "obs.npy"), *uris],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert played.returncode == 0, played.stderr[-3000:]
+    by_version, by_alias, by_weights = played.stdout.strip().splitlines()[-3:]
+    assert by_version == by_alias == by_weights, "the server's versions play as the agent's weights"
 
 
 def test_importing_something_that_is_no_store_is_one_line(server, tmp_path):

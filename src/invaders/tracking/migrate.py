@@ -1,10 +1,13 @@
 """Copy the runs of a local MLflow store into the team server: ``make server-import DB=mlflow.db``.
 
 Every experiment with its tags; every run with its name, status, start and end times, params, tags, the
-whole history of every metric (each value with its step and timestamp) and its artifacts; every registered
-model with its tags, description, versions (their source moved to the copied run's artifacts, their tags and
-description) and aliases. A copied run carries the tag ``invaders.copied_from`` (the source run's id), so the
-command can be run again: what was copied is skipped, what is new is copied.
+whole history of every metric (each value with its step and timestamp) and its artifacts; every MLflow 3
+logged model (``models:/m-...``: name, type, params, tags, metrics, status and artifacts, linked to its
+copied run); every registered model with its tags, description, versions (their source moved to the copied
+run's artifacts or the copied logged model, their tags and description) and aliases, so that
+``models:/NAME/VERSION`` and ``models:/NAME@ALIAS`` load on the server. A copied run, logged model and version
+carries the tag ``invaders.copied_from`` (the source's id), so the command can be run again: what was copied
+is skipped, what is new is copied. Traces are not copied.
 
 The server is ``MLFLOW_TRACKING_URI`` with the user's login, or else the one ``make server`` runs here, as
 its admin.
@@ -25,6 +28,7 @@ from invaders.tracking.mlflow_tracking import check_store, client_for, server_er
 COPIED_FROM = "invaders.copied_from"  # on a copied run: the id of the run it copies
 _METRICS_PER_BATCH = 1000  # MLflow's limit per log_batch
 _PARAMS_PER_BATCH = 100
+_MODEL_VERSIONS_TAG = "mlflow.modelVersions"  # on a logged model: the registered versions made from it
 
 
 def source_uri(database: Path) -> str:
@@ -57,7 +61,16 @@ class Copier:
         self.source = source
         self.target = target
         self.runs: dict[str, str] = {}  # source run id -> copied run id
-        self.counts = {"experiments": 0, "runs": 0, "skipped": 0, "metric values": 0, "artifacts": 0, "versions": 0}
+        self.models: dict[str, str] = {}  # source logged model id -> copied logged model id
+        self.counts = {
+            "experiments": 0,
+            "runs": 0,
+            "skipped": 0,
+            "metric values": 0,
+            "artifacts": 0,
+            "logged models": 0,
+            "versions": 0,
+        }
 
     def experiment(self, experiment) -> None:
         found = self.target.get_experiment_by_name(experiment.name)
@@ -91,6 +104,7 @@ class Copier:
                 self.counts["skipped"] += 1
             else:
                 self.runs[run.info.run_id] = self.run(run, target_id)
+        self.logged_models(experiment.experiment_id, target_id)
 
     def run(self, run, target_id: str) -> str:
         from mlflow.entities import Metric, Param, RunTag
@@ -122,6 +136,42 @@ class Copier:
         self.counts["runs"] += 1
         return run_id
 
+    def logged_models(self, source_id: str, target_id: str) -> None:
+        copied = {
+            model.tags[COPIED_FROM]: model.model_id
+            for model in _everything(self.target.search_logged_models, experiment_ids=[target_id])
+            if COPIED_FROM in model.tags
+        }
+        for model in _everything(self.source.search_logged_models, experiment_ids=[source_id]):
+            found = copied.get(model.model_id)
+            self.models[model.model_id] = found or self.logged_model(model, target_id)
+
+    def logged_model(self, model, target_id: str) -> str:
+        import mlflow.artifacts
+        from mlflow.entities import Metric
+
+        # the target's registry writes its own list of the versions made from the model
+        tags = {key: value for key, value in model.tags.items() if key != _MODEL_VERSIONS_TAG}
+        model_id = self.target.create_logged_model(
+            target_id, model.name, self.runs.get(model.source_run_id), tags, model.params, model.model_type
+        ).model_id
+        with tempfile.TemporaryDirectory() as folder:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=model.artifact_location, dst_path=folder)
+            self.counts["artifacts"] += sum(1 for path in Path(local).rglob("*") if path.is_file())
+            self.target.log_model_artifacts(model_id, local)
+        for metric in model.metrics or []:  # each also belongs to a run, whose copy it joins
+            if metric.run_id in self.runs:
+                copied = Metric(
+                    metric.key, metric.value, metric.timestamp, metric.step,
+                    model_id, metric.dataset_name, metric.dataset_digest,
+                )  # fmt: skip
+                self.target.log_batch(self.runs[metric.run_id], metrics=[copied])
+        self.target.set_logged_model_tags(model_id, {COPIED_FROM: model.model_id})
+        if str(model.status) in ("READY", "FAILED"):
+            self.target.finalize_logged_model(model_id, str(model.status))
+        self.counts["logged models"] += 1
+        return model_id
+
     def registered_model(self, model) -> None:
         from mlflow.exceptions import MlflowException
 
@@ -139,13 +189,16 @@ class Copier:
         versions = _everything(self.source.search_model_versions, filter_string=f"name = '{model.name}'")
         for version in sorted(versions, key=lambda version: int(version.version)):
             key = f"{version.run_id}:{version.version}"
-            if key in existing or version.run_id not in self.runs:
+            model_id = self.models.get(_logged_model_id(version))
+            if key in existing or not (model_id or version.run_id in self.runs):
                 continue
-            source_run = self.source.get_run(version.run_id).info.artifact_uri
-            target_run = self.target.get_run(self.runs[version.run_id]).info.artifact_uri
-            source = version.source.replace(source_run, target_run, 1)
             copied = self.target.create_model_version(
-                model.name, source, run_id=self.runs[version.run_id], tags=version.tags, description=version.description
+                model.name,
+                f"models:/{model_id}" if model_id else self._moved_source(version),
+                run_id=self.runs.get(version.run_id),
+                tags=version.tags,
+                description=version.description,
+                model_id=model_id,
             )
             self.target.set_model_version_tag(model.name, copied.version, COPIED_FROM, key)
             numbers[str(version.version)] = str(copied.version)
@@ -153,6 +206,21 @@ class Copier:
         for alias, version in self.source.get_registered_model(model.name).aliases.items():
             if str(version) in numbers:
                 self.target.set_registered_model_alias(model.name, alias, numbers[str(version)])
+
+    def _moved_source(self, version) -> str:
+        """A version's source in the run's artifacts, moved to the copied run's artifacts."""
+        source_run = self.source.get_run(version.run_id).info.artifact_uri
+        target_run = self.target.get_run(self.runs[version.run_id]).info.artifact_uri
+        return version.source.replace(source_run, target_run, 1)
+
+
+def _logged_model_id(version) -> str | None:
+    """The MLflow 3 logged model a version was made from (its ``model_id``, or a ``models:/m-...`` source)."""
+    if version.model_id:
+        return version.model_id
+    if version.source.startswith("models:/m-"):
+        return version.source.removeprefix("models:/").split("/")[0]
+    return None
 
 
 def copy_store(source_uri_: str, target_uri: str) -> dict[str, int]:
