@@ -45,13 +45,14 @@ def test_a_sweep_file_reads_into_trials(tmp_path, raw_params):
         sweep_file(
             tmp_path,
             search={"train.learning_rate": {"grid": [1.0e-4, 2.5e-4]}, "train.gamma": {"uniform": [0.9, 0.99]}},
+            params={"train.checkpoint_interval": 200},
             samples=2,
             early_stopping={"grace_steps": 200},
         ),
         raw_params,
     )
     assert spec.trials == 2 * 2 * 2  # grid x samples x seeds
-    assert spec.fixed == {**TINY_PARAMS, "train.steps": 600}
+    assert spec.fixed == {**TINY_PARAMS, "train.checkpoint_interval": 200, "train.steps": 600}
     assert spec.early_stopping.grace_steps == 200 and spec.early_stopping.reduction_factor == 3
 
 
@@ -71,6 +72,12 @@ def test_a_sweep_file_reads_into_trials(tmp_path, raw_params):
         ({"params": {"train.seed": 3}}, "train.seed: set by the sweep's seeds key"),
         ({"metric": "loss"}, "metric = 'loss': allowed: score_mean, score_median, score_ci_low"),
         ({"early_stopping": {"grace_steps": 600}}, "early_stopping.grace_steps = 600: must be below steps (600)"),
+        ({"search": {"train.n_step": {"uniform": [1, 5]}}}, "search.train.n_step: a whole number; list its values"),
+        ({"search": {"tracking.experiment": {"grid": ["a", "b"]}}}, "search.tracking.experiment: where runs are"),
+        (
+            {"early_stopping": {"grace_steps": 300}, "params": {"train.checkpoint_interval": 1000}},
+            "early_stopping: no training checkpoint between grace_steps (300) and steps (600)",
+        ),
         # valid in params.yaml; not with the sweep's budget of 600 agent steps
         (
             {"search": {"train.warmup_steps": {"grid": [200, 1000]}}},

@@ -52,6 +52,12 @@ class TrainingResult:
     wall_time_s: float = 0.0  # seconds, summed over resumed attempts
 
 
+def recent_score(episode_returns) -> float | None:
+    """Mean unclipped score of the last 20 training games (points), or None before the first game ends."""
+    recent = list(episode_returns[-20:])
+    return sum(recent) / len(recent) if recent else None
+
+
 @dataclass
 class TrainedAgent:
     model: Any  # a Keras 3 network holding the trained weights

@@ -62,7 +62,9 @@ class CheckpointStore:
     def __init__(self, directory: Path, keep: int = 2, on_save: Callable[[Path], None] | None = None):
         self.directory = Path(directory)
         self.keep = keep
-        self.on_save = on_save  # told each newly committed checkpoint's folder (a sweep trial hands it to Tune)
+        # Told each newly committed checkpoint's folder, before the metrics it holds are sent: a sweep trial hands
+        # it to Tune, and a trial stopped there (Ctrl-C, ASHA) must not have sent metrics its resumption resends.
+        self.on_save = on_save
 
     def save(self, step: int, state: dict[str, Any]) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)

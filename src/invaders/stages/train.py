@@ -10,7 +10,7 @@ import sys
 
 from invaders import files
 from invaders.agents.card import AgentCard
-from invaders.backends import TrainingJob, can_resume, get_backend
+from invaders.backends import TrainingJob, can_resume, get_backend, recent_score
 from invaders.config import Params, as_flat_dict
 from invaders.names import Metric, Tag
 from invaders.pipeline import Step, Workspace
@@ -80,9 +80,8 @@ def train(params: Params, run: Run, workspace: Workspace) -> dict[str, float]:
         Metric.WALL_TIME_S: round(result.wall_time_s, 1),
         Metric.MEAN_STEPS_PER_SECOND: result.steps / max(result.wall_time_s, 1e-9),
     }
-    recent = result.episode_returns[-20:]
-    if recent:
-        metrics[Metric.GAME_SCORE_LAST20_MEAN] = sum(recent) / len(recent)
+    if (score := recent_score(result.episode_returns)) is not None:
+        metrics[Metric.GAME_SCORE_LAST20_MEAN] = score
     with files.atomic_path(workspace.train_results / "curve.csv") as temporary:
         pd.DataFrame(result.curve).to_csv(temporary, index=False)
     files.write_json(workspace.train_results / "metrics.json", metrics)

@@ -14,13 +14,17 @@ import hashlib
 import json
 import os
 import secrets
+import shlex
+import sys
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from invaders import files
-from invaders.config import read_params_file
+from invaders.config import ConfigError, build_params, read_params_file
 from invaders.errors import ResourceError
 from invaders.names import Metric
 from invaders.pipeline import exit_on_user_error
@@ -28,15 +32,21 @@ from invaders.sweeps.spec import SweepSpec, load_sweep
 from invaders.sweeps.trial import AGENT_STEPS, EVALUATED, TRAIN_SCORE, SweepContext, run_trial
 
 TOKEN_FILE = Path(".ray/auth_token")  # git-ignored, mode 0600: Ray's token for the local instance
-LOCAL_NODE_ADDRESS = "127.0.0.2"
-SWEEP_EXPERIMENT = "tracking.experiment"  # with 127.0.0.1 Ray advertises the machine's network address instead
+LOCAL_NODE_ADDRESS = "127.0.0.2"  # with 127.0.0.1 Ray advertises the machine's network address instead
+EXPERIMENT_KEY = "tracking.experiment"  # the params key naming the trials' MLflow experiment
 
 
 def auth_token_path(root: Path) -> Path:
-    """Ray's token file: ``RAY_AUTH_TOKEN_PATH`` if set, else ``.ray/auth_token``, generated on first use."""
+    """Ray's token file: ``RAY_AUTH_TOKEN_PATH`` if set, else ``.ray/auth_token``, generated on first use for a
+    local instance (a cluster's token comes from whoever started it)."""
     if os.environ.get("RAY_AUTH_TOKEN_PATH"):
         return Path(os.environ["RAY_AUTH_TOKEN_PATH"])
     path = root / TOKEN_FILE
+    if not path.is_file() and os.environ.get("RAY_ADDRESS"):
+        raise ResourceError(
+            f"RAY_ADDRESS = {os.environ['RAY_ADDRESS']}: set RAY_AUTH_TOKEN_PATH (or RAY_AUTH_TOKEN) to the "
+            "cluster's token file"
+        )
     if not path.is_file():
         path.parent.mkdir(mode=0o700, exist_ok=True)
         with files.atomic_path(path) as temporary:
@@ -58,14 +68,13 @@ def start_ray(root: Path) -> None:
     import ray
 
     address = os.environ.get("RAY_ADDRESS")
-    runtime_env = {"env_vars": {"DVC_EXP_BASELINE_REV": _commit(root), "PYTHONPATH": str(root / "src")}}
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    runtime_env["env_vars"]["MLFLOW_TRACKING_URI"] = uri or f"sqlite:///{root / 'mlflow.db'}"
+    runtime_env: dict[str, Any] = {
+        "env_vars": {"DVC_EXP_BASELINE_REV": _commit(root), "MLFLOW_TRACKING_URI": tracking_uri_for_workers(root)}
+    }
     try:
         if address:
-            # The workers get this repository's code; its .gitignore keeps the venv, stores and results out.
-            runtime_env["working_dir"] = str(root)
-            runtime_env["env_vars"].pop("PYTHONPATH")
+            # The workers import this checkout's package (before their own install); the venv is theirs.
+            runtime_env["py_modules"] = [str(root / "src" / "invaders")]
             ray.init(address=address, runtime_env=runtime_env, logging_level="WARNING")
         else:
             ray.init(
@@ -79,6 +88,19 @@ def start_ray(root: Path) -> None:
     except (ConnectionError, RuntimeError) as error:
         where = f"RAY_ADDRESS = {address}" if address else "a local Ray instance"
         raise ResourceError(f"{where}: Ray did not start or answer ({str(error).splitlines()[0]})") from None
+
+
+def tracking_uri_for_workers(root: Path) -> str:
+    """The tracking URI the trials log to; a login written into it would reach Ray's logs, so it is refused."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    if "@" in urllib.parse.urlsplit(uri).netloc:
+        raise ResourceError(
+            "MLFLOW_TRACKING_URI holds a login: give it to each node as MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD instead"
+        )
+    if os.environ.get("RAY_ADDRESS") and uri.startswith("sqlite:"):
+        print(f"sweep: {uri} is this machine's file: workers on other machines need a tracking server", file=sys.stderr)
+    return uri
 
 
 def _commit(root: Path) -> str:
@@ -113,7 +135,7 @@ def _scheduler(spec: SweepSpec):
         time_attr=AGENT_STEPS,
         metric=TRAIN_SCORE,
         mode="max",
-        max_t=spec.steps,
+        max_t=spec.steps + 1,  # a trial reporting its whole budget still gets evaluated
         grace_period=spec.early_stopping.grace_steps,
         reduction_factor=spec.early_stopping.reduction_factor,
     )
@@ -123,16 +145,19 @@ def _state_file(storage: Path, spec: SweepSpec) -> Path:
     return storage / f"{spec.name}.sweep.json"
 
 
-def _sweep_state(storage: Path, spec: SweepSpec, sweep_file: Path) -> dict[str, str]:
-    """The parent run of an interrupted sweep of the same file, or {} for a new sweep."""
+def _sweep_state(storage: Path, spec: SweepSpec, sweep_file: Path, started_from: dict[str, str]) -> dict[str, str]:
+    """The parent run of an interrupted sweep started from the same file, params and commit, or {} for a new one."""
     state_file = _state_file(storage, spec)
     if not state_file.is_file():
         return {}
     state = json.loads(state_file.read_text())
-    if state["file_sha256"] != hashlib.sha256(sweep_file.read_bytes()).hexdigest():
+    changed = [what for what, value in started_from.items() if state.get(what) != value]
+    if changed:
+        names = {"file_sha256": "sweep file", "params_sha256": "params.yaml", "commit": "commit"}
         raise ResourceError(
-            f"{sweep_file}: sweep {spec.name!r} in {storage} was started from a different file; "
-            f"give this one another name: or delete {storage / spec.name} and {state_file}"
+            f"{sweep_file}: sweep {spec.name!r} in {storage} was started with another "
+            f"{' and '.join(names[what] for what in changed)}; give this one another name: or delete "
+            f"{storage / spec.name} and {state_file}"
         )
     return state
 
@@ -140,26 +165,32 @@ def _sweep_state(storage: Path, spec: SweepSpec, sweep_file: Path) -> dict[str, 
 def run_sweep(sweep_file: Path, root: Path, storage: Path) -> pd.DataFrame:
     """Run (or resume) the sweep in ``sweep_file`` from the repository at ``root``; returns its trials table."""
     use_token_auth(root)
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # ASHA's score comes only with training checkpoints
     from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from invaders.tracking.sweep_runs import close_trials, log_sweep_outcome, open_sweep_run
 
     raw_params = read_params_file(root / "params.yaml")
     spec = load_sweep(sweep_file, raw_params)  # every configuration validated before Ray starts
     # Trials get an experiment of their own: the report compares every agent of the pipeline's experiment.
-    experiment = spec.params.get(SWEEP_EXPERIMENT) or f"{raw_params['tracking']['experiment']}-sweeps"
-    spec = dataclasses.replace(spec, params={**spec.params, SWEEP_EXPERIMENT: experiment})
+    experiment = spec.params.get(EXPERIMENT_KEY) or f"{build_params(raw_params).tracking.experiment}-sweeps"
+    spec = dataclasses.replace(spec, params={**spec.params, EXPERIMENT_KEY: experiment})
+    if not os.environ.get("RAY_ADDRESS") and spec.trial_cpus > (os.cpu_count() or 1):
+        raise ConfigError(f"{sweep_file}: trial_cpus = {spec.trial_cpus:g}: this machine has {os.cpu_count()} CPUs")
     storage = storage.resolve()
     storage.mkdir(parents=True, exist_ok=True)
-    state = _sweep_state(storage, spec, sweep_file)
+    started_from = {
+        "file_sha256": hashlib.sha256(sweep_file.read_bytes()).hexdigest(),
+        "params_sha256": hashlib.sha256(json.dumps(raw_params, sort_keys=True, default=str).encode()).hexdigest(),
+        "commit": _commit(root),
+    }
+    state = _sweep_state(storage, spec, sweep_file, started_from)
     start_ray(root)
     parent_run_id = open_sweep_run(experiment, spec.name, sweep_file, root, state.get("parent_run_id"))
-    files.write_json(
-        _state_file(storage, spec),
-        {"parent_run_id": parent_run_id, "file_sha256": hashlib.sha256(sweep_file.read_bytes()).hexdigest()},
-    )
+    files.write_json(_state_file(storage, spec), {"parent_run_id": parent_run_id, **started_from})
     print(f"sweep {spec.name}: {spec.trials} trials of {spec.steps:,} agent steps; MLflow run {parent_run_id}")
-    context = SweepContext(spec.name, parent_run_id, raw_params, tuple(d.key for d in spec.search))
+    context = SweepContext(parent_run_id, raw_params, tuple(d.key for d in spec.search))
     trainable = tune.with_resources(tune.with_parameters(run_trial, sweep=context), {"cpu": spec.trial_cpus})
     path = storage / spec.name
     if tune.Tuner.can_restore(str(path)):
@@ -169,7 +200,12 @@ def run_sweep(sweep_file: Path, root: Path, storage: Path) -> pd.DataFrame:
         tuner = tune.Tuner(
             trainable,
             param_space=search_space(spec),
-            tune_config=tune.TuneConfig(num_samples=spec.samples, scheduler=_scheduler(spec)),
+            tune_config=tune.TuneConfig(
+                num_samples=spec.samples,
+                scheduler=_scheduler(spec),
+                # the same random draws for every seed: a configuration is trained once per seed
+                search_alg=BasicVariantGenerator(constant_grid_search=True),
+            ),
             run_config=tune.RunConfig(
                 name=spec.name,
                 storage_path=str(storage),
@@ -185,6 +221,9 @@ def run_sweep(sweep_file: Path, root: Path, storage: Path) -> pd.DataFrame:
             raise KeyboardInterrupt
     except KeyboardInterrupt:
         close_trials(parent_run_id, set(), "KILLED", sweep_status="KILLED")  # the same command resumes them
+        raise
+    except BaseException:
+        close_trials(parent_run_id, set(), "FAILED", sweep_status="FAILED")
         raise
     table = trials_table(results, spec)
     stopped = {result.metrics["trial_id"] for result in results if result.metrics and not result.error}
@@ -225,7 +264,8 @@ def trials_table(results, spec: SweepSpec) -> pd.DataFrame:
 
 
 def best_configuration(table: pd.DataFrame, spec: SweepSpec) -> dict[str, Any] | None:
-    """The searched values whose evaluated trials have the highest mean ``spec.metric`` across seeds."""
+    """The searched values whose evaluated trials have the highest mean ``spec.metric`` across seeds; those with
+    every seed evaluated first (under early stopping, the survivors of a configuration are its lucky seeds)."""
     done = table[table["status"] == "done"]
     if done.empty:
         return None
@@ -233,6 +273,8 @@ def best_configuration(table: pd.DataFrame, spec: SweepSpec) -> dict[str, Any] |
     if not keys:
         return {spec.metric: float(done[spec.metric].mean()), "seeds": len(done), "overrides": {}}
     grouped = done.groupby(keys, dropna=False)[spec.metric].agg(["mean", "count"])
+    complete = grouped[grouped["count"] == len(spec.seeds)]
+    grouped = complete if not complete.empty else grouped
     values, row = grouped["mean"].idxmax(), grouped.loc[grouped["mean"].idxmax()]
     values = values if isinstance(values, tuple) else (values,)
     return {spec.metric: float(row["mean"]), "seeds": int(row["count"]), "overrides": dict(zip(keys, values))}
@@ -240,12 +282,16 @@ def best_configuration(table: pd.DataFrame, spec: SweepSpec) -> dict[str, Any] |
 
 def reproduce_command(spec: SweepSpec, overrides: dict[str, Any]) -> str:
     """``dvc exp run`` with the sweep's fixed params and the winning values: DVC stays the record."""
-    settings = {key: value for key, value in {**spec.fixed, **overrides}.items() if key != SWEEP_EXPERIMENT}
-    return f"dvc exp run -n {spec.name}-best " + " ".join(f"-S {key}={_yaml(value)}" for key, value in settings.items())
+    settings = {key: value for key, value in {**spec.fixed, **overrides}.items() if key != EXPERIMENT_KEY}
+    return f"dvc exp run -n {spec.name}-best " + " ".join(
+        f"-S {shlex.quote(f'{key}={_yaml(value)}')}" for key, value in settings.items()
+    )
 
 
 def _yaml(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    """``value`` as a YAML flow scalar or list, as ``-S`` parses it."""
+    value = value.item() if hasattr(value, "item") else value  # numpy scalars from the trials table
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).removesuffix("\n...\n").strip()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,7 +31,8 @@ from typing import Any
 
 import yaml
 
-from invaders.config import ConfigError, build_params, with_overrides
+from invaders.backends import can_resume
+from invaders.config import ConfigError, Params, build_params, with_overrides
 from invaders.names import Metric
 
 DOMAINS = ("grid", "choice", "uniform", "loguniform")
@@ -112,6 +113,30 @@ def _dimension(path: Path, key: str, entry: Any) -> Dimension:
     return Dimension(key, domain, tuple(values))
 
 
+def _check_dimension(path: Path, dimension: Dimension, defaults: Params) -> None:
+    section, _, name = dimension.key.partition(".")
+    if section == "tracking":
+        raise _fail(path, f"search.{dimension.key}: where runs are logged is not a setting to search")
+    value = getattr(getattr(defaults, section, None), name, None)
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if whole and dimension.domain in ("uniform", "loguniform"):
+        raise _fail(path, f"search.{dimension.key}: a whole number; list its values with grid or choice")
+
+
+def _check_early_stopping(path: Path, spec: SweepSpec, defaults: Params) -> None:
+    """ASHA judges trials at training checkpoints: there must be one between the grace period and the end."""
+    if not can_resume(defaults.train.backend):
+        raise _fail(path, f"early_stopping: train.backend = {defaults.train.backend!r} writes no checkpoints to judge")
+    interval = defaults.train.checkpoint_interval
+    first = -(-spec.early_stopping.grace_steps // interval) * interval  # the first checkpoint after the grace period
+    if first >= spec.steps:
+        raise _fail(
+            path,
+            f"early_stopping: no training checkpoint between grace_steps ({spec.early_stopping.grace_steps}) and "
+            f"steps ({spec.steps}) with train.checkpoint_interval = {interval}; set a smaller one in params",
+        )
+
+
 def configurations(spec: SweepSpec) -> list[dict[str, Any]]:
     """The overrides of every grid point crossed with both ends of every range: what must build valid params."""
     axes = [[(d.key, value) for value in d.values] for d in spec.search]
@@ -177,6 +202,11 @@ def load_sweep(path: Path, raw_params: dict) -> SweepSpec:
     )
     if stopping and stopping.grace_steps >= spec.steps:
         raise _fail(path, f"early_stopping.grace_steps = {stopping.grace_steps}: must be below steps ({spec.steps})")
+    defaults = build_params(with_overrides(raw_params, {**spec.fixed, "train.seed": spec.seeds[0]}))
+    for dimension in spec.search:
+        _check_dimension(path, dimension, defaults)
+    if stopping:
+        _check_early_stopping(path, spec, defaults)
     for overrides in configurations(spec):
         try:
             build_params(with_overrides(raw_params, {**overrides, "train.seed": spec.seeds[0]}))

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from invaders.backends import recent_score
 from invaders.config import build_params, with_overrides
 from invaders.names import Metric
 from invaders.pipeline import Workspace, run_step
@@ -36,7 +37,6 @@ _TRAINED = "trained.json"  # in a Tune checkpoint: training finished, only the e
 class SweepContext:
     """What every trial of a sweep shares, handed to the workers by Ray."""
 
-    name: str
     parent_run_id: str  # the sweep's MLflow run
     raw_params: dict  # the parsed params.yaml the sweep started from (the workers need no copy of it)
     searched: tuple[str, ...]  # the keys that vary between trials, for the trial's name
@@ -79,24 +79,35 @@ def _hand_over(workspace: Workspace, metrics: dict[str, float], training_checkpo
 
 
 def _training_score(checkpoint: Path) -> dict[str, float]:
-    returns = np.load(checkpoint / "trainer.episode_returns.npy")
+    """What ASHA judges, read from a training checkpoint: its agent steps and recent training score."""
     steps = json.loads((checkpoint / "state.json").read_text())["trainer.steps"]
-    return {AGENT_STEPS: steps, **({TRAIN_SCORE: float(returns[-20:].mean())} if len(returns) else {})}
+    score = recent_score(np.load(checkpoint / "trainer.episode_returns.npy"))
+    return {AGENT_STEPS: steps, **({TRAIN_SCORE: float(score)} if score is not None else {})}
 
 
 def run_trial(config: dict[str, Any], sweep: SweepContext) -> None:
     """Tune's trainable: ``config`` holds the trial's overrides (``train.seed`` among them)."""
+    from ray import tune
+
+    context = tune.get_context()
+    overrides = dict(config)
+    params = build_params(with_overrides(sweep.raw_params, overrides))
+    # Not in the trial's folder, which Tune copies to its storage: the workspace reaches it only as checkpoints.
+    root = Path(tempfile.mkdtemp(prefix=f"invaders-trial-{context.get_trial_id()}-"))
+    try:
+        _run(root, params, overrides, sweep)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _run(root: Path, params, overrides: dict[str, Any], sweep: SweepContext) -> None:
+    """The trial's steps in the workspace at ``root``, from Tune's checkpoint if the trial is restarted."""
     import ray
     from ray import tune
 
     from invaders.tracking.sweep_runs import finish_trial_run, nested_stage_runs, open_trial_run
 
     context = tune.get_context()
-    overrides = dict(config)
-    params = build_params(with_overrides(sweep.raw_params, overrides))
-    root = Path(context.get_trial_dir()) / "workspace"
-    shutil.rmtree(root, ignore_errors=True)  # a restarted attempt starts from its checkpoint only
-    root.mkdir(parents=True)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -124,6 +135,6 @@ def run_trial(config: dict[str, Any], sweep: SweepContext) -> None:
     keys = (Metric.SCORE_MEAN, Metric.SCORE_CI_LOW, Metric.SCORE_CI_HIGH, Metric.SCORE_MEDIAN)
     trained_metrics = json.loads((workspace.train_results / "metrics.json").read_text())
     final = {key: float(summary[key]) for key in keys}
-    if Metric.GAME_SCORE_LAST20_MEAN in trained_metrics:
+    if Metric.GAME_SCORE_LAST20_MEAN in trained_metrics:  # the training score, as ASHA saw it
         final[TRAIN_SCORE] = trained_metrics[Metric.GAME_SCORE_LAST20_MEAN]
     _report({AGENT_STEPS: params.train.steps, EVALUATED: 1, **final})

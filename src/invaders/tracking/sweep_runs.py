@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,10 @@ from invaders.tracking.mlflow_tracking import (
 
 SWEEP_STAGE = "sweep"
 TRIAL_STAGE = "trial"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def open_sweep_run(experiment: str, name: str, sweep_file: Path, root: Path, resume_run_id: str | None) -> str:
@@ -102,27 +107,29 @@ def finish_trial_run(run_id: str, summary: dict[str, float]) -> None:
     client = client_for(uri)
     keys = (Metric.SCORE_MEAN, Metric.SCORE_CI_LOW, Metric.SCORE_CI_HIGH, Metric.SCORE_MEDIAN, Metric.EPISODES)
     with server_errors(uri):
-        client.log_batch(run_id, metrics=[MlflowMetric(key, float(summary[key]), 0, 0) for key in keys])
+        client.log_batch(run_id, metrics=[MlflowMetric(key, float(summary[key]), _now_ms(), 0) for key in keys])
         client.set_terminated(run_id, status="FINISHED")
 
 
 def close_trials(parent_run_id: str, stopped: set[str], others: str, sweep_status: str | None = None) -> None:
-    """Close what Ray's killed processes left RUNNING under the sweep: trials whose Tune id is in ``stopped``
-    (stopped early by ASHA) FINISHED and tagged so, the others ``others``; their stage runs still RUNNING
-    KILLED. With ``sweep_status`` the sweep's run ends too."""
+    """Close what Ray's killed processes left RUNNING under the sweep, once no trial process runs: trials whose
+    Tune id is in ``stopped`` (stopped early by ASHA) FINISHED and tagged so, the others ``others``; any stage
+    run still RUNNING (of any trial: a restarted one's dead attempt too) KILLED. With ``sweep_status`` the
+    sweep's run ends too."""
     uri = tracking_uri()
     client = client_for(uri)
     with server_errors(uri):
         experiment_id = client.get_run(parent_run_id).info.experiment_id
         for trial in client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{Tag.PARENT_RUN_ID}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+            [experiment_id], filter_string=f"tags.`{Tag.PARENT_RUN_ID}` = '{parent_run_id}'"
         ):
             for stage_run in client.search_runs(
                 [experiment_id],
                 filter_string=f"tags.`{Tag.PARENT_RUN_ID}` = '{trial.info.run_id}' and attributes.status = 'RUNNING'",
             ):
                 client.set_terminated(stage_run.info.run_id, status="KILLED")
+            if trial.info.status != "RUNNING":
+                continue
             early = trial.data.tags.get(Tag.TRIAL_ID) in stopped
             if early:
                 client.set_tag(trial.info.run_id, Tag.STOPPED_EARLY, "true")
@@ -139,4 +146,4 @@ def log_sweep_outcome(parent_run_id: str, table: Path, best: dict[str, float]) -
     client = client_for(uri)
     with server_errors(uri):
         client.log_artifact(parent_run_id, str(table))
-        client.log_batch(parent_run_id, metrics=[MlflowMetric(key, value, 0, 0) for key, value in best.items()])
+        client.log_batch(parent_run_id, metrics=[MlflowMetric(key, value, _now_ms(), 0) for key, value in best.items()])
