@@ -80,7 +80,9 @@ def project_figures(params_path: str, warmup: int, settle: int, steps: int) -> d
     return {**figures, "label": label, "env": params.env.id}
 
 
-def sb3_figures(python: str, env: str, envs: int, threads: int, warmup: int, settle: int, steps: int) -> dict:
+def sb3_figures(
+    python: str, env: str, envs: int, threads: int, warmup: int, settle: int, steps: int, timeout: float
+) -> dict:
     """peers_sb3.py in the peers venv; raises RuntimeError with a one-line reason."""
     command = [
         python,
@@ -93,7 +95,10 @@ def sb3_figures(python: str, env: str, envs: int, threads: int, warmup: int, set
         str(threads),
     ]
     command += ["--warmup", str(warmup), "--settle", str(settle), "--steps", str(steps)]
-    done = subprocess.run(command, capture_output=True, text=True)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"stopped after {timeout:.0f} s (--sb3-timeout; a busy machine?)") from None
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode or not lines:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -116,6 +121,7 @@ def main() -> int:
         default=[0, 1],
         help="torch threads for each SB3 env count (0: torch's default, all cores); 1 thread wins on a busy machine",
     )
+    parser.add_argument("--sb3-timeout", type=float, default=600, help="seconds before an SB3 run is given up")
     args = parser.parse_args()
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -143,7 +149,9 @@ def main() -> int:
     peers, failures = [], []
     for envs, threads in itertools.product(args.sb3_envs, args.sb3_threads):
         try:
-            peer = sb3_figures(args.peers_python, project["env"], envs, threads, args.warmup, args.settle, args.steps)
+            peer = sb3_figures(
+                args.peers_python, project["env"], envs, threads, args.warmup, args.settle, args.steps, args.sb3_timeout
+            )
         except RuntimeError as error:
             failures.append(str(error))
             print(f"SB3 DQN, {plural(envs, 'env')}: not measured: {error}", flush=True)
