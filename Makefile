@@ -116,6 +116,25 @@ sweep: setup
 bench: setup
 	python benchmarks/bench.py --capacity 1000000
 
+# This project's training speed against Stable-Baselines3's DQN on the same settings and CPU (README "Speed
+# and memory"): ~5 min; ARGS="--steps 20000" for longer. SB3 and torch live in their own venv, .venv-peers/
+# (git-ignored, ~1 GB with the CPU-only torch, ~4 GB with PyPI's CUDA build), made once from
+# benchmarks/peers-requirements.txt; pip's output goes to .venv-peers.log.
+PEERS_VENV := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
+PEERS_PIP_ARGS ?=
+.PHONY: bench-peers
+bench-peers: setup $(PEERS_STAMP)
+	python benchmarks/peers.py --peers-python $(CURDIR)/$(PEERS_VENV)/bin/python $(ARGS)
+
+$(PEERS_STAMP): benchmarks/peers-requirements.txt
+	@echo "creating $(PEERS_VENV) (Stable-Baselines3 + torch; log: .venv-peers.log)"
+	@($(PYTHON) -m venv --clear $(PEERS_VENV) && $(PEERS_VENV)/bin/python -m pip install --disable-pip-version-check \
+	  $(PEERS_PIP_ARGS) -r benchmarks/peers-requirements.txt) >.venv-peers.log 2>&1 || { rm -rf $(PEERS_VENV); \
+	  echo "bench-peers: could not create $(PEERS_VENV): $$(grep -m1 -E '^ERROR' .venv-peers.log || tail -n1 .venv-peers.log)" \
+	  "(full log: .venv-peers.log)" >&2; exit 1; }
+	touch $@
+
 notebook: setup
 	dvc exp run -n $(NOTEBOOK_NAME) $(NOTEBOOK)
 

@@ -95,6 +95,44 @@ def kerasrl_steps_per_second(params, spec, steps: int) -> float:
     return (rows[-1]["step"] - rows[0]["step"]) / seconds
 
 
+def benchmark_params(path: str):
+    """params.yaml at the 2015 DQN's work per step: one update every 4 agent steps, batch 32."""
+    params = load_params(path)
+    return dataclasses.replace(params, train=dataclasses.replace(params.train, replay_ratio=0.25, batch_size=32))
+
+
+def end_to_end(params, initial: Path, train_steps: int, settle_steps: int = 0) -> dict:
+    """The real training loop: agent steps/s from ``settle_steps`` after the warm-up to the end.
+
+    Timed from the first metrics row at or after warm-up + ``settle_steps`` (its ``log_interval``), so the
+    first update's compilation falls inside the window unless ``settle_steps`` covers it.
+    """
+    from invaders.agents.native_backend import build_trainer
+
+    config = params.train
+    start_at = config.warmup_steps + settle_steps
+    run_params = dataclasses.replace(
+        params, train=dataclasses.replace(config, steps=start_at + train_steps, log_interval=start_at)
+    )
+    timings = {}
+
+    def on_metrics(metrics, step):
+        if step >= start_at and "start" not in timings:
+            timings["start"], timings["step"], timings["updates"] = time.perf_counter(), step, trainer.learner.updates
+
+    trainer, _ = build_trainer(run_params, initial, on_metrics)
+    result = trainer.run(show_progress=False)
+    end = time.perf_counter()
+    trainer.env.close()
+    steps, seconds = result.steps - timings["step"], end - timings["start"]
+    return {
+        "steps": steps,
+        "seconds": seconds,
+        "updates": result.updates - timings["updates"],
+        "steps_per_s": steps / seconds,
+    }
+
+
 def matmul_peak_gflops() -> float:
     import tensorflow as tf
 
@@ -125,9 +163,8 @@ def main() -> None:
     from invaders.envs.atari import num_actions, observation_shape
     from invaders.models.networks import NetworkSpec, build_q_network, forward_flops, save_weights
 
-    params = load_params(args.params)
     # The speed figures are for the 2015 DQN's work per step: one update every 4 agent steps, batch 32.
-    params = dataclasses.replace(params, train=dataclasses.replace(params.train, replay_ratio=0.25, batch_size=32))
+    params = benchmark_params(args.params)
     config = params.train
     spec = NetworkSpec(
         params.model.network, params.model.dueling, observation_shape(params.env), num_actions(params.env)
@@ -163,28 +200,10 @@ def main() -> None:
     update_s = timed(lambda: learner.update(next(batches)), repeats=100, warmup=5)
     online = learner.online
 
-    # End to end: the real training loop.
-    run_params = dataclasses.replace(
-        params,
-        train=dataclasses.replace(
-            config, steps=config.warmup_steps + args.train_steps, log_interval=config.warmup_steps
-        ),
-    )
-    timings = {}
-
-    def on_metrics(metrics, step):
-        if step >= config.warmup_steps and "start" not in timings:
-            timings["start"], timings["step"], timings["updates"] = time.perf_counter(), step, trainer.learner.updates
-
-    trainer, _ = build_trainer(run_params, initial, on_metrics)
-    result = trainer.run(show_progress=False)
-    end = time.perf_counter()
+    # End to end: the real training loop, measured from the end of the warm-up.
+    run = end_to_end(params, initial, args.train_steps)
     shutil.rmtree(initial)
-    # Measured from the first metrics row at the end of the warm-up (log_interval = warmup_steps).
-    steps = result.steps - timings["step"]
-    seconds = end - timings["start"]
-    updates = result.updates - timings["updates"]
-    steps_per_s = steps / seconds
+    steps, seconds, updates, steps_per_s = run["steps"], run["seconds"], run["updates"], run["steps_per_s"]
 
     per_vector_step = {
         "env": env_s,
