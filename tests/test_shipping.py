@@ -82,10 +82,11 @@ def test_a_bad_agent_card_is_one_line_naming_the_file(tmp_path):
         assert "\n" not in str(raised.value) and str(tmp_path / "agent.json") in str(raised.value)
 
 
-def test_seed_groups_name_their_row_and_members_and_the_project_declares_none_yet(tmp_path):
+def test_seed_groups_name_their_row_and_members_and_the_project_ships_five_seeds(tmp_path):
     group = {"dqn-100k x3 seeds": list(SEEDS)}
     assert seed_groups(shipped_with(tmp_path, group, SEEDS)) == [SeedGroup("dqn-100k x3 seeds", tuple(SEEDS))]
-    assert seed_groups(REPO) == []
+    five = tuple(f"dqn-100k-seed{seed}" for seed in range(5))
+    assert seed_groups(REPO) == [SeedGroup("dqn-100k x5 seeds", five)]  # checked like any other group
 
 
 @pytest.mark.parametrize(
