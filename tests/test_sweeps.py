@@ -111,6 +111,22 @@ def test_the_command_says_a_bad_file_in_one_line_before_ray_starts(tmp_path):
     assert time.monotonic() - started < 30 and not (tmp_path / "results").exists()
 
 
+def test_a_cluster_address_nothing_answers_is_one_line_at_once(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("0" * 64)
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "invaders.sweeps.driver", str(sweep_file(tmp_path)), "--storage", str(tmp_path / "r")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RAY_ADDRESS": "127.0.0.9:1", "RAY_AUTH_TOKEN_PATH": str(token)},
+    )
+    assert done.returncode == 2 and time.monotonic() - started < 60
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("sweep: error: RAY_ADDRESS = 127.0.0.9:1: no Ray cluster answers there (")
+
+
 def test_the_best_configuration_is_the_best_mean_over_seeds_and_dvc_reproduces_it(tmp_path, raw_params):
     spec = load_sweep(
         sweep_file(tmp_path, params={"train.n_step": 1}, search={"train.learning_rate": {"grid": [1.0e-4, 1.0e-3]}}),
@@ -311,6 +327,16 @@ def _group_alive(process: subprocess.Popen) -> bool:
     return True
 
 
+def _ended(process: subprocess.Popen, log: Path, timeout: float, leftovers: str) -> str:
+    """Wait for the driver to exit, its Ray processes gone with it (else stop them); its output."""
+    try:
+        process.wait(timeout=timeout)
+        assert not _group_alive(process), leftovers
+    finally:
+        _kill_group(process)
+    return log.read_text()
+
+
 def _kill_group(process: subprocess.Popen) -> None:
     if _group_alive(process):
         os.killpg(process.pid, signal.SIGKILL)
@@ -334,20 +360,14 @@ def test_an_interrupted_sweep_resumes_with_the_same_command(tmp_path):
             assert time.monotonic() < deadline, "no training checkpoints within 5 minutes"
             time.sleep(1)
         first.send_signal(signal.SIGINT)  # Ctrl-C
-        first.wait(timeout=120)
-        assert not _group_alive(first), "the interrupted driver left Ray processes behind"
-    finally:
+    except BaseException:
         _kill_group(first)
-    output = (tmp_path / "first.log").read_text()
+        raise
+    output = _ended(first, tmp_path / "first.log", 120, "the interrupted driver left Ray processes behind")
     assert first.returncode == 130 and "\nsweep: interrupted\n" in output, output[-3000:]
 
     second = _sweep_driver(command, env, tmp_path / "second.log")
-    try:
-        second.wait(timeout=900)
-        assert not _group_alive(second), "the driver left Ray processes behind"
-    finally:
-        _kill_group(second)
-    output = (tmp_path / "second.log").read_text()
+    output = _ended(second, tmp_path / "second.log", 900, "the driver left Ray processes behind")
     assert second.returncode == 0 and "resuming from" in output, output[-3000:]
 
     from mlflow.tracking import MlflowClient

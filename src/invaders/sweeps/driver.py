@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import shlex
+import socket
 import sys
 import urllib.parse
 from pathlib import Path
@@ -62,14 +63,25 @@ def use_token_auth(root: Path) -> None:
         os.environ["RAY_AUTH_TOKEN_PATH"] = str(auth_token_path(root))
 
 
-def start_ray(root: Path) -> None:
+def check_cluster_answers(address: str) -> None:
+    """One line at once for a cluster address nothing listens on (``ray.init`` would retry for minutes)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as error:
+        raise ResourceError(f"RAY_ADDRESS = {address}: no Ray cluster answers there ({error})") from None
+
+
+def start_ray(root: Path, commit: str) -> None:
     """Connect to ``RAY_ADDRESS``'s cluster, or start a local instance on loopback (token auth set by
     ``use_token_auth``)."""
     import ray
 
     address = os.environ.get("RAY_ADDRESS")
+    if address:
+        check_cluster_answers(address)
     runtime_env: dict[str, Any] = {
-        "env_vars": {"DVC_EXP_BASELINE_REV": _commit(root), "MLFLOW_TRACKING_URI": tracking_uri_for_workers(root)}
+        "env_vars": {"DVC_EXP_BASELINE_REV": commit, "MLFLOW_TRACKING_URI": tracking_uri_for_workers(root)}
     }
     try:
         if address:
@@ -101,12 +113,6 @@ def tracking_uri_for_workers(root: Path) -> str:
     if os.environ.get("RAY_ADDRESS") and uri.startswith("sqlite:"):
         print(f"sweep: {uri} is this machine's file: workers on other machines need a tracking server", file=sys.stderr)
     return uri
-
-
-def _commit(root: Path) -> str:
-    from invaders.tracking.mlflow_tracking import git_commit
-
-    return git_commit(root)
 
 
 def search_space(spec: SweepSpec) -> dict[str, Any]:
@@ -169,6 +175,7 @@ def run_sweep(sweep_file: Path, root: Path, storage: Path) -> pd.DataFrame:
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from invaders.tracking.mlflow_tracking import git_commit
     from invaders.tracking.sweep_runs import close_trials, log_sweep_outcome, open_sweep_run
 
     raw_params = read_params_file(root / "params.yaml")
@@ -183,10 +190,10 @@ def run_sweep(sweep_file: Path, root: Path, storage: Path) -> pd.DataFrame:
     started_from = {
         "file_sha256": hashlib.sha256(sweep_file.read_bytes()).hexdigest(),
         "params_sha256": hashlib.sha256(json.dumps(raw_params, sort_keys=True, default=str).encode()).hexdigest(),
-        "commit": _commit(root),
+        "commit": git_commit(root),
     }
     state = _sweep_state(storage, spec, sweep_file, started_from)
-    start_ray(root)
+    start_ray(root, started_from["commit"])
     parent_run_id = open_sweep_run(experiment, spec.name, sweep_file, root, state.get("parent_run_id"))
     files.write_json(_state_file(storage, spec), {"parent_run_id": parent_run_id, **started_from})
     print(f"sweep {spec.name}: {spec.trials} trials of {spec.steps:,} agent steps; MLflow run {parent_run_id}")

@@ -45,9 +45,7 @@ class SweepContext:
 def trial_name(overrides: dict[str, Any], searched: tuple[str, ...]) -> str:
     """``lr=0.0001 n_step=3 seed 2``: the varied params (by their last name) and the seed."""
     varied = " ".join(
-        f"{key.rpartition('.')[2]}={overrides[key]:.4g}"
-        if isinstance(overrides[key], float)
-        else f"{key.rpartition('.')[2]}={overrides[key]}"
+        f"{key.rpartition('.')[2]}={f'{overrides[key]:.4g}' if isinstance(overrides[key], float) else overrides[key]}"
         for key in searched
     )
     return f"{varied} seed {overrides['train.seed']}".strip()
