@@ -133,6 +133,25 @@ def end_to_end(params, initial: Path, train_steps: int, settle_steps: int = 0) -
     }
 
 
+def update_paths(params, spec, batches, observations) -> dict[str, tuple[float, float]]:
+    """Seconds per update and per batched action of each way to compute them, on the same batches."""
+    from invaders.agents.dqn import DQNLearner
+    from invaders.hardware import has_native_bf16
+    from invaders.models.networks import build_q_network
+
+    paths = {"float32, XLA": ("float32", True), "float32, TF kernels (oneDNN)": ("float32", False)}
+    if has_native_bf16():  # emulated bf16 takes minutes here and is never chosen
+        paths["bfloat16, TF kernels (oneDNN)"] = ("bfloat16", False)
+    figures = {}
+    for label, (precision, xla) in paths.items():
+        networks = [build_q_network(spec, precision=precision) for _ in range(2)]
+        learner = DQNLearner(*networks, params.train, precision, xla)
+        update_s = timed(lambda learner=learner: learner.update(next(batches)), repeats=60, warmup=5)
+        act_s = timed(lambda learner=learner: learner.greedy_actions(observations), repeats=200)
+        figures[label] = (update_s, act_s)
+    return figures
+
+
 def matmul_peak_gflops() -> float:
     import tensorflow as tf
 
@@ -161,6 +180,7 @@ def main() -> None:
 
     from invaders.agents.native_backend import build_trainer
     from invaders.envs.atari import num_actions, observation_shape
+    from invaders.hardware import cpu_description, learner_precision
     from invaders.models.networks import NetworkSpec, build_q_network, forward_flops, save_weights
 
     # The speed figures are for the 2015 DQN's work per step: one update every 4 agent steps, batch 32.
@@ -172,8 +192,10 @@ def main() -> None:
     envs = config.num_envs
     print(
         f"setup: {params.env.id}, {spec.network}{' dueling' if spec.dueling else ''}, batch {config.batch_size}, "
-        f"replay ratio {config.replay_ratio}, {envs} envs, double DQN {config.double_dqn}, n-step {config.n_step}"
+        f"replay ratio {config.replay_ratio}, {envs} envs, double DQN {config.double_dqn}, n-step {config.n_step}, "
+        f"precision {config.precision} = {learner_precision(config.precision)} here"
     )
+    print(f"CPU: {cpu_description()}")
     initial = Path(tempfile.mkdtemp(prefix="invaders-bench-"))
     save_weights(build_q_network(spec), spec, initial)
 
@@ -199,6 +221,7 @@ def main() -> None:
     batches = itertools.cycle([replay.sample(config.batch_size, rng) for _ in range(64)])
     update_s = timed(lambda: learner.update(next(batches)), repeats=100, warmup=5)
     online = learner.online
+    paths = update_paths(params, spec, batches, observations)
 
     # End to end: the real training loop, measured from the end of the warm-up.
     run = end_to_end(params, initial, args.train_steps)
@@ -230,6 +253,8 @@ def main() -> None:
             f" native {1e3 / steps_per_s:.1f} ms)"
         )
     print(f"ms per compiled update (bare):          {update_s * 1e3:8.2f}")
+    for label, (path_update_s, path_act_s) in paths.items():
+        print(f"  {label + ':':<36} {path_update_s * 1e3:8.2f}   (action {path_act_s * 1e3:.2f} ms)")
     print(f"ms per batched action ({envs} games):        {act_s * 1e3:8.2f}")
     print(f"ms per replay sample (batch {config.batch_size}):        {sample_s * 1e3:8.2f}")
     print(

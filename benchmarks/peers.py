@@ -27,35 +27,9 @@ from pathlib import Path
 
 from bench import benchmark_params, end_to_end
 
+from invaders.hardware import cpu_description, usable_cpus  # importable once bench put src/ on the path
+
 ROOT = Path(__file__).resolve().parents[1]
-FEATURES = ("avx512f", "avx512_bf16")
-
-
-def usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def cpu_description() -> str:
-    """Model name, the AVX-512 and AMX flags, and the core counts, from /proc/cpuinfo."""
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if not line.strip():
-                break  # the first processor is enough
-            key, _, value = line.partition(":")
-            fields[key.strip()] = value.strip()
-    except OSError:
-        pass
-    import platform
-
-    model = fields.get("model name") or platform.processor() or "unknown CPU"
-    flags = set(fields.get("flags", "").split())
-    features = [f"{name} {'yes' if name in flags else 'no'}" for name in FEATURES]
-    amx = sorted(flag for flag in flags if flag.startswith("amx"))
-    features.append(f"amx {' '.join(amx) if amx else 'no'}")
-    usable = usable_cpus()
-    cores = f", {fields['cpu cores']} cores per socket" if "cpu cores" in fields else ""
-    return f"{model}; {os.cpu_count()} logical CPUs ({usable} usable{cores}); {', '.join(features)}"
 
 
 def project_figures(params_path: str, warmup: int, settle: int, steps: int) -> dict:

@@ -44,20 +44,21 @@ DELAYED = TrainConfig(
 )
 
 
-def train(config: TrainConfig, seed: int = 0, game=BandGameVectorEnv):
+def train(config: TrainConfig, seed: int = 0, game=BandGameVectorEnv, precision: str = "float32"):
     import keras
 
     keras.utils.set_random_seed(seed)
-    online, target = build_q_network(SPEC), build_q_network(SPEC)
-    learner = DQNLearner(online, target, config)
+    online, target = build_q_network(SPEC, precision=precision), build_q_network(SPEC, precision=precision)
+    learner = DQNLearner(online, target, config, precision)
     replay = FrameReplay(config.replay_capacity, config.num_envs, (44, 44), 4, config.n_step, config.gamma)
     env = game(num_envs=config.num_envs)
     result = DQNTrainer(env, learner, replay, config, lambda metrics, step: None).run(show_progress=False)
     return learner, replay, result
 
 
-def test_agent_learns_the_pixel_game():
-    learner, _, result = train(QUICK)
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_agent_learns_the_pixel_game(precision):
+    learner, _, result = train(QUICK, precision=precision)
     assert result.steps >= QUICK.steps
     assert result.updates == pytest.approx((result.steps - QUICK.warmup_steps) * QUICK.replay_ratio, abs=2)
     env = BandGameVectorEnv(num_envs=2)
@@ -158,3 +159,16 @@ def test_replay_that_cannot_fit_in_memory_is_refused_before_training():
         ResourceError, match=r"^train.replay_capacity = 1000000: training needs 8.6 GB \(7.1 GB of replay\), 4.0 GB"
     ):
         check_memory(1_000_000, replay_bytes, available=4_000_000_000)
+
+
+def test_bfloat16_network_has_the_float32_weights_and_close_q_values():
+    """Mixed precision changes the arithmetic, not the weights: one weights file serves both."""
+    float32 = build_q_network(SPEC)
+    bfloat16 = build_q_network(SPEC, precision="bfloat16")
+    bfloat16.set_weights(float32.get_weights())
+    assert [weight.dtype for weight in bfloat16.get_weights()] == [np.float32] * len(float32.get_weights())
+    observations = np.random.default_rng(0).integers(0, 255, (8,) + SPEC.input_shape, dtype=np.uint8)
+    exact = float32(observations.astype(np.float32)).numpy()
+    mixed = bfloat16(observations.astype(np.float32))
+    assert mixed.dtype == "float32", "the Q-value head computes in float32"
+    np.testing.assert_allclose(mixed.numpy(), exact, atol=0.02 * np.abs(exact).max())

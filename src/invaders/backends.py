@@ -34,7 +34,7 @@ REGISTRY: dict[str, BackendEntry] = {
         "invaders.agents.native_backend",
         "this project's TensorFlow DQN",
         True,
-        ("num_envs", "n_step", "terminal_on_life_loss", "checkpoint_interval"),
+        ("num_envs", "n_step", "terminal_on_life_loss", "checkpoint_interval", "precision"),
     ),
     # keras-rl2's fit keeps its memory and counters to itself: it cannot be checkpointed.
     "keras-rl2": BackendEntry("invaders.agents.kerasrl_backend", "keras-rl2's DQNAgent", False, ("memory_window",)),

@@ -31,6 +31,7 @@ def _field(default: Any, doc: str, **rules: Any) -> Any:
 # Preprocessing names accepted by ``env.preprocessing``.
 PREPROCESSINGS = ("deepmind", "raw")
 NETWORKS = ("nature", "notebook")
+PRECISIONS = ("auto", "float32", "bfloat16")
 MAX_FRAME_STACK = 16  # frames per observation; replay sizing assumes no more
 _ENV_ID = re.compile(r"^(?:ALE/)?(?P<game>[A-Z][A-Za-z0-9]*?)(?P<noframeskip>NoFrameskip)?-v(?P<version>\d+)$")
 
@@ -132,6 +133,13 @@ class TrainConfig:
     gamma: float = _field(0.99, "discount per agent step", gt=0.0, le=1.0)
     n_step: int = _field(3, "native backend: n of the n-step return (1 = classic DQN, as keras-rl2)", ge=1, le=20)
     double_dqn: bool = _field(True, "Double DQN targets: online net picks the next action, target net values it")
+    precision: str = _field(
+        "auto",
+        "native backend: arithmetic of the networks' layers; weights, gradients and Adam stay float32. "
+        "bfloat16 runs on oneDNN's bf16 kernels, float32 through XLA; auto = bfloat16 where the CPU has "
+        "native bf16 (AVX512_BF16 or AMX), else float32",
+        choices=PRECISIONS,
+    )
     warmup_steps: int = _field(1_000, "agent steps of pure exploration before the first update", ge=0)
     replay_ratio: float = _field(
         0.5, "gradient updates per agent step (0.25 = one update every 4 steps)", gt=0.0, le=8.0

@@ -19,6 +19,8 @@ class Tag:
     TRAIN_RUN_ID = "invaders.train_run_id"  # run holding the evaluated agent's training curve
     WEIGHTS_SHA256 = "invaders.weights_sha256"  # SHA-256 of the evaluated weights.npz: one row per agent
     BACKEND = "invaders.backend"  # training backend (train.backend)
+    PRECISION = "invaders.precision"  # native backend: train.precision as resolved on the CPU that trained
+    CPU = "invaders.cpu"  # the training machine's CPU: model, vector extensions, cores (speed compares per CPU)
     SHIPPED = "invaders.shipped"  # "true" on the evaluation of an agent from shipped/
     METRICS_FLUSHED = "invaders.metrics_flushed"  # "<checkpoint id>:<rows>": held metrics that reached the store
     RESUMED = "resumed."  # prefix: resumed.<param> is a resumed run's new value of a param it had logged

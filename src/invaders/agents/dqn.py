@@ -26,18 +26,40 @@ class UpdateStats(NamedTuple):
     targets: np.ndarray
 
 
-class DQNLearner:
-    """Double DQN with Huber loss, Adam, global-norm gradient clipping and hard target syncs."""
+def compiles_with_xla(precision: str) -> bool:
+    """XLA for float32 (on AVX2 CPUs it beats TF's own kernels by ~20%); bfloat16 needs TF's oneDNN kernels,
+    which use the CPU's bf16 instructions (XLA's CPU backend does not: a bf16 update through XLA is slower
+    than float32)."""
+    return precision == "float32"
 
-    def __init__(self, online: tf.keras.Model, target: tf.keras.Model, config: TrainConfig):
+
+class DQNLearner:
+    """Double DQN with Huber loss, Adam, global-norm gradient clipping and hard target syncs.
+
+    The networks compute in their layers' precision (``build_q_network(precision=...)``); ``precision``
+    names it, to compile the update and the acting the way that precision runs fastest (``xla`` overrides
+    that choice, for benchmarks).
+    """
+
+    def __init__(
+        self,
+        online: tf.keras.Model,
+        target: tf.keras.Model,
+        config: TrainConfig,
+        precision: str = "float32",
+        xla: bool | None = None,
+    ):
         import keras
 
         self.online = online
         self.target = target
         self.config = config
+        self.precision = precision
         self.optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate, epsilon=config.adam_epsilon)
         self.optimizer.build(online.trainable_variables)
-        self.greedy_actions = GreedyPolicy(online)
+        xla = compiles_with_xla(precision) if xla is None else xla
+        self.greedy_actions = GreedyPolicy(online, jit_compile=xla)
+        self._update = tf.function(self._update_step, jit_compile=xla)
         self.updates = 0
         self.sync_target()
 
@@ -78,8 +100,7 @@ class DQNLearner:
             self.sync_target()
         return UpdateStats(float(loss), float(q_mean), targets.numpy())
 
-    @tf.function(jit_compile=True)
-    def _update(self, observations, actions, returns, discounts, next_observations):
+    def _update_step(self, observations, actions, returns, discounts, next_observations):
         next_observations = tf.cast(next_observations, tf.float32)
         next_q_target = self.target(next_observations, training=False)
         next_q_online = self.online(next_observations, training=False) if self.config.double_dqn else next_q_target

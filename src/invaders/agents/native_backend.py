@@ -10,6 +10,7 @@ from invaders.backends import MetricsCallback, TrainedAgent, TrainingJob
 from invaders.config import Params
 from invaders.envs.atari import make_vector_env, num_actions, observation_shape
 from invaders.errors import ResourceError
+from invaders.hardware import learner_precision
 from invaders.models.networks import NetworkSpec, build_q_network, check_fits, load_model
 from invaders.replay.frame_replay import FrameReplay
 
@@ -45,7 +46,8 @@ def build_trainer(params: Params, initial: Path, on_metrics: MetricsCallback) ->
 
     config = params.train
     keras.utils.set_random_seed(config.seed)
-    online, spec = load_model(initial)
+    precision = learner_precision(config.precision)
+    online, spec = load_model(initial, precision=precision)
     check_fits(spec, initial, observation_shape(params.env), num_actions(params.env))
     replay = FrameReplay(
         config.replay_capacity,
@@ -58,7 +60,7 @@ def build_trainer(params: Params, initial: Path, on_metrics: MetricsCallback) ->
     # Only the slots this run will write take memory; a 10k-step run in a 100k memory needs a tenth.
     written = min(1.0, (config.steps / config.num_envs + 1) / replay.capacity_per_env)
     check_memory(config.replay_capacity, int(replay.nbytes * written), available_memory())
-    learner = DQNLearner(online, build_q_network(spec), config)
+    learner = DQNLearner(online, build_q_network(spec, precision=precision), config, precision)
     env = make_vector_env(params.env, config.num_envs)
     return DQNTrainer(env, learner, replay, config, on_metrics), spec
 

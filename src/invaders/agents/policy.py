@@ -11,14 +11,14 @@ from invaders.agents.dqn_math import epsilon_greedy
 class GreedyPolicy:
     """Argmax-Q actions of ``model`` for a batch of uint8 observations."""
 
-    def __init__(self, model):
+    def __init__(self, model, jit_compile: bool = True):
         self.model = model
+        self._greedy = tf.function(self._greedy_actions, jit_compile=jit_compile, reduce_retracing=True)
 
     def __call__(self, observations: np.ndarray) -> np.ndarray:
         return self._greedy(tf.convert_to_tensor(observations)).numpy()
 
-    @tf.function(jit_compile=True, reduce_retracing=True)
-    def _greedy(self, observations):
+    def _greedy_actions(self, observations):
         q_values = self.model(tf.cast(observations, tf.float32), training=False)
         return tf.argmax(q_values, axis=1, output_type=tf.int32)
 

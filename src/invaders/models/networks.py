@@ -42,40 +42,47 @@ class NetworkSpec:
         return cls(values["network"], values["dueling"], tuple(values["input_shape"]), values["num_actions"])
 
 
-def _body_layers(keras: Any, network: str) -> list:
-    conv = keras.layers.Conv2D
+def _body_layers(keras: Any, network: str, dtype: str | None) -> list:
+    def conv(filters: int, size: int, stride: int):
+        return keras.layers.Conv2D(filters, size, strides=stride, activation="relu", dtype=dtype)
+
     if network == "nature":
         return [
-            keras.layers.Permute((2, 3, 1)),  # (stack, H, W) -> (H, W, stack): TF's CPU convolutions want channels last
-            conv(32, 8, strides=4, activation="relu"),
-            conv(64, 4, strides=2, activation="relu"),
-            conv(64, 3, strides=1, activation="relu"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(512, activation="relu"),
+            # (stack, H, W) -> (H, W, stack): TF's CPU convolutions want channels last
+            keras.layers.Permute((2, 3, 1), dtype=dtype),
+            conv(32, 8, 4),
+            conv(64, 4, 2),
+            conv(64, 3, 1),
+            keras.layers.Flatten(dtype=dtype),
+            keras.layers.Dense(512, activation="relu", dtype=dtype),
         ]
     # The notebook's network: the same convolutions applied to each of the window's RGB frames.
     return [
-        keras.layers.TimeDistributed(conv(32, 8, strides=4, activation="relu")),
-        keras.layers.TimeDistributed(conv(64, 4, strides=2, activation="relu")),
-        keras.layers.TimeDistributed(conv(64, 3, strides=1, activation="relu")),
-        keras.layers.Flatten(),
-        keras.layers.Dense(512, activation="relu"),
-        keras.layers.Dense(256, activation="relu"),
+        keras.layers.TimeDistributed(conv(32, 8, 4), dtype=dtype),
+        keras.layers.TimeDistributed(conv(64, 4, 2), dtype=dtype),
+        keras.layers.TimeDistributed(conv(64, 3, 1), dtype=dtype),
+        keras.layers.Flatten(dtype=dtype),
+        keras.layers.Dense(512, activation="relu", dtype=dtype),
+        keras.layers.Dense(256, activation="relu", dtype=dtype),
     ]
 
 
-def build_q_network(spec: NetworkSpec, keras: Any = None, dueling: bool | None = None):
+def build_q_network(spec: NetworkSpec, keras: Any = None, dueling: bool | None = None, precision: str = "float32"):
     """Build the Q-network of ``spec`` with the given Keras module (Keras 3 by default).
 
     ``dueling=False`` builds the plain body with a Dense(actions) output whatever the spec says, as
-    keras-rl2 wants it (its agent adds the dueling head itself).
+    keras-rl2 wants it (its agent adds the dueling head itself). ``precision="bfloat16"`` computes the
+    body in bfloat16 (Keras' ``mixed_bfloat16``: float32 weights, cast at each layer) and the Q-value head
+    in float32, where bf16's 8-bit mantissa would blur the small gaps between actions' values; the
+    weights are the same float32 arrays either way.
     """
     if keras is None:
         import keras
     dueling = spec.dueling if dueling is None else dueling
+    body_dtype = "mixed_bfloat16" if precision == "bfloat16" else None
     inputs = keras.Input(shape=spec.input_shape, name="observation")
-    x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
-    for layer in _body_layers(keras, spec.network):
+    x = keras.layers.Rescaling(1.0 / 255.0, dtype=body_dtype)(inputs)
+    for layer in _body_layers(keras, spec.network, body_dtype):
         x = layer(x)
     if dueling:
         x = keras.layers.Dense(spec.num_actions + 1, name="value_and_advantages")(x)
@@ -181,9 +188,9 @@ def load_weight_arrays(directory: Path, model) -> list[np.ndarray]:
     return arrays
 
 
-def load_model(directory: Path, keras: Any = None):
-    """Rebuild the network saved in ``directory`` and load its weights."""
+def load_model(directory: Path, keras: Any = None, precision: str = "float32"):
+    """Rebuild the network saved in ``directory`` (computing in ``precision``) and load its weights."""
     spec = load_spec(directory)
-    model = build_q_network(spec, keras)
+    model = build_q_network(spec, keras, precision=precision)
     model.set_weights(load_weight_arrays(directory, model))
     return model, spec

@@ -12,6 +12,7 @@ from invaders import files
 from invaders.agents.card import AgentCard
 from invaders.backends import TrainingJob, can_resume, get_backend, recent_score
 from invaders.config import Params, as_flat_dict
+from invaders.hardware import cpu_description, learner_precision
 from invaders.names import Metric, Tag
 from invaders.pipeline import Step, Workspace
 from invaders.resume import CheckpointWriter, fingerprint, resumable_run
@@ -52,9 +53,14 @@ def train(params: Params, run: Run, workspace: Workspace) -> dict[str, float]:
             **as_flat_dict(params.model, "model"),
         }
     )
-    run.set_tags(
-        {Tag.BACKEND: config.backend, Tag.RUN_NAME: run_name(f"train {short_steps(config.steps)} seed {config.seed}")}
-    )
+    tags = {
+        Tag.BACKEND: config.backend,
+        Tag.RUN_NAME: run_name(f"train {short_steps(config.steps)} seed {config.seed}"),
+        Tag.CPU: cpu_description(),
+    }
+    if "precision" in config.applied():
+        tags[Tag.PRECISION] = learner_precision(config.precision)
+    run.set_tags(tags)
     checkpoints = None
     if can_resume(config.backend):
         current = fingerprint(params, workspace.initial / "weights.npz")
