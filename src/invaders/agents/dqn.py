@@ -54,7 +54,6 @@ class DQNLearner:
         self.online = online
         self.target = target
         self.config = config
-        self.precision = precision
         self.optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate, epsilon=config.adam_epsilon)
         self.optimizer.build(online.trainable_variables)
         xla = compiles_with_xla(precision) if xla is None else xla

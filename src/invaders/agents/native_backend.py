@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from invaders.agents.dqn import DQNLearner
@@ -10,7 +11,7 @@ from invaders.backends import MetricsCallback, TrainedAgent, TrainingJob
 from invaders.config import Params
 from invaders.envs.atari import make_vector_env, num_actions, observation_shape
 from invaders.errors import ResourceError
-from invaders.hardware import learner_precision
+from invaders.hardware import has_native_bf16, learner_precision
 from invaders.models.networks import NetworkSpec, build_q_network, check_fits, load_model
 from invaders.replay.frame_replay import FrameReplay
 
@@ -47,6 +48,12 @@ def build_trainer(params: Params, initial: Path, on_metrics: MetricsCallback) ->
     config = params.train
     keras.utils.set_random_seed(config.seed)
     precision = learner_precision(config.precision)
+    if precision == "bfloat16" and not has_native_bf16():
+        print(
+            "train: warning: train.precision = bfloat16 on a CPU without native bf16 (AVX512_BF16 or AMX): "
+            "TensorFlow emulates it, several times slower than float32; auto picks float32 here",
+            file=sys.stderr,
+        )
     online, spec = load_model(initial, precision=precision)
     check_fits(spec, initial, observation_shape(params.env), num_actions(params.env))
     replay = FrameReplay(
