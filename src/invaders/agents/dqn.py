@@ -15,6 +15,7 @@ from invaders.agents.losses import bootstrap_values, huber_loss, td_targets
 from invaders.agents.policy import GreedyPolicy
 from invaders.checkpoints import unprefixed
 from invaders.config import TrainConfig
+from invaders.hardware import cpu_flags
 from invaders.replay.frame_replay import Batch
 
 
@@ -27,10 +28,13 @@ class UpdateStats(NamedTuple):
 
 
 def compiles_with_xla(precision: str) -> bool:
-    """XLA for float32 (on AVX2 CPUs it beats TF's own kernels by ~20%); bfloat16 needs TF's oneDNN kernels,
-    which use the CPU's bf16 instructions (XLA's CPU backend does not: a bf16 update through XLA is slower
-    than float32)."""
-    return precision == "float32"
+    """Whether XLA or TF's own (oneDNN) kernels run the update and the acting faster on this CPU.
+
+    Measured (``make bench`` prints every path): on an AVX2-only Zen 3, XLA's float32 update beat TF's
+    kernels by ~20%; on an AVX-512 Zen 5, TF's oneDNN kernels beat XLA by 5-40% in float32, and bfloat16
+    runs only there (XLA's CPU backend does not use the bf16 instructions: slower than its float32).
+    """
+    return precision == "float32" and "avx512f" not in cpu_flags()
 
 
 class DQNLearner:
