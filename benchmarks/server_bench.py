@@ -160,7 +160,9 @@ def main() -> None:
         finally:
             for layout in layouts.values():
                 stop(layout)
-    print(f"load average (1 min) before / during / after the calls: {' / '.join(f'{x:.1f}' for x in loads)} on {os.cpu_count()} cores")
+    print(
+        f"load average (1 min) before / during / after the calls: {' / '.join(f'{x:.1f}' for x in loads)} on {os.cpu_count()} cores"
+    )
     sqlite = figures["sqlite"]
     for app in apps:
         cold, warm, stopping = started[app]
@@ -169,11 +171,19 @@ def main() -> None:
         print(f"| cold start (new cluster, database, MLflow tables, server) | {cold:.1f} s |")
         print(f"| warm start (PostgreSQL and MLflow server on existing data) | {warm:.1f} s |")
         print(f"| stop (MLflow server's process group, then PostgreSQL) | {stopping:.1f} s |")
-        print(f"| `log_metric`, median of {args.calls}: server / sqlite | {mine['single']:.1f} ms / {sqlite['single']:.1f} ms |")
+        print(
+            f"| `log_metric`, median of {args.calls}: server / sqlite | {mine['single']:.1f} ms / {sqlite['single']:.1f} ms |"
+        )
         print(f"| `log_batch` of 100 metrics: server / sqlite | {mine['batch']:.1f} ms / {sqlite['batch']:.1f} ms |")
-        print(f"| server CPU per call (MLflow + PostgreSQL): `log_metric` / batch of 100 | {mine['cpu_single']:.1f} / {mine['cpu_batch']:.1f} ms |")
-        print(f"| RSS of the MLflow server's {counts[app][0]} processes, idle / after the calls | {idle[app][0]:.0f} / {busy[app][0]:.0f} MB |")
-        print(f"| RSS of PostgreSQL's {counts[app][1]} processes (shared buffers counted in each), idle / after | {idle[app][1]:.0f} / {busy[app][1]:.0f} MB |")
+        print(
+            f"| server CPU per call (MLflow + PostgreSQL): `log_metric` / batch of 100 | {mine['cpu_single']:.1f} / {mine['cpu_batch']:.1f} ms |"
+        )
+        print(
+            f"| RSS of the MLflow server's {counts[app][0]} processes, idle / after the calls | {idle[app][0]:.0f} / {busy[app][0]:.0f} MB |"
+        )
+        print(
+            f"| RSS of PostgreSQL's {counts[app][1]} processes (shared buffers counted in each), idle / after | {idle[app][1]:.0f} / {busy[app][1]:.0f} MB |"
+        )
     if len(apps) > 1:
         print("\n| server | `log_metric` | batch of 100 | server CPU: `log_metric` / batch |\n|---|---|---|---|")
         for name, mine in figures.items():

@@ -1,55 +1,63 @@
-"""``mlflow server --app-name invaders-auth``: MLflow's basic-auth app, with cheaper checks on run requests.
+"""``mlflow server --app-name invaders-auth``: MLflow's basic-auth app, with cheaper authorization.
 
 Registered as an ``mlflow.app`` entry point in pyproject.toml (``make setup`` installs it). Every route, login,
-grant and answer is basic-auth's own (``mlflow.server.auth``); what changes is how a request that names a run
-(``log_metric``, ``log_batch``, ``set_tag``, ``get_run``...) is authorized:
+grant, rule and answer is basic-auth's own (``mlflow.server.auth``). What changes is what its checks read from
+the database before each request (README "Team mode" has the figures):
 
-- basic-auth loads the whole run (info, params, tags, latest metrics, dataset and model inputs and outputs:
-  7 queries) only to read its experiment id. A run never changes experiment, so the id is read with one
-  small query the first time and then kept (``RUNS_KEPT`` runs, least recently used first out). Nothing is
-  kept for a run that does not exist: it is denied as before, and asked again next time.
-- basic-auth reads the user twice per request (once to ask "admin?", once for the grants). Here the user row
-  is read once per request.
+- A request that names a run (``log_metric``, ``log_batch``, ``set_tag``, ``get_run``...): basic-auth loads
+  the whole run (info, params, tags, latest metrics, dataset and model inputs and outputs: 7 queries) only to
+  learn its experiment id. A run never changes experiment, so here the id is read with one small query the
+  first time and then kept (``RUNS_KEPT`` runs, least recently used out first). Nothing is kept for a run
+  that does not exist: it is denied as before, and asked again next time. A deleted run keeps its
+  experiment; one that ``mlflow gc`` erased is then refused by the handler (not found) instead.
+- The user row and the user's grants, which basic-auth reads on every request (the user twice), are kept
+  ``GRANTS_SECONDS`` per worker while requests are authorized. The price: a grant revoked or lowered, or an
+  admin demoted, still works for up to that many seconds in each worker (a new grant, likewise, may take
+  that long). Logins themselves are basic-auth's cache (``auth_cache_ttl_seconds``), and the user-admin
+  routes and the filtering of listings read the database as before.
 
-Grants are still read on every request, so a revoked or changed grant applies to the very next request,
-as in basic-auth. A deleted run keeps its experiment, so keeping the id is right for it too; a run that
-``mlflow gc`` erased is denied by the handler (not found) instead of by the check.
-
-With MLflow's workspaces on (``MLFLOW_ENABLE_WORKSPACES``) or a store that is not SQL, nothing is changed.
+With MLflow's workspaces on (``MLFLOW_ENABLE_WORKSPACES``) or a tracking store that is not SQL, runs are
+looked up as basic-auth does.
 """
 
 from __future__ import annotations
 
+import contextvars
+import fcntl
+import hashlib
+import tempfile
 import threading
+from pathlib import Path
 
-from cachetools import LRUCache
-from flask import g, has_request_context
+from cachetools import LRUCache, TTLCache
 from mlflow.server import auth as basic_auth
 
-RUNS_KEPT = 100_000  # ~100 bytes each: ~10 MB at most per worker
+RUNS_KEPT = 100_000  # a run id and an experiment id: ~10 MB at most per worker
+GRANTS_SECONDS = 10
 
+_lock = threading.Lock()  # cachetools' caches are not thread-safe (in case of threaded workers)
 _experiment_of_run: LRUCache[str, str] = LRUCache(maxsize=RUNS_KEPT)
-_lock = threading.Lock()  # cachetools' caches are not thread-safe (gunicorn may run threaded workers)
+_grants: TTLCache[tuple, object] = TTLCache(maxsize=10_000, ttl=GRANTS_SECONDS)
+_authorizing = contextvars.ContextVar("invaders_authorizing", default=False)
 _original_run_requirement = basic_auth._run_requirement
+_original_before_request = basic_auth._before_request
 
 
 def _run_experiment_id(run_id: str) -> str | None:
-    """The run's experiment id (None: no such run), from the cache or one small query."""
+    """The run's experiment id (None: no such run), kept or read with one small query."""
     with _lock:
         found = _experiment_of_run.get(run_id)
     if found is not None:
         return found
     from mlflow.store.tracking.dbmodels.models import SqlRun
 
-    store = basic_auth._get_tracking_store()
-    with store.ManagedSessionMaker() as session:
+    with basic_auth._get_tracking_store().ManagedSessionMaker() as session:
         row = session.query(SqlRun.experiment_id).filter(SqlRun.run_uuid == run_id).one_or_none()
     if row is None:
         return None
-    experiment_id = str(row[0])
     with _lock:
-        _experiment_of_run[run_id] = experiment_id
-    return experiment_id
+        _experiment_of_run[run_id] = str(row[0])
+    return str(row[0])
 
 
 def _run_requirement(run_id: str, action: str):
@@ -69,8 +77,9 @@ def _run_requirement(run_id: str, action: str):
     ]
 
 
-class _OncePerRequest:
-    """The auth store, except that ``get_user`` reads a user once per request (basic-auth asks twice)."""
+class _KeptWhileAuthorizing:
+    """basic-auth's user store, whose ``get_user`` and ``list_grants`` answers are kept ``GRANTS_SECONDS``
+    while a request is authorized (``_before_request``), and read afresh everywhere else."""
 
     def __init__(self, store):
         self._store = store
@@ -78,18 +87,44 @@ class _OncePerRequest:
     def __getattr__(self, name):
         return getattr(self._store, name)
 
+    def _kept(self, key: tuple, read):
+        if not _authorizing.get():
+            return read()
+        with _lock:
+            found = _grants.get(key)
+        if found is None:
+            found = read()  # an unknown user raises: nothing is kept for it
+            with _lock:
+                _grants[key] = found
+        return found
+
     def get_user(self, username: str):
-        if not has_request_context():
-            return self._store.get_user(username)
-        users = g.setdefault("invaders_users", {})
-        if username not in users:
-            users[username] = self._store.get_user(username)
-        return users[username]
+        return self._kept(("user", username), lambda: self._store.get_user(username))
+
+    def list_grants(self, user_id: int, workspace: str, resource_types):
+        key = ("grants", user_id, workspace, frozenset(resource_types))
+        return self._kept(key, lambda: self._store.list_grants(user_id, workspace, resource_types))
+
+
+def _before_request():
+    """basic-auth's login and authorization of every request, with the user store's answers kept."""
+    token = _authorizing.set(True)
+    try:
+        return _original_before_request()
+    finally:
+        _authorizing.reset(token)
 
 
 def create_app(app=None):
-    """basic-auth's app (``mlflow.server.auth:create_app``) with the two changes above."""
+    """basic-auth's app (``mlflow.server.auth:create_app``) with the changes above."""
     basic_auth._run_requirement = _run_requirement
-    if not isinstance(basic_auth.store, _OncePerRequest):
-        basic_auth.store = _OncePerRequest(basic_auth.store)
-    return basic_auth.create_app() if app is None else basic_auth.create_app(app)
+    basic_auth._before_request = _before_request  # create_app registers it by this name
+    if not isinstance(basic_auth.store, _KeptWhileAuthorizing):
+        basic_auth.store = _KeptWhileAuthorizing(basic_auth.store)
+    # `mlflow server` creates basic-auth's tables and admin once, before it starts the workers, only for the
+    # app named "basic-auth"; for any other name each worker does it in create_app, and two workers creating
+    # the tables of a new database at once crash one another (the server then stops). One at a time, here.
+    digest = hashlib.sha256(basic_auth.auth_config.database_uri.encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"invaders-auth-{digest}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return basic_auth.create_app() if app is None else basic_auth.create_app(app)
