@@ -11,10 +11,11 @@ the database before each request (README "Team mode" has the figures):
   that does not exist: it is denied as before, and asked again next time. A deleted run keeps its
   experiment; one that ``mlflow gc`` erased is then refused by the handler (not found) instead.
 - The user row and the user's grants, which basic-auth reads on every request (the user twice), are kept
-  ``GRANTS_SECONDS`` per worker while requests are authorized. The price: a grant revoked or lowered, or an
-  admin demoted, still works for up to that many seconds in each worker (a new grant, likewise, may take
-  that long). Logins themselves are basic-auth's cache (``auth_cache_ttl_seconds``), and the user-admin
-  routes and the filtering of listings read the database as before.
+  ``GRANTS_SECONDS`` per worker while requests are authorized; a refusal is decided again from the
+  database. The price: a grant revoked or lowered, or an admin demoted, still works for up to that many
+  seconds in each worker. A new right counts at once (the creator's rights on an experiment or model just
+  created, a grant just given, a new admin). Logins are basic-auth's own cache (``auth_cache_ttl_seconds``);
+  the user-admin routes and the filtering of listings read the database as before.
 
 With MLflow's workspaces on (``MLFLOW_ENABLE_WORKSPACES``) or a tracking store that is not SQL, runs are
 looked up as basic-auth does.
@@ -38,7 +39,8 @@ GRANTS_SECONDS = 10
 _lock = threading.Lock()  # cachetools' caches are not thread-safe (in case of threaded workers)
 _experiment_of_run: LRUCache[str, str] = LRUCache(maxsize=RUNS_KEPT)
 _grants: TTLCache[tuple, object] = TTLCache(maxsize=10_000, ttl=GRANTS_SECONDS)
-_authorizing = contextvars.ContextVar("invaders_authorizing", default=False)
+# None: read the store; "use": answer from what is kept; "refresh": read the store and keep the answers
+_authorizing: contextvars.ContextVar[str | None] = contextvars.ContextVar("invaders_authorizing", default=None)
 _original_run_requirement = basic_auth._run_requirement
 _original_before_request = basic_auth._before_request
 
@@ -88,10 +90,11 @@ class _KeptWhileAuthorizing:
         return getattr(self._store, name)
 
     def _kept(self, key: tuple, read):
-        if not _authorizing.get():
+        mode = _authorizing.get()
+        if mode is None:
             return read()
         with _lock:
-            found = _grants.get(key)
+            found = _grants.get(key) if mode == "use" else None
         if found is None:
             found = read()  # an unknown user raises: nothing is kept for it
             with _lock:
@@ -107,10 +110,16 @@ class _KeptWhileAuthorizing:
 
 
 def _before_request():
-    """basic-auth's login and authorization of every request, with the user store's answers kept."""
-    token = _authorizing.set(True)
+    """basic-auth's login and authorization of every request, from kept answers; a refusal is decided again
+    from the database, so what was kept may let a revoked right through for a while, never block a new one
+    (an experiment or model just created by its owner, a grant just given)."""
+    token = _authorizing.set("use")
     try:
-        return _original_before_request()
+        response = _original_before_request()
+        if response is not None and response.status_code == 403:
+            _authorizing.set("refresh")
+            response = _original_before_request()
+        return response
     finally:
         _authorizing.reset(token)
 
