@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import contextvars
 import fcntl
-import hashlib
-import tempfile
 import threading
-from pathlib import Path
 
 from cachetools import LRUCache, TTLCache
 from mlflow.server import auth as basic_auth
+from mlflow.server.auth.config import _get_auth_config_path
 
 RUNS_KEPT = 100_000  # a run id and an experiment id: ~10 MB at most per worker
 GRANTS_SECONDS = 10
@@ -133,7 +131,7 @@ def create_app(app=None):
     # `mlflow server` creates basic-auth's tables and admin once, before it starts the workers, only for the
     # app named "basic-auth"; for any other name each worker does it in create_app, and two workers creating
     # the tables of a new database at once crash one another (the server then stops). One at a time, here.
-    digest = hashlib.sha256(basic_auth.auth_config.database_uri.encode()).hexdigest()[:16]
-    with open(Path(tempfile.gettempdir()) / f"invaders-auth-{digest}.lock", "a") as lock:
+    # The lock is basic-auth's config file (the server's own auth.ini), which every worker reads anyway.
+    with open(_get_auth_config_path()) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         return basic_auth.create_app() if app is None else basic_auth.create_app(app)
