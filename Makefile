@@ -59,7 +59,7 @@ ui: setup
 	mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlruns --host 127.0.0.1 --port 5000
 
-# The team's tracking server (README "Team mode"): PostgreSQL + `mlflow server --app-name basic-auth`,
+# The team's tracking server (README "Team mode"): PostgreSQL + `mlflow server --app-name invaders-auth`,
 # everything in .server/ (git-ignored). PostgreSQL is Debian's package, installed once by server-setup
 # (the tests use the real server; `make run` does not need it). SERVER_HOST other than loopback warns.
 SERVER_HOST ?= 127.0.0.1
@@ -95,8 +95,9 @@ server-import: setup
 	python -m invaders.tracking.migrate "$(DB)"
 
 # Start, logging latency against sqlite, memory: a server of its own in a temporary folder (README "Team mode").
+# ARGS="--apps invaders-auth,basic-auth": the project's auth app against MLflow's, side by side in one run.
 server-bench: setup server-setup
-	python benchmarks/server_bench.py
+	python benchmarks/server_bench.py $(ARGS)
 
 # The champion agent over HTTP on 127.0.0.1:$(SERVE_PORT) (README "Agents as MLflow models");
 # MODEL=models:/space-invaders-dqn/3 serves another version, MLFLOW_TRACKING_URI another store.

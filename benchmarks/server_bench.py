@@ -5,13 +5,14 @@ and stops it at the end. `make server-bench`."""
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from invaders.tracking.server import Layout, add_user, start, stop
+from invaders.tracking.server import APP, Layout, add_user, start, stop
 
 
 def rss_mb(pids: list[int]) -> float:
@@ -60,7 +61,11 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+CLIENT_CPU: dict[str, dict[str, float]] = collections.defaultdict(lambda: collections.defaultdict(float))
+
+
 def latency_ms(uri: str, calls: int, pids: list[int] | None = None) -> tuple[list[float], list[float], float, float]:
+    # the client's own CPU (MLflow's client, requests; sqlite's whole store for a sqlite URI) goes to CLIENT_CPU
     """Ms of each log_metric and of each log_batch of 100 metrics, then the server's CPU ms per call of each
     (what a call costs the server whatever else runs on the machine; 0 without ``pids``)."""
     from mlflow.entities import Metric
@@ -77,93 +82,129 @@ def latency_ms(uri: str, calls: int, pids: list[int] | None = None) -> tuple[lis
     )
     run_id = client.create_run(experiment).info.run_id
     single, batch = [], []
-    cpu = cpu_seconds(pids or [])
+    cpu, mine = cpu_seconds(pids or []), time.process_time()
     for step in range(calls):
         began = time.perf_counter()
         client.log_metric(run_id, "x", float(step), step=step)
         single.append((time.perf_counter() - began) * 1000)
     cpu_single, cpu = cpu_seconds(pids or []) - cpu, cpu_seconds(pids or [])
+    CLIENT_CPU[uri]["single"] += (time.process_time() - mine) / calls * 1000
+    mine = time.process_time()
     for step in range(calls):
         metrics = [Metric(f"m{i}", float(i), 0, step) for i in range(100)]
         began = time.perf_counter()
         client.log_batch(run_id, metrics=metrics)
         batch.append((time.perf_counter() - began) * 1000)
     cpu_batch = cpu_seconds(pids or []) - cpu
+    CLIENT_CPU[uri]["batch"] += (time.process_time() - mine) / calls * 1000
+    CLIENT_CPU[uri]["rounds"] += 1
     return single, batch, cpu_single / calls * 1000, cpu_batch / calls * 1000
 
 
-def compare(url: str, sqlite_uri: str, calls: int, rounds: int, pids: list[int]) -> dict[str, float]:
-    """Medians of the server's and sqlite's calls, measured in alternating rounds: the load of the machine
-    changes by the minute, and both stores see the same."""
-    found: dict[str, list[float]] = {
-        key: [] for key in ("server_single", "server_batch", "sqlite_single", "sqlite_batch")
-    }
-    cpu_single = cpu_batch = 0.0
+def compare(servers: dict[str, tuple], sqlite_uri: str, calls: int, rounds: int) -> dict[str, dict]:
+    """Medians of each server's and of sqlite's calls (``servers``: name -> (URL, its PIDs, its login's
+    MLFLOW_TRACKING_* variables)), measured in
+    alternating rounds: the load of the machine changes by the minute, and every store sees the same."""
+    found = {name: {"single": [], "batch": [], "cpu_single": 0.0, "cpu_batch": 0.0} for name in [*servers, "sqlite"]}
     for _ in range(rounds):
-        single, batch, cpu_1, cpu_100 = latency_ms(url, calls // rounds, pids)
-        found["server_single"] += single
-        found["server_batch"] += batch
-        cpu_single, cpu_batch = cpu_single + cpu_1 / rounds, cpu_batch + cpu_100 / rounds
-        single, batch, _, _ = latency_ms(sqlite_uri, calls // rounds)
-        found["sqlite_single"] += single
-        found["sqlite_batch"] += batch
-    figures = {key: statistics.median(values) for key, values in found.items()}
-    return {**figures, "cpu_single": cpu_single, "cpu_batch": cpu_batch}
+        for name, (url, pids, login) in [*servers.items(), ("sqlite", (sqlite_uri, [], {}))]:
+            os.environ.update(login)
+            try:
+                single, batch, cpu_1, cpu_100 = latency_ms(url, calls // rounds, pids)
+            finally:
+                for key in login:
+                    del os.environ[key]
+            found[name]["single"] += single
+            found[name]["batch"] += batch
+            found[name]["cpu_single"] += cpu_1 / rounds
+            found[name]["cpu_batch"] += cpu_100 / rounds
+    return {
+        name: {**values, "single": statistics.median(values["single"]), "batch": statistics.median(values["batch"])}
+        for name, values in found.items()
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=4, help="server and sqlite take turns this many times")
+    parser.add_argument("--rounds", type=int, default=4, help="the servers and sqlite take turns this many times")
+    parser.add_argument(
+        "--apps", default=APP, help=f"MLflow apps to compare, each on a server of its own (e.g. {APP},basic-auth)"
+    )
     args = parser.parse_args()
+    apps = args.apps.split(",")
+    loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR", "/var/tmp")) as folder:
         os.chmod(folder, 0o711)  # as root, PostgreSQL runs as `postgres` and must reach its folder
-        layout = Layout(Path(folder))
-        port = 5099
+        layouts = {app: Layout(Path(folder) / app) for app in apps}
+        servers, idle, started, login = {}, {}, {}, {}
         try:
-            began = time.monotonic()
-            url = start(layout, port=port)
-            cold = time.monotonic() - began
-            began = time.monotonic()
-            stop(layout)
-            stopping = time.monotonic() - began
-            began = time.monotonic()
-            start(layout, port=port)
-            warm = time.monotonic() - began
-            login = dict(
-                line.removeprefix("export ").split("=", 1)
-                for line in add_user(layout, "bench", "EDIT", "bench").read_text().splitlines()
-            )
-            os.environ.update(login)
-            mlflow_pids, postgres_pids = server_processes(layout)
-            idle = rss_mb(mlflow_pids), rss_mb(postgres_pids)
-            figures = compare(url, f"sqlite:///{folder}/local.db", args.calls, args.rounds, mlflow_pids + postgres_pids)
-            mlflow_pids, postgres_pids = server_processes(layout)
-            busy = rss_mb(mlflow_pids), rss_mb(postgres_pids)
+            for number, (app, layout) in enumerate(layouts.items()):
+                layout.root.mkdir(mode=0o711)
+                port = 5099 - number
+                began = time.monotonic()
+                url = start(layout, port=port, app=app)
+                cold = time.monotonic() - began
+                began = time.monotonic()
+                stop(layout)
+                stopping = time.monotonic() - began
+                began = time.monotonic()
+                start(layout, port=port, app=app)
+                started[app] = cold, time.monotonic() - began, stopping
+                # each server has its own admin, so the same user name gets its own password on each
+                login[app] = dict(
+                    line.removeprefix("export ").split("=", 1)
+                    for line in add_user(layout, "bench", "EDIT", "bench").read_text().splitlines()
+                )
+                mlflow_pids, postgres_pids = server_processes(layout)
+                idle[app] = rss_mb(mlflow_pids), rss_mb(postgres_pids)
+                servers[app] = url, mlflow_pids + postgres_pids, login[app]
+            for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+                os.environ.pop(key, None)  # add_user logs in as the admin: each server's calls use their login
+            loads.append(os.getloadavg()[0])
+            figures = compare(servers, f"sqlite:///{folder}/local.db", args.calls, args.rounds)
+            loads.append(os.getloadavg()[0])
+            busy = {app: [rss_mb(pids) for pids in server_processes(layout)] for app, layout in layouts.items()}
+            counts = {app: [len(pids) for pids in server_processes(layout)] for app, layout in layouts.items()}
         finally:
-            stop(layout)
-        for key in login:
-            del os.environ[key]
-    print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print("| figure | value |\n|---|---|")
-    print(f"| cold start (new cluster, database, MLflow tables, server) | {cold:.1f} s |")
-    print(f"| warm start (PostgreSQL and MLflow server on existing data) | {warm:.1f} s |")
-    print(f"| stop (MLflow server's process group, then PostgreSQL) | {stopping:.1f} s |")
+            for layout in layouts.values():
+                stop(layout)
     print(
-        f"| `log_metric`, median of {args.calls}: server / sqlite | {figures['server_single']:.1f} ms / {figures['sqlite_single']:.1f} ms |"
+        f"load average (1 min) before / during / after the calls: {' / '.join(f'{x:.1f}' for x in loads)} on {os.cpu_count()} cores"
     )
+    sqlite = figures["sqlite"]
+    for app in apps:
+        cold, warm, stopping = started[app]
+        mine = figures[app]
+        print(f"\n{app}:\n| figure | value |\n|---|---|")
+        print(f"| cold start (new cluster, database, MLflow tables, server) | {cold:.1f} s |")
+        print(f"| warm start (PostgreSQL and MLflow server on existing data) | {warm:.1f} s |")
+        print(f"| stop (MLflow server's process group, then PostgreSQL) | {stopping:.1f} s |")
+        print(
+            f"| `log_metric`, median of {args.calls}: server / sqlite | {mine['single']:.1f} ms / {sqlite['single']:.1f} ms |"
+        )
+        print(f"| `log_batch` of 100 metrics: server / sqlite | {mine['batch']:.1f} ms / {sqlite['batch']:.1f} ms |")
+        print(
+            f"| server CPU per call (MLflow + PostgreSQL): `log_metric` / batch of 100 | {mine['cpu_single']:.1f} / {mine['cpu_batch']:.1f} ms |"
+        )
+        print(
+            f"| RSS of the MLflow server's {counts[app][0]} processes, idle / after the calls | {idle[app][0]:.0f} / {busy[app][0]:.0f} MB |"
+        )
+        print(
+            f"| RSS of PostgreSQL's {counts[app][1]} processes (shared buffers counted in each), idle / after | {idle[app][1]:.0f} / {busy[app][1]:.0f} MB |"
+        )
     print(
-        f"| `log_batch` of 100 metrics: server / sqlite | {figures['server_batch']:.1f} ms / {figures['sqlite_batch']:.1f} ms |"
+        "\n| client CPU per call (this process: MLflow's client; for sqlite the whole store) | `log_metric` / batch of 100 |"
     )
-    print(
-        f"| server CPU per call (MLflow + PostgreSQL): `log_metric` / batch of 100 | {figures['cpu_single']:.1f} / {figures['cpu_batch']:.1f} ms |"
-    )
-    print(
-        f"| RSS of the MLflow server's {len(mlflow_pids)} processes, idle / after the calls | {idle[0]:.0f} / {busy[0]:.0f} MB |"
-    )
-    print(
-        f"| RSS of PostgreSQL's {len(postgres_pids)} processes (shared buffers counted in each), idle / after | {idle[1]:.0f} / {busy[1]:.0f} MB |"
-    )
+    print("|---|---|")
+    for name, (url, *_) in [*servers.items(), ("sqlite", (f"sqlite:///{folder}/local.db",))]:
+        spent = CLIENT_CPU[url]
+        print(f"| {name} | {spent['single'] / spent['rounds']:.1f} / {spent['batch'] / spent['rounds']:.1f} ms |")
+    if len(apps) > 1:
+        print("\n| server | `log_metric` | batch of 100 | server CPU: `log_metric` / batch |\n|---|---|---|---|")
+        for name, mine in figures.items():
+            cpu = "-" if name == "sqlite" else f"{mine['cpu_single']:.1f} / {mine['cpu_batch']:.1f} ms"
+            print(f"| {name} | {mine['single']:.1f} ms | {mine['batch']:.1f} ms | {cpu} |")
 
 
 if __name__ == "__main__":

@@ -195,6 +195,71 @@ def test_a_read_user_reads_but_cannot_log(server, logged_out):
         bob.create_run(experiment.experiment_id)
 
 
+def test_a_run_is_judged_by_its_own_experiment(server, logged_out):
+    """The server runs invaders-auth (auth_app.py), which keeps each run's experiment instead of loading the run
+    on every request: an EDIT user of one experiment still cannot log to a run of another one, nor to a run that
+    does not exist, the first time or from what the server kept; she reads the other run; the admin logs to it."""
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
+
+    mlflow_pid = json.loads((server["folder"] / "mlflow.pid").read_text())["pid"]
+    assert "--app-name\0invaders-auth\0" in command_line(mlflow_pid)
+    secrets = json.loads((server["folder"] / "secrets.json").read_text())
+    admin_env = {"MLFLOW_TRACKING_URI": server["url"], "MLFLOW_TRACKING_USERNAME": "admin"}
+    admin = client_as({**admin_env, "MLFLOW_TRACKING_PASSWORD": secrets["admin_password"]})
+    foreign = admin.create_run(admin.create_experiment(f"other-{time.time_ns()}")).info.run_id
+    alice = client_as(server["users"]["alice"])
+    own = alice.create_run(alice.get_experiment_by_name(EXPERIMENT).experiment_id).info.run_id
+    for step in range(2):  # the second time, the server knows both runs' experiments
+        alice.log_metric(own, "x", 1.0, step=step)
+        alice.log_batch(own, metrics=[Metric("y", 1.0, 0, step)])
+        assert alice.get_run(foreign).info.run_id == foreign
+        for log in (
+            lambda step=step: alice.log_metric(foreign, "x", 1.0, step=step),
+            lambda step=step: alice.log_batch(foreign, metrics=[Metric("y", 1.0, 0, step)]),
+            lambda: alice.set_tag(foreign, "t", "v"),
+            lambda step=step: alice.log_metric("0" * 32, "x", 1.0, step=step),
+        ):
+            with pytest.raises(MlflowException, match="403|PERMISSION_DENIED"):
+                log()
+    assert [m.step for m in alice.get_metric_history(own, "x")] == [0, 1]
+    admin = client_as({**admin_env, "MLFLOW_TRACKING_PASSWORD": secrets["admin_password"]})
+    admin.log_metric(foreign, "x", 2.0, step=5)
+    assert [m.step for m in admin.get_metric_history(foreign, "x")] == [5]
+
+
+def test_a_new_right_counts_at_once_a_revoked_one_within_seconds(server, logged_out):
+    """invaders-auth keeps a user's grants a few seconds (auth_app.GRANTS_SECONDS) but decides a refusal again
+    from the database: a grant just given works on the next request; one taken back stops within seconds."""
+    from mlflow.exceptions import MlflowException
+
+    from invaders.tracking.auth_app import GRANTS_SECONDS
+
+    alice = client_as(server["users"]["alice"])
+    run_id = alice.create_run(alice.get_experiment_by_name(EXPERIMENT).experiment_id).info.run_id
+    server_cli(server["folder"], "add-user", "erin", "READ")
+    erin_env = login(server["folder"] / "users" / "erin.env")
+    erin = client_as(erin_env)
+    with pytest.raises(MlflowException, match="403|PERMISSION_DENIED"):
+        erin.log_metric(run_id, "x", 1.0, step=0)  # the server now keeps her READ grant
+    server_cli(server["folder"], "add-user", "erin", "EDIT")
+    erin = client_as(erin_env)
+    for step in range(4):  # both workers
+        erin.log_metric(run_id, "x", 1.0, step=step)
+    server_cli(server["folder"], "add-user", "erin", "READ")
+    erin = client_as(erin_env)
+    deadline = time.monotonic() + GRANTS_SECONDS + 5
+    refused = 0
+    while refused < 4:  # both workers refuse
+        assert time.monotonic() < deadline, f"a revoked grant still works after {GRANTS_SECONDS + 5} s"
+        try:
+            erin.log_metric(run_id, "x", 1.0, step=10)
+        except MlflowException as error:
+            assert "PERMISSION_DENIED" in str(error) or "403" in str(error)
+            refused += 1
+        time.sleep(0.2)
+
+
 def test_two_edit_users_both_register_agents_and_move_the_champion(server, logged_out):
     """Rights on the experiment come with rights on its registered model (the agents)."""
     server_cli(server["folder"], "add-user", "dave", "EDIT")

@@ -1,4 +1,4 @@
-"""The team's tracking server: PostgreSQL and ``mlflow server --app-name basic-auth`` on it, on this machine.
+"""The team's tracking server: PostgreSQL and ``mlflow server`` with MLflow's logins on it, on this machine.
 
 ``python -m invaders.tracking.server start|stop|status|add-user`` (``make server``, ``make server-stop``,
 ``make server-status``, ``make server-user``). Everything lives in one folder (``.server/`` at the
@@ -50,6 +50,9 @@ ACCESS = ("READ", "EDIT", "MANAGE")
 # two requests run at once; the timeout lets a large artifact upload finish.
 WORKERS = 2
 GUNICORN_OPTS = "--timeout 600"
+# MLflow's basic-auth app, with run requests authorized without loading the whole run (auth_app.py; the
+# `mlflow.app` entry point in pyproject.toml). The users, grants and client are basic-auth's.
+APP = "invaders-auth"
 AUTH_CACHE_SECONDS = 300
 # PostgreSQL acknowledges a commit before its WAL reaches the disk (~3 ms of fsync per write request, more on a
 # busy disk). A crash of PostgreSQL or of the machine may lose the last <= 0.6 s of acknowledged writes (3 x
@@ -339,8 +342,23 @@ def url_of(layout: Layout) -> str:
     return state["url"]
 
 
+def _check_app(app: str) -> None:
+    """MLflow finds ``--app-name`` among the installed ``mlflow.app`` entry points: say so before it fails."""
+    from importlib.metadata import entry_points
+
+    if app not in {entry.name for entry in entry_points(group="mlflow.app")}:
+        raise ServerError(
+            f"MLflow app {app!r} is not installed: run `make setup` (pip install -e . registers the project's)"
+        )
+
+
 def start(
-    layout: Layout, host: str = "127.0.0.1", port: int = DEFAULT_PORT, allowed_hosts: str = "", public_url: str = ""
+    layout: Layout,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    allowed_hosts: str = "",
+    public_url: str = "",
+    app: str = APP,
 ) -> str:
     """Start PostgreSQL and the MLflow server (creating both on first use); returns the URL teammates use
     (``public_url``, else this host's name when listening on every interface, else the local URL)."""
@@ -365,8 +383,9 @@ def start(
         _say(f"already running: {running.get('public_url', running.get('url', url))}")
         return running.get("public_url", running.get("url", url))
     layout.artifacts.mkdir(exist_ok=True)
+    _check_app(app)
     command = [
-        str(Path(sys.executable).parent / "mlflow"), "server", "--app-name", "basic-auth",
+        str(Path(sys.executable).parent / "mlflow"), "server", "--app-name", app,
         "--host", host, "--port", str(port), "--workers", str(WORKERS), "--gunicorn-opts", GUNICORN_OPTS,
         "--serve-artifacts", "--artifacts-destination", str(layout.artifacts),
     ]  # fmt: skip
