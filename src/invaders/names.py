@@ -20,6 +20,7 @@ class Tag:
     WEIGHTS_SHA256 = "invaders.weights_sha256"  # SHA-256 of the evaluated weights.npz: one row per agent
     BACKEND = "invaders.backend"  # training backend (train.backend)
     SHIPPED = "invaders.shipped"  # "true" on the evaluation of an agent from shipped/
+    RECORDED = "invaders.recorded"  # "true": a shipped agent's evaluation published from its record, not replayed
     METRICS_FLUSHED = "invaders.metrics_flushed"  # "<checkpoint id>:<rows>": held metrics that reached the store
     RESUMED = "resumed."  # prefix: resumed.<param> is a resumed run's new value of a param it had logged
     DVC_STAGE = "dvc.stage"  # DVC's stage name (evaluate-shipped@NAME)
