@@ -63,6 +63,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1300)
     parser.add_argument("--initial", type=Path, default=Path(tempfile.gettempdir()) / "invaders-notebook-initial")
     parser.add_argument("--profile", type=Path, help="also write a cProfile of the run here")
+    parser.add_argument(
+        "--no-target-cache", action="store_true", help="without the backend's target Q cache (the speed-up's baseline)"
+    )
     parser.add_argument("-S", dest="extra", action="append", default=[], help="another key=value override")
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.extra)
@@ -73,6 +76,8 @@ def main() -> None:
     from invaders.agents import kerasrl_backend, kerasrl_compat
 
     kerasrl_compat.apply()
+    if args.no_target_cache:
+        kerasrl_compat.cache_target_q = lambda agent: None
     import rl.agents.dqn
     import rl.memory
 
