@@ -9,7 +9,8 @@ export PATH := $(BIN):$(PATH)
 .PHONY: server-setup server server-stop server-status server-user server-import server-bench sweep
 
 # The notebook's own experiment: keras-rl2's DQNAgent on SpaceInvaders-v0 raw frames, with its values.
-# `make notebook` trains 10k steps (~2.7 h here); `make notebook NOTEBOOK_STEPS=1000000 NOTEBOOK_NAME=notebook-1m`.
+# `make notebook` trains 10k steps (~45 min here with one TF thread: TF_NUM_INTRAOP_THREADS=1
+# TF_NUM_INTEROP_THREADS=1 make notebook); `make notebook NOTEBOOK_STEPS=1000000 NOTEBOOK_NAME=notebook-1m`.
 NOTEBOOK_STEPS ?= 10000
 NOTEBOOK_NAME ?= notebook-10k
 NOTEBOOK = -S env.id=SpaceInvaders-v0 -S env.preprocessing=raw -S model.network=notebook -S model.dueling=true \

@@ -136,3 +136,67 @@ def test_seed_groups_must_be_a_mapping(tmp_path):
     (tmp_path / "shipped/agents.yaml").write_text("shipped: [a, b]\nseed_groups: [a, b]\n")
     with pytest.raises(InputError, match=r"^shipped/agents.yaml: seed_groups: must map a row label to a list"):
         seed_groups(tmp_path)
+
+
+class _Run:
+    """What the evaluate stage logs, kept."""
+
+    run_id = "run-1"
+
+    def __init__(self):
+        self.params, self.tags, self.metrics, self.artifacts = {}, {}, {}, []
+
+    def log_params(self, values):
+        self.params.update(values)
+
+    def set_tags(self, values):
+        self.tags.update(values)
+
+    def log_metrics(self, values, step=None):
+        self.metrics.update(values)
+
+    def log_artifact(self, path, *args):
+        self.artifacts.append(path.name)
+
+
+def test_weights_too_big_for_git_ship_with_their_evaluation_which_the_pipeline_publishes(
+    workspace, tmp_path, monkeypatch
+):
+    import hashlib
+
+    import yaml
+
+    from invaders import shipping
+    from invaders.config import load_params
+    from invaders.names import Tag
+    from invaders.stages.evaluate import evaluate
+
+    monkeypatch.setattr(shipping, "GIT_FILE_LIMIT", 1000)  # dqn-100k's 7 MB of weights count as too big
+    destination = tmp_path / "repo" / "shipped"
+    with pytest.raises(ShippingError, match="results/evaluate/episodes.csv is missing"):
+        ship(workspace, "big", destination)
+    raw = yaml.safe_load((workspace / "params.yaml").read_text())
+    raw["evaluation"].update(epsilon=0.2, episodes=3)  # the run's own protocol, not the project's
+    (workspace / "params.yaml").write_text(yaml.safe_dump(raw))
+    episodes = "episode,game_score,steps,frames,truncated\n0,100.0,500,2000,False\n1,200.0,600,2400,False\n"
+    (workspace / "results/evaluate/episodes.csv").write_text(episodes + "2,300.0,700,2800,False\n")
+    (workspace / "results/evaluate/episode.gif").write_bytes(b"GIF89a")
+
+    target = ship(workspace, "big", destination)
+    weights = (workspace / "models/trained/weights.npz").read_bytes()
+    assert not (target / "weights.npz").exists()
+    assert (tmp_path / "repo" / "shipped-weights" / "big" / "weights.npz").read_bytes() == weights
+    digest = hashlib.sha256(weights).hexdigest()
+    assert (target / "weights.sha256").read_text().split() == [
+        digest,
+        str(destination.parent / "shipped-weights/big/weights.npz"),
+    ]
+    assert (target / "evaluation_episodes.csv").read_text() == (workspace / "results/evaluate/episodes.csv").read_text()
+
+    run, output = _Run(), tmp_path / "results"
+    summary = evaluate(load_params(REPO / "params.yaml"), run, None, agent_dir=target, output=output)
+    assert summary["score_mean"] == 200.0 and summary["episodes"] == 3
+    assert run.params["evaluation.epsilon"] == 0.2 and run.params["evaluation.episodes"] == 3
+    assert ", eps 0.2," in run.tags[Tag.PROTOCOL] and run.tags[Tag.WEIGHTS_SHA256] == digest
+    assert run.tags[Tag.RECORDED] == "true"
+    assert (output / "episode.gif").read_bytes() == b"GIF89a" and (output / "metrics.json").is_file()

@@ -22,6 +22,7 @@ class Tag:
     PRECISION = "invaders.precision"  # native backend: train.precision as resolved on the CPU that trained
     CPU = "invaders.cpu"  # the training machine's CPU: model, vector extensions, cores (speed compares per CPU)
     SHIPPED = "invaders.shipped"  # "true" on the evaluation of an agent from shipped/
+    RECORDED = "invaders.recorded"  # "true": a shipped agent's evaluation published from its record, not replayed
     METRICS_FLUSHED = "invaders.metrics_flushed"  # "<checkpoint id>:<rows>": held metrics that reached the store
     RESUMED = "resumed."  # prefix: resumed.<param> is a resumed run's new value of a param it had logged
     DVC_STAGE = "dvc.stage"  # DVC's stage name (evaluate-shipped@NAME)

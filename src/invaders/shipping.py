@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import re
 import shutil
 import sys
@@ -39,6 +40,17 @@ FILES = [
     ("results/train/metrics.json", "train_metrics.json", True),
     ("results/evaluate/metrics.json", "evaluation_metrics.json", False),
 ]
+# Weights bigger than this (bytes) stay out of git (GitHub refuses files over 100 MB): they go to
+# shipped-weights/<name>/weights.npz, for DVC, and the shipped folder carries the evaluation the run played
+# (RECORDED) and the weights' SHA-256; the evaluate-shipped stage publishes that evaluation (README).
+GIT_FILE_LIMIT = 95_000_000
+WEIGHTS_STORE = "shipped-weights"
+RECORDED = [
+    ("results/evaluate/episodes.csv", "evaluation_episodes.csv"),
+    ("results/evaluate/episode.gif", "evaluation_episode.gif"),
+]
+WEIGHTS_SHA256 = "weights.sha256"
+
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
 # The one list of shipped agents: dvc.yaml loads it as `vars` (foreach: ${shipped}), Python reads it here.
 AGENTS_LIST = Path("shipped/agents.yaml")
@@ -144,12 +156,44 @@ def ship(workspace: Path, name: str, destination: Path, command: str = "") -> Pa
     if commit == "unknown":
         raise ShippingError(f"{workspace} is not a git work tree: the commit that trained the agent is unknown")
     agent = dataclasses.replace(agent, git_commit=commit, trained_with=command or agent.trained_with)
+    weights = workspace / FILES[0][0]
+    outside = weights.stat().st_size > GIT_FILE_LIMIT
+    store = weights_store(destination, name)
+    if outside:
+        _check_recorded(workspace, weights)
+        if store.exists():
+            raise ShippingError(f"{store} exists: shipped agents are never overwritten; pick another name")
     with files.atomic_directory(target) as staging:
         for source, copied, _ in FILES:
-            if (workspace / source).is_file():
+            if (workspace / source).is_file() and not (outside and copied == "weights.npz"):
                 shutil.copy2(workspace / source, staging / copied)
+        if outside:
+            for source, copied in RECORDED:
+                if (workspace / source).is_file():
+                    shutil.copy2(workspace / source, staging / copied)
+            digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+            (staging / WEIGHTS_SHA256).write_text(f"{digest}  {store.as_posix()}\n")
         agent.write(staging)
+    if outside:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(weights, store)
     return target
+
+
+def weights_store(destination: Path, name: str) -> Path:
+    """Where the weights of ``name`` go when they are too big for git: ``shipped-weights/<name>/weights.npz``,
+    beside ``shipped/`` and outside every stage's deps (a DVC-tracked file there may be absent)."""
+    return destination.parent / WEIGHTS_STORE / name / "weights.npz"
+
+
+def _check_recorded(workspace: Path, weights: Path) -> None:
+    """A run whose weights stay out of git ships its evaluation instead: it must have one, of these weights."""
+    episodes = workspace / RECORDED[0][0]
+    size = f"weights.npz is {weights.stat().st_size / 1e6:.0f} MB, over git's {GIT_FILE_LIMIT / 1e6:.0f} MB"
+    if not episodes.is_file():
+        raise ShippingError(f"{size}: ship it with its evaluation, but {episodes} is missing (run the evaluate stage)")
+    if episodes.stat().st_mtime < weights.stat().st_mtime:
+        raise ShippingError(f"{size}: {episodes} is older than the weights; rerun the evaluate stage")
 
 
 def ship_model(uri: str, name: str, destination: Path) -> Path:
@@ -201,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ship: {error}", file=sys.stderr)
         return 2
     print(f"ship: {target} written; add '{args.name}' to the list in {AGENTS_LIST} to evaluate it in the pipeline")
+    store = weights_store(args.destination, args.name)
+    if not args.model and store.is_file():
+        print(
+            f"ship: its weights ({store.stat().st_size / 1e6:.0f} MB) are too big for git: they are in {store}; "
+            f"keep them with `dvc add {store} && dvc push` and commit {store}.dvc; the pipeline publishes the "
+            f"evaluation in {target / RECORDED[0][1]}"
+        )
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,9 +14,14 @@ from invaders.config import ConfigError, Params, as_flat_dict, load_params
 from invaders.evaluation.publish import default_protocol, protocol_label, protocol_params, publish_scores, score_line
 from invaders.names import Metric, Tag
 from invaders.pipeline import Step, Workspace
+from invaders.shipping import RECORDED, WEIGHTS_SHA256
 from invaders.tracking.run import Run
 
 SHIPPED_CURVE = "curve.csv"  # a shipped agent's training curve, beside its weights
+# A shipped agent whose weights are too big for git (invaders.shipping.GIT_FILE_LIMIT) has no weights.npz in
+# its folder but the evaluation it played where it was trained, under its own params.yaml's protocol, and
+# the SHA-256 of its weights (kept outside git, for DVC), which the report's rows go by.
+RECORDED_EPISODES, RECORDED_GIF = (name for _, name in RECORDED)
 
 
 def evaluate(
@@ -55,6 +61,8 @@ def _evaluate(
 
     agent_dir = agent_dir or workspace.trained
     output = output or workspace.evaluation_results
+    if not (agent_dir / "weights.npz").is_file() and (agent_dir / RECORDED_EPISODES).is_file():
+        return _publish_recorded(params, run, agent_dir, output)
     evaluation = params.evaluation
     agent = AgentCard.read(agent_dir)
     model, spec = load_model(agent_dir)
@@ -97,6 +105,53 @@ def _evaluate(
         write_gif(frames, output / "episode.gif")
         run.log_artifact(output / "episode.gif")
     print(score_line(agent.label, summary))
+    return summary
+
+
+def _publish_recorded(params: Params, run: Run, agent_dir: Path, output: Path) -> dict[str, float]:
+    """Publish the evaluation a shipped agent without weights in git brought along (``RECORDED_EPISODES``):
+    its games, under the protocol of its own params.yaml (game and evaluation settings), not this run's."""
+    import pandas as pd
+
+    from invaders.evaluation.protocol import Episode
+    from invaders.tracking.mlflow_tracking import run_name
+
+    agent = AgentCard.read(agent_dir)
+    try:
+        trained_with = load_params(agent_dir / "params.yaml")
+    except (ConfigError, OSError) as error:
+        raise ConfigError(f"{agent_dir}/params.yaml: {error}") from None
+    recorded = dataclasses.replace(params, env=trained_with.env, evaluation=trained_with.evaluation)
+    table = pd.read_csv(agent_dir / RECORDED_EPISODES)
+    episodes = [
+        Episode(float(row.game_score), int(row.steps), int(row.frames), bool(row.truncated))
+        for row in table.itertuples()
+    ]
+    if len(episodes) != recorded.evaluation.episodes:
+        raise ConfigError(
+            f"{agent_dir / RECORDED_EPISODES}: {len(episodes)} games, its params.yaml says "
+            f"evaluation.episodes = {recorded.evaluation.episodes}"
+        )
+    epsilon = recorded.evaluation.epsilon
+    training = {**as_flat_dict(trained_with.train.applied(), "train"), **as_flat_dict(trained_with.model, "model")}
+    run.log_params({**protocol_params(recorded), "evaluation.epsilon": epsilon, **agent.as_params(), **training})
+    run.set_tags(
+        {
+            Tag.AGENT: agent.label,
+            Tag.TRAIN_RUN_ID: agent.train_run_id,
+            Tag.WEIGHTS_SHA256: (agent_dir / WEIGHTS_SHA256).read_text().split()[0],
+            Tag.RECORDED: "true",
+            Tag.RUN_NAME: run_name(f"evaluate {agent_dir.name} (recorded)"),
+        }
+    )
+    if (agent_dir / SHIPPED_CURVE).is_file():
+        _log_shipped_curve(agent_dir / SHIPPED_CURVE, run)
+    summary = publish_scores(episodes, output, run, recorded, epsilon)
+    run.log_metrics({Metric.AGENT_TRAIN_STEPS: agent.train_steps, Metric.AGENT_WALL_TIME_S: agent.wall_time_s})
+    if (agent_dir / RECORDED_GIF).is_file():
+        shutil.copyfile(agent_dir / RECORDED_GIF, output / "episode.gif")
+        run.log_artifact(output / "episode.gif")
+    print(score_line(f"{agent.label} (recorded: {protocol_label(recorded, epsilon)})", summary))
     return summary
 
 
