@@ -69,6 +69,8 @@ def test_agent_cards_of_shipped_agents_read_and_round_trip(tmp_path):
     card.write(tmp_path)
     assert AgentCard.read(tmp_path) == card
     assert json.loads((tmp_path / "agent.json").read_text()) == json.loads((SHIPPED / "agent.json").read_text())
+    # An agent trained in bfloat16 says so in its label: the report's rows tell it from a float32 one.
+    assert AgentCard.read(SHIPPED.parent / "dqn-100k-bf16").label == "native nature-dueling 100,002 steps bf16"
 
 
 def test_a_bad_agent_card_is_one_line_naming_the_file(tmp_path):

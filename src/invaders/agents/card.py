@@ -31,6 +31,7 @@ class AgentCard:
     updates: int  # gradient updates made
     wall_time_s: float  # training time (seconds, summed over resumed attempts)
     train_run_id: str  # the MLflow run of its training
+    precision: str | None = None  # arithmetic of its layers while it trained ("bfloat16"); unset: float32
     git_commit: str | None = None  # commit that trained it (shipped agents)
     trained_with: str | None = None  # how its training was started (shipped agents, optional)
 
@@ -58,9 +59,10 @@ class AgentCard:
 
     @property
     def label(self) -> str:
-        """How reports name the agent: ``native nature-dueling 100,000 steps``."""
+        """How reports name the agent: ``native nature-dueling 100,000 steps`` (``... steps bf16`` if trained so)."""
         head = "-dueling" if self.dueling else ""
-        return f"{self.backend} {self.network}{head} {self.train_steps:,} steps"
+        arithmetic = " bf16" if self.precision == "bfloat16" else ""
+        return f"{self.backend} {self.network}{head} {self.train_steps:,} steps{arithmetic}"
 
     def as_params(self) -> dict[str, Any]:
         """The card as run params: ``agent.<field>``."""

@@ -53,14 +53,14 @@ def train(params: Params, run: Run, workspace: Workspace) -> dict[str, float]:
             **as_flat_dict(params.model, "model"),
         }
     )
+    # The native backend's arithmetic on this CPU (train.precision: auto resolves per CPU); None for keras-rl2.
+    precision = learner_precision(config.precision) if "precision" in config.applied() else None
     tags = {
         Tag.BACKEND: config.backend,
         Tag.RUN_NAME: run_name(f"train {short_steps(config.steps)} seed {config.seed}"),
         Tag.CPU: cpu_description(),
     }
-    if "precision" in config.applied():
-        tags[Tag.PRECISION] = learner_precision(config.precision)
-    run.set_tags(tags)
+    run.set_tags(tags | ({Tag.PRECISION: precision} if precision else {}))
     checkpoints = None
     if can_resume(config.backend):
         current = fingerprint(params, workspace.initial / "weights.npz")
@@ -75,6 +75,7 @@ def train(params: Params, run: Run, workspace: Workspace) -> dict[str, float]:
         updates=result.updates,
         wall_time_s=round(result.wall_time_s, 1),
         train_run_id=run.run_id,
+        precision=precision,
     )
     with files.atomic_directory(workspace.trained) as staging:
         save_weights(agent.model, agent.spec, staging)
