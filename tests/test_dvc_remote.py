@@ -31,6 +31,9 @@ def files(root: Path, output: str) -> dict[str, bytes]:
 def test_push_from_one_clone_and_pull_into_a_fresh_one_leaves_nothing_to_rerun(tmp_path):
     first = make_repo(tmp_path / "first", TINIER)
     env = environment(first)
+    # The notebook agent's 139 MB weights (shipped-weights/, tracked by DVC, no stage's dependency) live in the
+    # team's remote, not in git: this clone has none to push. The round trip here is the pipeline's outputs.
+    run(["git", "rm", "-rq", "shipped-weights"], first, env)
     run(["dvc", "repro"], first, env)
     # dvc.lock and the .gitignore files dvc wrote beside the outputs, as the project commits them: report's
     # dependency results/shipped holds the latter, so a clone without them would rerun it
