@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -311,6 +312,10 @@ def test_a_sweep_on_two_nodes_gives_one_run_per_trial_and_survives_a_killed_work
         or any(run.info.run_id in killed for run in by_parent[trial.info.run_id])
     ]
     assert restarted.data.tags[Tag.TRIAL_ATTEMPTS] == "2"
+    # The killed attempt could not clean its workspace; the attempt after it did, and then its own.
+    trial_ids = [trial.data.tags[Tag.TRIAL_ID] for trial in trials]
+    left = [path for trial_id in trial_ids for path in Path(tempfile.gettempdir()).glob(f"invaders-trial-{trial_id}-*")]
+    assert not left, left
 
 
 def _sweep_driver(command: list[str], env: dict, log: Path) -> subprocess.Popen:

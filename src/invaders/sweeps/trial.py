@@ -91,7 +91,10 @@ def run_trial(config: dict[str, Any], sweep: SweepContext) -> None:
     overrides = dict(config)
     params = build_params(with_overrides(sweep.raw_params, overrides))
     # Not in the trial's folder, which Tune copies to its storage: the workspace reaches it only as checkpoints.
-    root = Path(tempfile.mkdtemp(prefix=f"invaders-trial-{context.get_trial_id()}-"))
+    prefix = f"invaders-trial-{context.get_trial_id()}-"
+    for stale in Path(tempfile.gettempdir()).glob(f"{prefix}*"):  # a killed attempt of this trial left it here
+        shutil.rmtree(stale, ignore_errors=True)
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         _run(root, params, overrides, sweep)
     finally:
