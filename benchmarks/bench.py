@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import os
 import resource
 import shutil
 import sys
@@ -26,6 +27,38 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from invaders.config import load_params  # noqa: E402
+
+# What keeps every math library of both sides of a benchmark below AVX-512, to measure an AVX2-only CPU on an
+# AVX-512 one: oneDNN (TensorFlow's and PyTorch's kernels), XLA, PyTorch's own kernels, MKL, numpy, OpenCV.
+INSTRUCTION_SET_CAPS = {
+    "native": {},
+    "avx2": {
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "XLA_FLAGS": "--xla_cpu_max_isa=AVX2",
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+        "OPENCV_CPU_DISABLE": "AVX512_SKX",
+    },
+}
+
+
+def add_max_isa_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-isa",
+        choices=sorted(INSTRUCTION_SET_CAPS),
+        default="native",
+        help="avx2: run as on an AVX2-only CPU (every math library capped below AVX-512)",
+    )
+
+
+def apply_max_isa(max_isa: str) -> None:
+    """Run this script again under the cap's variables unless they are set: numpy and the math libraries read
+    them when they load, and the peers' processes inherit them."""
+    caps = INSTRUCTION_SET_CAPS[max_isa]
+    if all(os.environ.get(name) == value for name, value in caps.items()):
+        return
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **caps})
 
 
 def timed(function, repeats: int, warmup: int = 3) -> float:
@@ -176,7 +209,9 @@ def main() -> None:
         default=1_500,
         help="agent steps after warm-up for keras-rl2 on the same setup (0: skip)",
     )
+    add_max_isa_argument(parser)
     args = parser.parse_args()
+    apply_max_isa(args.max_isa)
 
     from invaders.agents.native_backend import build_trainer
     from invaders.envs.atari import num_actions, observation_shape

@@ -2,6 +2,7 @@
 
     make bench-peers                             # ~5 minutes: 3,000 agent steps timed for each
     make bench-peers ARGS="--steps 20000"        # longer
+    make bench-peers ARGS="--max-isa avx2"       # as on an AVX2-only CPU, on an AVX-512 one
     python benchmarks/peers.py --peers-python .venv-peers/bin/python
 
 Settings of both: ``ALE/SpaceInvaders-v5`` (sticky actions, the agent acts every 4 frames), 84x84x4
@@ -25,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import benchmark_params, end_to_end
+from bench import add_max_isa_argument, apply_max_isa, benchmark_params, end_to_end
 
 from invaders.hardware import cpu_description, usable_cpus  # importable once bench put src/ on the path
 
@@ -96,7 +97,9 @@ def main() -> int:
         help="torch threads for each SB3 env count (0: torch's default, all cores); 1 thread wins on a busy machine",
     )
     parser.add_argument("--sb3-timeout", type=float, default=600, help="seconds before an SB3 run is given up")
+    add_max_isa_argument(parser)
     args = parser.parse_args()
+    apply_max_isa(args.max_isa)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"CPU: {cpu_description()}")

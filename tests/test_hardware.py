@@ -26,3 +26,25 @@ def test_cpu_description_names_the_flags_that_matter(monkeypatch):
     description = hardware.cpu_description()
     assert description.startswith("test CPU; ")
     assert "avx2 yes, avx512f yes, avx512_bf16 no, amx no" in description
+
+
+@pytest.mark.parametrize(
+    ("cap", "precision", "avx512"),
+    [
+        (None, "bfloat16", True),
+        ("AVX512_CORE_BF16", "bfloat16", True),
+        ("avx512_core", "float32", True),
+        ("AVX2", "float32", False),
+    ],
+)
+def test_onednn_isa_cap_hides_the_instructions_above_it(monkeypatch, cap, precision, avx512):
+    monkeypatch.setattr(hardware, "cpu_fields", lambda: {"flags": "fpu avx2 avx512f avx512_bf16", "model name": "CPU"})
+    if cap is None:
+        monkeypatch.delenv(hardware.ISA_CAP_VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(hardware.ISA_CAP_VARIABLE, cap)
+    assert hardware.learner_precision("auto") == precision
+    assert ("avx512f" in hardware.cpu_flags()) == avx512
+    description = hardware.cpu_description()
+    assert "avx512f yes" in description  # the CPU's own flags, then the cap
+    assert ("capped" in description) == (cap is not None)

@@ -11,6 +11,11 @@ from pathlib import Path
 # at up to twice the fp32 rate. Without them TensorFlow emulates bf16, several times slower than fp32.
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 REPORTED_FLAGS = ("avx2", "avx512f", "avx512_bf16")
+# oneDNN's switch for the widest instruction set its kernels may use (PyTorch's oneDNN reads it too). Below
+# AVX-512 this project treats the CPU as one without AVX-512 or native bf16, so the learner's precision and
+# update path follow the capped CPU: `benchmarks/peers.py --max-isa avx2` measures an AVX2-only CPU that way.
+# XLA has its own cap (XLA_FLAGS=--xla_cpu_max_isa=AVX2), which the benchmarks set beside this one.
+ISA_CAP_VARIABLE = "ONEDNN_MAX_CPU_ISA"
 
 
 @functools.cache
@@ -28,8 +33,21 @@ def cpu_fields() -> dict[str, str]:
     return fields
 
 
+def isa_cap() -> str | None:
+    """The instruction-set cap oneDNN runs under (``ONEDNN_MAX_CPU_ISA``), upper case; None without one."""
+    cap = os.environ.get(ISA_CAP_VARIABLE, "").strip().upper()
+    return cap if cap not in ("", "ALL", "DEFAULT") else None
+
+
 def cpu_flags() -> frozenset[str]:
-    return frozenset(cpu_fields().get("flags", "").split())
+    """The CPU's flags, less the ones ``ONEDNN_MAX_CPU_ISA`` keeps the math libraries from using."""
+    flags = frozenset(cpu_fields().get("flags", "").split())
+    cap = isa_cap()
+    if cap is None or cap.startswith(("AVX10", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX")):
+        return flags
+    if cap.startswith("AVX512"):  # AVX512_CORE, AVX512_CORE_VNNI: AVX-512 without bf16
+        return frozenset(flag for flag in flags if flag != "avx512_bf16" and not flag.startswith("amx"))
+    return frozenset(flag for flag in flags if not flag.startswith(("avx512", "amx")))  # SSE41, AVX, AVX2...
 
 
 def has_native_bf16() -> bool:
@@ -42,13 +60,14 @@ def usable_cpus() -> int:
 
 def cpu_description() -> str:
     """Model name, the flags that matter for speed here, and the core counts."""
-    fields, flags = cpu_fields(), cpu_flags()
+    fields, flags = cpu_fields(), frozenset(cpu_fields().get("flags", "").split())
     model = fields.get("model name") or platform.processor() or "unknown CPU"
     features = [f"{name} {'yes' if name in flags else 'no'}" for name in REPORTED_FLAGS]
     amx = sorted(flag for flag in flags if flag.startswith("amx"))
     features.append(f"amx {' '.join(amx) if amx else 'no'}")
     cores = f", {fields['cpu cores']} cores per socket" if "cpu cores" in fields else ""
-    return f"{model}; {os.cpu_count()} logical CPUs ({usable_cpus()} usable{cores}); {', '.join(features)}"
+    capped = f" (capped: {ISA_CAP_VARIABLE}={isa_cap()})" if isa_cap() else ""
+    return f"{model}; {os.cpu_count()} logical CPUs ({usable_cpus()} usable{cores}); {', '.join(features)}{capped}"
 
 
 def learner_precision(requested: str) -> str:
