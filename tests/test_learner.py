@@ -145,3 +145,15 @@ def test_a_state_missing_an_optimizer_variable_is_refused():
     del state[last]
     with pytest.raises(ValueError):
         learner().load_state_dict(state)
+
+
+def test_update_picks_the_next_actions_with_the_updated_network():
+    """``update(act_on=...)`` acts in the same compiled call, with the weights after the step: the actions a
+    ``greedy_actions`` call after the update gives, not the ones before it."""
+    agent = learner()
+    zeros = np.zeros((2, STACK, SIDE, SIDE), np.uint8)  # Q(zeros) = the biases, all 0: argmax is action 0
+    assert list(agent.greedy_actions(zeros)) == [0, 0]
+    stats = agent.update(one_sample(returns=10.0, discount=0.0), act_on=zeros)  # raises Q(zeros, 2) above 0
+    assert list(stats.greedy_actions) == [2, 2]
+    assert list(agent.greedy_actions(zeros)) == [2, 2]
+    assert agent.update(one_sample(returns=10.0, discount=0.0)).greedy_actions is None

@@ -20,11 +20,13 @@ from invaders.replay.frame_replay import Batch
 
 
 class UpdateStats(NamedTuple):
-    """What one gradient step reports: the loss and mean Q before the step, and the TD target of each sample."""
+    """What one gradient step reports: the loss and mean Q before the step, the TD target of each sample, and
+    the greedy actions it was asked for (``update(act_on=...)``) under the updated network."""
 
     loss: float
     q_mean: float
     targets: np.ndarray
+    greedy_actions: np.ndarray | None = None
 
 
 def compiles_with_xla(precision: str) -> bool:
@@ -63,6 +65,7 @@ class DQNLearner:
         xla = compiles_with_xla(precision) if xla is None else xla
         self.greedy_actions = GreedyPolicy(online, jit_compile=xla)
         self._update = tf.function(self._update_step, jit_compile=xla)
+        self._update_and_act = tf.function(self._update_and_act_step, jit_compile=xla)
         self.updates = 0
         self.sync_target()
 
@@ -89,19 +92,31 @@ class DQNLearner:
             variable.assign(value)
         self.updates = int(state["updates"])
 
-    def update(self, batch: Batch) -> UpdateStats:
-        """One gradient step on ``batch``; syncs the target net on schedule."""
-        loss, q_mean, targets = self._update(
-            tf.convert_to_tensor(batch.observations),
-            tf.convert_to_tensor(batch.actions),
-            tf.convert_to_tensor(batch.returns),
-            tf.convert_to_tensor(batch.discounts),
-            tf.convert_to_tensor(batch.next_observations),
-        )
+    def update(self, batch: Batch, act_on: np.ndarray | None = None) -> UpdateStats:
+        """One gradient step on ``batch``; syncs the target net on schedule.
+
+        With ``act_on``, the same compiled call then picks the greedy actions for those observations with
+        the updated network: the actions ``greedy_actions`` would give next, one call per vector step fewer
+        (~5% faster training, measured on AVX2 and AVX-512).
+        """
+        tensors = [
+            tf.convert_to_tensor(field)
+            for field in (batch.observations, batch.actions, batch.returns, batch.discounts, batch.next_observations)
+        ]
+        if act_on is None:
+            (loss, q_mean, targets), actions = self._update(*tensors), None
+        else:
+            loss, q_mean, targets, actions = self._update_and_act(*tensors, tf.convert_to_tensor(act_on))
+            actions = actions.numpy()
         self.updates += 1
         if self.updates % self.config.target_sync_updates == 0:
-            self.sync_target()
-        return UpdateStats(float(loss), float(q_mean), targets.numpy())
+            self.sync_target()  # the actions above are the online network's: a sync does not change them
+        return UpdateStats(float(loss), float(q_mean), targets.numpy(), actions)
+
+    def _update_and_act_step(self, observations, actions, returns, discounts, next_observations, act_on):
+        loss, q_mean, targets = self._update_step(observations, actions, returns, discounts, next_observations)
+        # tf.function orders variable reads after the optimizer's writes above: the updated network acts.
+        return loss, q_mean, targets, self.greedy_actions.actions_graph(act_on)
 
     def _update_step(self, observations, actions, returns, discounts, next_observations):
         next_observations = tf.cast(next_observations, tf.float32)

@@ -13,12 +13,13 @@ class GreedyPolicy:
 
     def __init__(self, model, jit_compile: bool = True):
         self.model = model
-        self._greedy = tf.function(self._greedy_actions, jit_compile=jit_compile, reduce_retracing=True)
+        self._greedy = tf.function(self.actions_graph, jit_compile=jit_compile, reduce_retracing=True)
 
     def __call__(self, observations: np.ndarray) -> np.ndarray:
         return self._greedy(tf.convert_to_tensor(observations)).numpy()
 
-    def _greedy_actions(self, observations):
+    def actions_graph(self, observations):
+        """The argmax-Q actions as TensorFlow ops, to compile alone or inside another function."""
         q_values = self.model(tf.cast(observations, tf.float32), training=False)
         return tf.argmax(q_values, axis=1, output_type=tf.int32)
 

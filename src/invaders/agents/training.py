@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,8 @@ class GamesInPlay:
     finals: np.ndarray  # the observation is the last of its game: the next action is ignored
     firsts: np.ndarray  # the observation is the first of its game
     scores: np.ndarray  # unclipped game score so far
+    # The online network's greedy actions for ``observations``, when the last update picked them (empty: not yet)
+    greedy_actions: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
 
     @classmethod
     def started(cls, observations: np.ndarray, lives: np.ndarray) -> GamesInPlay:
@@ -183,17 +185,27 @@ class DQNTrainer:
         bar = progress_bar(config.steps, "train", show_progress, done=result.steps)
         while result.steps < config.steps:
             epsilon = exploration_epsilon(result.steps, config)
-            greedy = (
-                learner.greedy_actions(games.observations) if epsilon < 1.0 else np.zeros(env.num_envs, dtype=np.int32)
-            )
+            if len(games.greedy_actions):
+                greedy = games.greedy_actions
+            elif epsilon < 1.0:
+                greedy = learner.greedy_actions(games.observations)
+            else:
+                greedy = np.zeros(env.num_envs, dtype=np.int32)
             actions = epsilon_greedy(greedy, epsilon, num_actions, self.rng)
             env.send(actions)
-            if replay.sampleable() > 0:
-                for _ in range(updates_due(result.steps, config) - learner.updates):
-                    update = learner.update(replay.sample(config.batch_size, self.rng))
-                    stats.losses.append(update.loss)
-                    stats.q_means.append(update.q_mean)
+            # Sampled while the emulators step, from the memory before this step's transitions.
+            due = updates_due(result.steps, config) - learner.updates if replay.sampleable() > 0 else 0
+            batches = [replay.sample(config.batch_size, self.rng) for _ in range(due)]
             next_observations, rewards, terminated, truncated, info = env.recv()
+            next_greedy = np.empty(0, np.int32)
+            for index, batch in enumerate(batches):
+                # The last update also picks the next step's greedy actions, in the same compiled call.
+                last = index == len(batches) - 1
+                update = learner.update(batch, act_on=next_observations if last else None)
+                stats.losses.append(update.loss)
+                stats.q_means.append(update.q_mean)
+                if last:
+                    next_greedy = update.greedy_actions
 
             # Clipped rewards and life-loss terminals are for learning only; the score stays the game's.
             life_lost = (info["lives"] < games.lives) & config.terminal_on_life_loss
@@ -214,7 +226,7 @@ class DQNTrainer:
             games.scores[ended] = 0.0
             games.firsts, games.finals = games.finals, ended
             games.lives = np.array(info["lives"])
-            games.observations = next_observations
+            games.observations, games.greedy_actions = next_observations, next_greedy
             bar.update(int(acted.sum()))
 
             if result.steps >= self.next_log or result.steps >= config.steps:
