@@ -119,9 +119,9 @@ bench: setup
 	python benchmarks/bench.py --capacity 1000000
 
 # This project's training speed against Stable-Baselines3's DQN on the same settings and CPU (README "Speed
-# and memory"): ~5 min; ARGS="--steps 20000" for longer. SB3 and torch live in their own venv, .venv-peers/
-# (git-ignored, ~1 GB with the CPU-only torch, ~4 GB with PyPI's CUDA build), made once from
-# benchmarks/peers-requirements.txt; pip's output goes to .venv-peers.log.
+# and memory"): ~5 min; ARGS="--steps 20000" for longer, ARGS="--max-isa avx2" as on an AVX2-only CPU. SB3 and
+# torch live in their own venv, .venv-peers/ (git-ignored, ~1 GB with the CPU-only torch, ~4 GB with PyPI's CUDA
+# build), made once from benchmarks/peers-requirements.txt; pip's output goes to .venv-peers.log.
 PEERS_VENV := .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.installed
 PEERS_PIP_ARGS ?=
