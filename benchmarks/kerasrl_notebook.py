@@ -32,15 +32,12 @@ def notebook_overrides(steps: int) -> dict[str, str]:
 
 
 def params_for(steps: int, extra: dict[str, str]):
-    import yaml
+    """params.yaml with the notebook's overrides and ``extra``, each value read as `-S` reads it."""
+    from invaders.config import parse_value
+    from invaders.experiment import params_with
 
-    from invaders.config import build_params
-
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for key, value in {**notebook_overrides(steps), **extra}.items():
-        section, name = key.split(".")
-        raw[section][name] = yaml.safe_load(value)
-    return build_params(raw)
+    overrides = {key: parse_value(value) for key, value in {**notebook_overrides(steps), **extra}.items()}
+    return params_with(overrides, ROOT / "params.yaml")
 
 
 def make_initial(params, directory: Path) -> None:

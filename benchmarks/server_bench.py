@@ -5,14 +5,14 @@ and stops it at the end. `make server-bench`."""
 from __future__ import annotations
 
 import argparse
-import collections
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
-from invaders.tracking.server import APP, Layout, add_user, start, stop
+from invaders.tracking.server import APP, Layout, ServerError, add_user, check_app, start, stop
 
 
 def rss_mb(pids: list[int]) -> float:
@@ -61,13 +61,17 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-CLIENT_CPU: dict[str, dict[str, float]] = collections.defaultdict(lambda: collections.defaultdict(float))
+class Calls(NamedTuple):
+    single: list[float]  # ms of each log_metric
+    batch: list[float]  # ms of each log_batch of 100 metrics
+    cpu_single: float  # the server's CPU ms per log_metric (what it costs whatever else runs; 0 without pids)
+    cpu_batch: float  # the same per log_batch
+    client_single: float  # this process's CPU ms per log_metric (MLflow's client; sqlite's whole store for sqlite)
+    client_batch: float  # the same per log_batch
 
 
-def latency_ms(uri: str, calls: int, pids: list[int] | None = None) -> tuple[list[float], list[float], float, float]:
-    # the client's own CPU (MLflow's client, requests; sqlite's whole store for a sqlite URI) goes to CLIENT_CPU
-    """Ms of each log_metric and of each log_batch of 100 metrics, then the server's CPU ms per call of each
-    (what a call costs the server whatever else runs on the machine; 0 without ``pids``)."""
+def latency_ms(uri: str, calls: int, pids: list[int] | None = None) -> Calls:
+    """``calls`` log_metric calls, then ``calls`` log_batch calls of 100 metrics, each timed."""
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
@@ -88,36 +92,36 @@ def latency_ms(uri: str, calls: int, pids: list[int] | None = None) -> tuple[lis
         client.log_metric(run_id, "x", float(step), step=step)
         single.append((time.perf_counter() - began) * 1000)
     cpu_single, cpu = cpu_seconds(pids or []) - cpu, cpu_seconds(pids or [])
-    CLIENT_CPU[uri]["single"] += (time.process_time() - mine) / calls * 1000
-    mine = time.process_time()
+    client_single, mine = time.process_time() - mine, time.process_time()
     for step in range(calls):
         metrics = [Metric(f"m{i}", float(i), 0, step) for i in range(100)]
         began = time.perf_counter()
         client.log_batch(run_id, metrics=metrics)
         batch.append((time.perf_counter() - began) * 1000)
-    cpu_batch = cpu_seconds(pids or []) - cpu
-    CLIENT_CPU[uri]["batch"] += (time.process_time() - mine) / calls * 1000
-    CLIENT_CPU[uri]["rounds"] += 1
-    return single, batch, cpu_single / calls * 1000, cpu_batch / calls * 1000
+    cpu_batch, client_batch = cpu_seconds(pids or []) - cpu, time.process_time() - mine
+    return Calls(
+        single, batch, *(seconds / calls * 1000 for seconds in (cpu_single, cpu_batch, client_single, client_batch))
+    )
 
 
 def compare(servers: dict[str, tuple], sqlite_uri: str, calls: int, rounds: int) -> dict[str, dict]:
     """Medians of each server's and of sqlite's calls (``servers``: name -> (URL, its PIDs, its login's
     MLFLOW_TRACKING_* variables)), measured in
     alternating rounds: the load of the machine changes by the minute, and every store sees the same."""
-    found = {name: {"single": [], "batch": [], "cpu_single": 0.0, "cpu_batch": 0.0} for name in [*servers, "sqlite"]}
+    averaged = ("cpu_single", "cpu_batch", "client_single", "client_batch")
+    found = {name: {"single": [], "batch": [], **dict.fromkeys(averaged, 0.0)} for name in [*servers, "sqlite"]}
     for _ in range(rounds):
         for name, (url, pids, login) in [*servers.items(), ("sqlite", (sqlite_uri, [], {}))]:
             os.environ.update(login)
             try:
-                single, batch, cpu_1, cpu_100 = latency_ms(url, calls // rounds, pids)
+                measured = latency_ms(url, calls // rounds, pids)
             finally:
                 for key in login:
                     del os.environ[key]
-            found[name]["single"] += single
-            found[name]["batch"] += batch
-            found[name]["cpu_single"] += cpu_1 / rounds
-            found[name]["cpu_batch"] += cpu_100 / rounds
+            found[name]["single"] += measured.single
+            found[name]["batch"] += measured.batch
+            for key in averaged:
+                found[name][key] += getattr(measured, key) / rounds
     return {
         name: {**values, "single": statistics.median(values["single"]), "batch": statistics.median(values["batch"])}
         for name, values in found.items()
@@ -133,6 +137,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     apps = args.apps.split(",")
+    for app in apps:
+        try:
+            check_app(app)
+        except ServerError as error:
+            parser.error(f"--apps {args.apps}: {error}")
     loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR", "/var/tmp")) as folder:
         os.chmod(folder, 0o711)  # as root, PostgreSQL runs as `postgres` and must reach its folder
@@ -197,9 +206,8 @@ def main() -> None:
         "\n| client CPU per call (this process: MLflow's client; for sqlite the whole store) | `log_metric` / batch of 100 |"
     )
     print("|---|---|")
-    for name, (url, *_) in [*servers.items(), ("sqlite", (f"sqlite:///{folder}/local.db",))]:
-        spent = CLIENT_CPU[url]
-        print(f"| {name} | {spent['single'] / spent['rounds']:.1f} / {spent['batch'] / spent['rounds']:.1f} ms |")
+    for name, mine in figures.items():
+        print(f"| {name} | {mine['client_single']:.1f} / {mine['client_batch']:.1f} ms |")
     if len(apps) > 1:
         print("\n| server | `log_metric` | batch of 100 | server CPU: `log_metric` / batch |\n|---|---|---|---|")
         for name, mine in figures.items():

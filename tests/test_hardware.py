@@ -48,3 +48,11 @@ def test_onednn_isa_cap_hides_the_instructions_above_it(monkeypatch, cap, precis
     description = hardware.cpu_description()
     assert "avx512f yes" in description  # the CPU's own flags, then the cap
     assert ("capped" in description) == (cap is not None)
+
+
+def test_a_value_onednn_does_not_know_caps_nothing(monkeypatch):
+    """oneDNN ignores an ONEDNN_MAX_CPU_ISA it does not know: the learner does too."""
+    monkeypatch.setattr(hardware, "cpu_fields", lambda: {"flags": "fpu avx2 avx512f avx512_bf16", "model name": "CPU"})
+    monkeypatch.setenv(hardware.ISA_CAP_VARIABLE, "AVX3")
+    assert hardware.isa_cap() is None and hardware.learner_precision("auto") == "bfloat16"
+    assert "capped" not in hardware.cpu_description()

@@ -140,27 +140,6 @@ def test_seed_groups_must_be_a_mapping(tmp_path):
         seed_groups(tmp_path)
 
 
-class _Run:
-    """What the evaluate stage logs, kept."""
-
-    run_id = "run-1"
-
-    def __init__(self):
-        self.params, self.tags, self.metrics, self.artifacts = {}, {}, {}, []
-
-    def log_params(self, values):
-        self.params.update(values)
-
-    def set_tags(self, values):
-        self.tags.update(values)
-
-    def log_metrics(self, values, step=None):
-        self.metrics.update(values)
-
-    def log_artifact(self, path, *args):
-        self.artifacts.append(path.name)
-
-
 def test_weights_too_big_for_git_ship_with_their_evaluation_which_the_pipeline_publishes(
     workspace, tmp_path, monkeypatch
 ):
@@ -172,6 +151,7 @@ def test_weights_too_big_for_git_ship_with_their_evaluation_which_the_pipeline_p
     from invaders.config import load_params
     from invaders.names import Tag
     from invaders.stages.evaluate import evaluate
+    from invaders.tracking.run import RecordingRun
 
     monkeypatch.setattr(shipping, "GIT_FILE_LIMIT", 1000)  # dqn-100k's 7 MB of weights count as too big
     destination = tmp_path / "repo" / "shipped"
@@ -195,10 +175,12 @@ def test_weights_too_big_for_git_ship_with_their_evaluation_which_the_pipeline_p
     ]
     assert (target / "evaluation_episodes.csv").read_text() == (workspace / "results/evaluate/episodes.csv").read_text()
 
-    run, output = _Run(), tmp_path / "results"
+    run, output = RecordingRun(), tmp_path / "results"
     summary = evaluate(load_params(REPO / "params.yaml"), run, None, agent_dir=target, output=output)
     assert summary["score_mean"] == 200.0 and summary["episodes"] == 3
-    assert run.params["evaluation.epsilon"] == 0.2 and run.params["evaluation.episodes"] == 3
+    assert (
+        run.params["evaluation.epsilon"] == "0.2" and run.params["evaluation.episodes"] == "3"
+    )  # as MLflow keeps them
     assert ", eps 0.2," in run.tags[Tag.PROTOCOL] and run.tags[Tag.WEIGHTS_SHA256] == digest
     assert run.tags[Tag.RECORDED] == "true"
     assert (output / "episode.gif").read_bytes() == b"GIF89a" and (output / "metrics.json").is_file()

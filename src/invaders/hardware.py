@@ -16,6 +16,11 @@ REPORTED_FLAGS = ("avx2", "avx512f", "avx512_bf16")
 # update path follow the capped CPU: `benchmarks/peers.py --max-isa avx2` measures an AVX2-only CPU that way.
 # XLA has its own cap (XLA_FLAGS=--xla_cpu_max_isa=AVX2), which the benchmarks set beside this one.
 ISA_CAP_VARIABLE = "ONEDNN_MAX_CPU_ISA"
+# Its values, by what they leave of the CPU's flags; oneDNN ignores any other value, and so does this module.
+CAPS_BELOW_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
+CAPS_AVX512_WITHOUT_BF16 = ("AVX512_CORE", "AVX512_CORE_VNNI")
+CAPS_WITH_BF16 = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16")
+CAPS_WITH_BF16 += ("AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2")
 
 
 @functools.cache
@@ -36,18 +41,21 @@ def cpu_fields() -> dict[str, str]:
 def isa_cap() -> str | None:
     """The instruction-set cap oneDNN runs under (``ONEDNN_MAX_CPU_ISA``), upper case; None without one."""
     cap = os.environ.get(ISA_CAP_VARIABLE, "").strip().upper()
-    return cap if cap not in ("", "ALL", "DEFAULT") else None
+    return cap if cap in CAPS_BELOW_AVX512 + CAPS_AVX512_WITHOUT_BF16 + CAPS_WITH_BF16 else None
+
+
+def _own_flags() -> frozenset[str]:
+    return frozenset(cpu_fields().get("flags", "").split())
 
 
 def cpu_flags() -> frozenset[str]:
     """The CPU's flags, less the ones ``ONEDNN_MAX_CPU_ISA`` keeps the math libraries from using."""
-    flags = frozenset(cpu_fields().get("flags", "").split())
-    cap = isa_cap()
-    if cap is None or cap.startswith(("AVX10", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX")):
-        return flags
-    if cap.startswith("AVX512"):  # AVX512_CORE, AVX512_CORE_VNNI: AVX-512 without bf16
+    flags, cap = _own_flags(), isa_cap()
+    if cap in CAPS_BELOW_AVX512:
+        return frozenset(flag for flag in flags if not flag.startswith(("avx512", "amx")))
+    if cap in CAPS_AVX512_WITHOUT_BF16:
         return frozenset(flag for flag in flags if flag != "avx512_bf16" and not flag.startswith("amx"))
-    return frozenset(flag for flag in flags if not flag.startswith(("avx512", "amx")))  # SSE41, AVX, AVX2...
+    return flags
 
 
 def has_native_bf16() -> bool:
@@ -60,7 +68,7 @@ def usable_cpus() -> int:
 
 def cpu_description() -> str:
     """Model name, the flags that matter for speed here, and the core counts."""
-    fields, flags = cpu_fields(), frozenset(cpu_fields().get("flags", "").split())
+    fields, flags = cpu_fields(), _own_flags()
     model = fields.get("model name") or platform.processor() or "unknown CPU"
     features = [f"{name} {'yes' if name in flags else 'no'}" for name in REPORTED_FLAGS]
     amx = sorted(flag for flag in flags if flag.startswith("amx"))

@@ -342,7 +342,7 @@ def url_of(layout: Layout) -> str:
     return state["url"]
 
 
-def _check_app(app: str) -> None:
+def check_app(app: str) -> None:
     """MLflow finds ``--app-name`` among the installed ``mlflow.app`` entry points: say so before it fails."""
     from importlib.metadata import entry_points
 
@@ -362,6 +362,7 @@ def start(
 ) -> str:
     """Start PostgreSQL and the MLflow server (creating both on first use); returns the URL teammates use
     (``public_url``, else this host's name when listening on every interface, else the local URL)."""
+    check_app(app)  # before PostgreSQL starts
     warning = bind_warning(host, port)
     if warning:
         _say(warning)
@@ -383,7 +384,6 @@ def start(
         _say(f"already running: {running.get('public_url', running.get('url', url))}")
         return running.get("public_url", running.get("url", url))
     layout.artifacts.mkdir(exist_ok=True)
-    _check_app(app)
     command = [
         str(Path(sys.executable).parent / "mlflow"), "server", "--app-name", app,
         "--host", host, "--port", str(port), "--workers", str(WORKERS), "--gunicorn-opts", GUNICORN_OPTS,
