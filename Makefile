@@ -15,7 +15,7 @@ NOTEBOOK_STEPS ?= 10000
 NOTEBOOK_NAME ?= notebook-10k
 NOTEBOOK = -S env.id=SpaceInvaders-v0 -S env.preprocessing=raw -S model.network=notebook -S model.dueling=true \
 	-S train.backend=keras-rl2 -S train.steps=$(NOTEBOOK_STEPS) -S train.replay_capacity=1000 -S train.memory_window=3 \
-	-S train.warmup_steps=1000 -S train.epsilon_start=1.0 -S train.epsilon_end=0.1 -S train.epsilon_decay_steps=10000 \
+	-S train.warmup_fraction=0.1 -S train.epsilon_start=1.0 -S train.epsilon_end=0.1 -S train.exploration_fraction=1.0 \
 	-S train.learning_rate=1.0e-4 -S train.adam_epsilon=1.0e-7 -S train.max_grad_norm=1.0e+9 -S train.replay_ratio=1.0 \
 	-S train.target_sync_updates=10000 -S train.double_dqn=false -S train.clip_rewards=false -S train.batch_size=32 \
 	-S train.gamma=0.99 -S evaluation.epsilon=0.2 -S evaluation.episodes=10

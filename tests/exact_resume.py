@@ -16,8 +16,8 @@ from invaders.replay.frame_replay import FrameReplay
 
 SPEC = NetworkSpec("nature", True, (4, 44, 44), 3)
 CONFIG = TrainConfig(
-    steps=600, num_envs=2, replay_capacity=2_000, warmup_steps=100, log_interval=50, n_step=3,
-    target_sync_updates=40, epsilon_decay_steps=300,
+    steps=600, num_envs=2, replay_capacity=2_000, warmup_fraction=0.15, log_interval=50, n_step=3,
+    target_sync_updates=40, exploration_fraction=0.5,
 )  # fmt: skip
 
 

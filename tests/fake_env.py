@@ -33,12 +33,17 @@ class FakeVectorEnv:
     def _lives(self) -> np.ndarray:
         return np.ones(self.num_envs, dtype=np.int32)
 
-    def reset(self, seed: int | None = None):
-        self.rng = np.random.default_rng(seed)
-        self.frames = np.zeros((self.num_envs, self.stack, self.size, self.size), dtype=np.uint8)
-        self.t = np.zeros(self.num_envs, dtype=int)
-        self.pending_reset = np.zeros(self.num_envs, dtype=bool)
-        for env in range(self.num_envs):
+    def reset(self, seed: int | np.ndarray | None = None, options: dict | None = None):
+        """ale-py's reset: all games, or those ``options["reset_mask"]`` selects (with one seed each)."""
+        mask = (options or {}).get("reset_mask")
+        if mask is None:
+            self.frames = np.zeros((self.num_envs, self.stack, self.size, self.size), dtype=np.uint8)
+            self.t = np.zeros(self.num_envs, dtype=int)
+            self.pending_reset = np.zeros(self.num_envs, dtype=bool)
+            mask = np.ones(self.num_envs, dtype=bool)
+        self.rng = np.random.default_rng(None if seed is None else np.asarray(seed).tolist())
+        for env in np.flatnonzero(mask):
+            self.pending_reset[env] = False
             self._new_game(env)
         return self.frames.copy(), self._info()
 

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = {
     "env": {"max_episode_frames": 1_500},
     "evaluation": {"episodes": 2, "num_envs": 2, "gif_max_frames": 30},
-    "train": {"steps": 600, "warmup_steps": 200, "replay_capacity": 4_000, "log_interval": 200, "num_envs": 2},
+    "train": {"steps": 600, "warmup_fraction": 0.33, "replay_capacity": 4_000, "log_interval": 200, "num_envs": 2},
     "report": {"bootstrap_samples": 200},
 }
 

@@ -18,13 +18,13 @@ QUICK = TrainConfig(
     steps=2_400,
     num_envs=2,
     replay_capacity=4_000,
-    warmup_steps=200,
+    warmup_fraction=0.08,  # 192 agent steps
     replay_ratio=0.5,
     n_step=1,
     gamma=0.5,
     learning_rate=5.0e-4,
     target_sync_updates=100,
-    epsilon_decay_steps=1_000,
+    exploration_fraction=0.42,  # 1,008 agent steps
     epsilon_end=0.05,
     log_interval=200,
 )
@@ -39,7 +39,7 @@ DELAYED = TrainConfig(
         "gamma": 0.9,
         "n_step": 2,
         "target_sync_updates": 50,
-        "epsilon_decay_steps": 1_200,
+        "exploration_fraction": 0.4,
     }
 )
 
@@ -63,7 +63,7 @@ def test_agent_learns_the_pixel_game(precision):
     assert result.updates == pytest.approx((result.steps - QUICK.warmup_steps) * QUICK.replay_ratio, abs=2)
     env = BandGameVectorEnv(num_envs=2)
     policy = EpsilonGreedyPolicy(GreedyPolicy(learner.online), 3, 0.0, seed=0)
-    episodes, frames = play_episodes(env, policy, 10, seed=123, gif_max_frames=5, show_progress=False)
+    episodes, frames = play_episodes(env, policy, 10, first_seed=123, gif_max_frames=5, show_progress=False)
     mean = np.mean([episode.score for episode in episodes])
     assert mean >= 9.0, f"optimal is 10, random is 3.3; got {mean}"
     assert len(frames) == 5
@@ -72,7 +72,7 @@ def test_agent_learns_the_pixel_game(precision):
 def test_agent_learns_a_reward_that_comes_only_after_a_delay():
     learner, _, result = train(DELAYED, game=DelayedRewardVectorEnv)
     policy = EpsilonGreedyPolicy(GreedyPolicy(learner.online), 3, 0.0, seed=0)
-    episodes, _ = play_episodes(DelayedRewardVectorEnv(num_envs=2), policy, 30, seed=123, show_progress=False)
+    episodes, _ = play_episodes(DelayedRewardVectorEnv(num_envs=2), policy, 30, first_seed=123, show_progress=False)
     mean = np.mean([episode.score for episode in episodes])
     assert mean >= 0.9, f"optimal is 1, random is 0.33; got {mean}"
     # The values carried back: a won game is worth gamma^k with k steps left to its reward, a lost one 0.
@@ -89,7 +89,7 @@ def test_agent_learns_a_reward_that_comes_only_after_a_delay():
 
 
 def test_same_seed_gives_same_actions_and_losses():
-    short = TrainConfig(**{**QUICK.__dict__, "steps": 400, "warmup_steps": 100, "log_interval": 50})
+    short = TrainConfig(**{**QUICK.__dict__, "steps": 400, "warmup_fraction": 0.25, "log_interval": 50})
     _, replay_a, result_a = train(short)
     _, replay_b, result_b = train(short)
     assert np.array_equal(replay_a.actions, replay_b.actions)

@@ -11,7 +11,7 @@ import yaml
 from repo_copy import environment, make_repo, run
 
 # Tinier than the e2e defaults: the round trip is about files, not about what they hold.
-TINIER = {"env": {"max_episode_frames": 600}, "train": {"steps": 400, "warmup_steps": 100, "log_interval": 100}}
+TINIER = {"env": {"max_episode_frames": 600}, "train": {"steps": 400, "warmup_fraction": 0.25, "log_interval": 100}}
 
 
 def outputs(root: Path) -> list[str]:

@@ -15,6 +15,7 @@ from invaders.backends import TrainingJob
 from invaders.config import ConfigError, EnvConfig, build_params
 from invaders.envs.atari import make_vector_env, num_actions, observation_shape
 from invaders.models.networks import NetworkSpec, build_q_network, save_weights
+from invaders.seeding import run_seeds
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_STEPS, WARMUP, LOG_INTERVAL = 400, 100, 100
@@ -34,7 +35,7 @@ def save_initial(params, directory: Path):
     spec = NetworkSpec(
         params.model.network, params.model.dueling, observation_shape(params.env), num_actions(params.env)
     )
-    keras.utils.set_random_seed(params.model.seed)
+    keras.utils.set_random_seed(run_seeds(params.train.seed).weights)
     model = build_q_network(spec)
     save_weights(model, spec, directory)
     return model, spec
@@ -47,7 +48,7 @@ def trained(tmp_path_factory):
         env={"max_episode_frames": 400},  # 100 agent steps per game: several whole games in the run
         train={
             "steps": TRAIN_STEPS,
-            "warmup_steps": WARMUP,
+            "warmup_fraction": WARMUP / TRAIN_STEPS,
             "replay_capacity": 2_000,
             "replay_ratio": 0.25,
             "log_interval": LOG_INTERVAL,
@@ -113,7 +114,7 @@ def test_network_that_does_not_fit_is_a_config_error_before_training(tmp_path):
     params = make_params(
         env={"id": "SpaceInvaders-v0", "preprocessing": "raw"},
         model={"network": "notebook"},
-        train={"memory_window": 3, "steps": 10, "warmup_steps": 1, "replay_capacity": 100},
+        train={"memory_window": 3, "steps": 100, "warmup_fraction": 0.01, "replay_capacity": 100},
     )
     spec = NetworkSpec("notebook", True, (4, *observation_shape(params.env)[1:]), 6)
     (tmp_path / "spec.json").write_text(spec.to_json())  # the check runs before any weights are read
@@ -235,7 +236,7 @@ def test_raw_vector_env_plays_the_evaluation_protocol():
     env = make_vector_env(EnvConfig(id="SpaceInvaders-v0", preprocessing="raw", max_episode_frames=200), 2)
     rng = np.random.default_rng(0)
     episodes, frames = play_episodes(
-        env, lambda obs: rng.integers(0, 6, len(obs)), 3, seed=1, gif_max_frames=4, show_progress=False
+        env, lambda obs: rng.integers(0, 6, len(obs)), 3, first_seed=1, gif_max_frames=4, show_progress=False
     )
     assert len(episodes) == 3 and all(e.truncated and e.frames >= 200 - 4 for e in episodes)
     assert all(e.score == int(e.score) for e in episodes)

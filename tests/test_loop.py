@@ -19,7 +19,12 @@ SCORE = sum(GAME.REWARDS)  # 310 points; clipped rewards would sum to 8, one lif
 
 def train_on_scripted_game(**overrides):
     config = TrainConfig(
-        steps=3 * TRANSITIONS * 2, num_envs=2, replay_capacity=1_000, warmup_steps=30, n_step=1, **overrides
+        steps=3 * TRANSITIONS * 2,
+        num_envs=2,
+        replay_capacity=1_000,
+        warmup_fraction=30 / (6 * TRANSITIONS),
+        n_step=1,
+        **overrides,
     )
     env = GAME(num_envs=2, size=2)
     logged = []
@@ -72,7 +77,7 @@ def test_evaluation_and_random_play_score_whole_unclipped_games():
     env = GAME(num_envs=3, size=2)
     rng = np.random.default_rng(0)
     episodes, _ = play_episodes(
-        env, lambda observations: rng.integers(0, 3, len(observations)), 7, seed=0, show_progress=False
+        env, lambda observations: rng.integers(0, 3, len(observations)), 7, first_seed=0, show_progress=False
     )
     assert [episode.score for episode in episodes] == [SCORE] * 7
     assert [episode.steps for episode in episodes] == [TRANSITIONS] * 7
@@ -92,7 +97,7 @@ class _EnvMarkedGame(PointsAndLivesVectorEnv):
 
 def test_the_gif_shows_the_first_game_of_the_first_environment():
     _, frames = play_episodes(
-        _EnvMarkedGame(num_envs=3, size=2), lambda obs: np.zeros(len(obs), int), 6, seed=0, gif_max_frames=100,
+        _EnvMarkedGame(num_envs=3, size=2), lambda obs: np.zeros(len(obs), int), 6, first_seed=0, gif_max_frames=100,
         show_progress=False,
     )  # fmt: skip
     assert [int(frame[0, 0]) for frame in frames] == list(range(1, TRANSITIONS + 1))

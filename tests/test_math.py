@@ -7,7 +7,6 @@ from invaders.agents.interval_stats import IntervalStats
 from invaders.agents.losses import bootstrap_values, huber_loss, td_targets
 from invaders.agents.training import exploration_epsilon, updates_due
 from invaders.config import TrainConfig
-from invaders.evaluation.protocol import episode_quotas
 from invaders.evaluation.statistics import bootstrap_ci, summarize
 from invaders.replay.n_step import n_step_returns
 
@@ -23,7 +22,7 @@ def test_linear_epsilon(step, expected):
 
 
 def test_exploration_is_uniform_during_warmup_then_anneals():
-    config = TrainConfig(steps=1_000, warmup_steps=100, epsilon_start=0.5, epsilon_end=0.1, epsilon_decay_steps=100)
+    config = TrainConfig(steps=1_000, warmup_fraction=0.1, epsilon_start=0.5, epsilon_end=0.1, exploration_fraction=0.1)
     assert exploration_epsilon(99, config) == 1.0
     assert exploration_epsilon(100, config) == pytest.approx(0.5)
     assert exploration_epsilon(150, config) == pytest.approx(0.3)
@@ -31,7 +30,7 @@ def test_exploration_is_uniform_during_warmup_then_anneals():
 
 
 def test_updates_follow_the_replay_ratio_after_warmup():
-    config = TrainConfig(steps=1_000, warmup_steps=100, replay_ratio=0.25)
+    config = TrainConfig(steps=1_000, warmup_fraction=0.1, replay_ratio=0.25)
     assert [updates_due(step, config) for step in (0, 100, 103, 104, 200)] == [0, 0, 0, 1, 25]
 
 
@@ -102,11 +101,6 @@ def test_summary_and_bootstrap_interval():
     }
     low, high = bootstrap_ci(scores, 0.95, 2_000)
     assert 100.0 <= low < 250.0 < high <= 400.0
-
-
-def test_every_env_plays_an_equal_share_of_episodes():
-    assert episode_quotas(30, 6).tolist() == [5] * 6
-    assert episode_quotas(7, 3).tolist() == [3, 2, 2]
 
 
 def test_interval_row_averages_since_the_last_row_and_leaves_nan_where_nothing_happened():

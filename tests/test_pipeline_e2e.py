@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from repo_copy import environment, make_repo, run
 
-from invaders.hardware import cpu_description, learner_precision
+from invaders.hardware import cpu_description
 from invaders.shipping import shipped_agents
 from invaders.tracking import mlflow_tracking as tracking
 
@@ -80,8 +80,8 @@ def test_repro_then_nothing_reruns_then_an_experiment(repo, monkeypatch):
     train_run = runs_of(repo, monkeypatch, "train").iloc[0]
     assert len(tracking.metric_history(train_run["run_id"], "train/loss")) >= 2
     # What the speed and the arithmetic depend on: the resolved precision and the CPU that ran it.
-    assert train_run["params.train.precision"] == "auto"
-    assert train_run["tags.invaders.precision"] == learner_precision("auto")
+    assert train_run["params.train.precision"] == "float32"
+    assert train_run["tags.invaders.precision"] == "float32"
     assert train_run["tags.invaders.cpu"] == cpu_description()
     for stage in ["baseline", "evaluate", *SHIPPED]:
         logged = tracking.metric_history(runs_of(repo, monkeypatch, stage).iloc[0]["run_id"], "game_score")

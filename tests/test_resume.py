@@ -25,7 +25,7 @@ from invaders.resume import CheckpointWriter
 from invaders.tracking import mlflow_tracking as tracking
 
 SPEC = NetworkSpec("nature", False, (4, 44, 44), 3)
-CONFIG = TrainConfig(steps=500, num_envs=2, replay_capacity=2_000, warmup_steps=100, log_interval=100, n_step=2)
+CONFIG = TrainConfig(steps=500, num_envs=2, replay_capacity=2_000, warmup_fraction=0.2, log_interval=100, n_step=2)
 
 
 def trainer(seed: int) -> DQNTrainer:
@@ -69,7 +69,8 @@ def test_checkpoint_restores_replay_networks_optimizer_and_counters(tmp_path):
         second.learner.online.get_weights(), [state[k] for k in sorted(state) if k.startswith("learner.online.")]
     ):
         np.testing.assert_array_equal(mine, saved)
-    assert second.rng.bit_generator.state == state["trainer.rng"]
+    assert second.exploration_rng.bit_generator.state == state["trainer.exploration_rng"]
+    assert second.replay_rng.bit_generator.state == state["trainer.replay_rng"]
     # The games in progress ended at the checkpoint: no sample bootstraps across the gap.
     assert second.replay.finals[:, (second.replay.written - 1) % second.replay.capacity_per_env].all()
     assert 0 < state["trainer.wall_time_s"] < first_run_s
@@ -152,7 +153,7 @@ def test_resumed_training_in_a_new_process_matches_training_straight_through(tmp
     expected_curve = pd.DataFrame(expected["trainer.curve"]).drop(columns="train/steps_per_second")
     pd.testing.assert_frame_equal(curve, expected_curve, check_exact=True)
     assert curve["train/loss"].notna().sum() >= 8, "losses compared, not only NaNs"
-    for key in ("steps", "next_log", "rng", "interval"):
+    for key in ("steps", "next_log", "next_eval", "exploration_rng", "replay_rng", "interval"):
         assert state[f"trainer.{key}"] == expected[f"trainer.{key}"], key
 
 
@@ -238,7 +239,7 @@ def test_checkpoint_from_other_params_is_discarded_in_one_line(tmp_path):
     write_params(root, {"train": {"learning_rate": 2.0e-4, "steps": 400}})
     done = subprocess.run([sys.executable, "stages/train.py"], cwd=root, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "was made with train.learning_rate 0.0001 -> 0.0002; starting fresh" in done.stderr
+    assert "was made with train.learning_rate 0.0001 -> 0.0002, train.steps 5000 -> 400; starting fresh" in done.stderr
     assert not checkpoints.exists(), "the finished run leaves no checkpoint behind"
 
 

@@ -81,9 +81,8 @@ def test_a_sweep_file_reads_into_trials(tmp_path, raw_params):
         ),
         # valid in params.yaml; not with the sweep's budget of 600 agent steps
         (
-            {"search": {"train.warmup_steps": {"grid": [200, 1000]}}},
-            "train.warmup_steps = 1000: must be below train.steps (600), or no update ever happens "
-            "(searching train.warmup_steps=1000)",
+            {"search": {"train.batch_size": {"grid": [32, 4000]}}},
+            "train.batch_size = 4000: must not exceed train.replay_capacity (4000)",
         ),
     ],
 )

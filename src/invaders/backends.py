@@ -50,6 +50,7 @@ class TrainingResult:
     steps: int = 0  # agent steps
     updates: int = 0  # gradient updates
     wall_time_s: float = 0.0  # seconds, summed over resumed attempts
+    eval_wall_time_s: float = 0.0  # seconds of wall_time_s spent evaluating while training
 
 
 def recent_score(episode_returns) -> float | None:

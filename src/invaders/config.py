@@ -21,6 +21,7 @@ import yaml
 
 from invaders.backends import REGISTRY as BACKEND_REGISTRY
 from invaders.errors import ConfigError
+from invaders.seeding import TRAINING_EMULATOR_SEED_FLOOR
 
 
 def _field(default: Any, doc: str, **rules: Any) -> Any:
@@ -32,6 +33,7 @@ def _field(default: Any, doc: str, **rules: Any) -> Any:
 PREPROCESSINGS = ("deepmind", "raw")
 NETWORKS = ("nature", "notebook")
 PRECISIONS = ("auto", "float32", "bfloat16")
+SPLITS = ("test", "validation")  # the evaluation seed ranges
 MAX_FRAME_STACK = 16  # frames per observation; replay sizing assumes no more
 _ENV_ID = re.compile(r"^(?:ALE/)?(?P<game>[A-Z][A-Za-z0-9]*?)(?P<noframeskip>NoFrameskip)?-v(?P<version>\d+)$")
 
@@ -94,9 +96,36 @@ class EvaluationConfig:
     epsilon: float = _field(
         0.05, "chance of a random action at each step (the 2015 DQN protocol uses 0.05)", ge=0.0, le=1.0
     )
-    seed: int = _field(1000, "seed of the evaluation environments and the epsilon draws", ge=0)
+    test_seed: int = _field(
+        1_000,
+        "first emulator seed of the test games (game k plays seed test_seed + k): what is reported "
+        "(the evaluate stage, the random baseline, the report), never used to choose anything",
+        ge=0,
+    )
+    validation_seed: int = _field(
+        100_000,
+        "first emulator seed of the validation games: what chooses (a sweep's best configuration, the champion, "
+        "evaluation while training)",
+        ge=0,
+    )
+    split: str = _field(
+        "test", "which games the evaluate stage plays: test (reporting) or validation (choosing)", choices=SPLITS
+    )
     num_envs: int = _field(6, "games played in parallel (each plays the same share of episodes)", ge=1, le=64)
     gif_max_frames: int = _field(4000, "agent steps of the first game kept for the animated GIF", ge=1)
+
+    def first_seed(self, split: str) -> int:
+        """The first emulator seed of the ``split`` games (test or validation)."""
+        return self.test_seed if split == "test" else self.validation_seed
+
+    def validate(self) -> None:
+        for key in ("test_seed", "validation_seed"):
+            last = getattr(self, key) + self.episodes
+            if last > TRAINING_EMULATOR_SEED_FLOOR:
+                raise ConfigError(
+                    f"evaluation.{key} = {getattr(self, key)}: its games' seeds must stay below "
+                    f"{TRAINING_EMULATOR_SEED_FLOOR} (training games use the seeds above)"
+                )
 
 
 @dataclass(frozen=True)
@@ -109,7 +138,6 @@ class ModelConfig:
         choices=NETWORKS,
     )
     dueling: bool = _field(True, "dueling head: Q = V + A - mean(A) on a shared hidden layer (keras-rl2's 'avg')")
-    seed: int = _field(0, "seed of the initial weights", ge=0)
 
 
 @dataclass(frozen=True)
@@ -122,7 +150,12 @@ class TrainConfig:
         choices=tuple(BACKEND_REGISTRY),
     )
     steps: int = _field(10_000, "agent steps to train for (one agent step = frame_skip emulator frames)", ge=1)
-    seed: int = _field(0, "seed of the environments, the replay sampling and the exploration", ge=0)
+    seed: int = _field(
+        0,
+        "the run's seed: the initial weights, every emulator, the replay sampling and the exploration come from "
+        "independent streams spawned from it (invaders.seeding)",
+        ge=0,
+    )
     num_envs: int = _field(
         4, "games stepped together by the native backend; one batched action per vector step", ge=1, le=64
     )
@@ -134,13 +167,19 @@ class TrainConfig:
     n_step: int = _field(3, "native backend: n of the n-step return (1 = classic DQN, as keras-rl2)", ge=1, le=20)
     double_dqn: bool = _field(True, "Double DQN targets: online net picks the next action, target net values it")
     precision: str = _field(
-        "auto",
+        "float32",
         "native backend: arithmetic of the networks' layers; weights, gradients and Adam stay float32. "
-        "bfloat16 runs on oneDNN's bf16 kernels, float32 through XLA; auto = bfloat16 where the CPU has "
-        "native bf16 (AVX512_BF16 or AMX), else float32",
+        "float32 runs through XLA; bfloat16, an opt-in speed mode, on oneDNN's bf16 kernels; auto = bfloat16 "
+        "where the CPU has native bf16 (AVX512_BF16 or AMX), else float32. The resolved value is recorded in "
+        "the train metrics and the agent card; evaluation computes in it",
         choices=PRECISIONS,
     )
-    warmup_steps: int = _field(1_000, "agent steps of pure exploration before the first update", ge=0)
+    warmup_fraction: float = _field(
+        0.02,
+        "share of train.steps played at random before the first update (0.02: 20k agent steps of 1M)",
+        ge=0.0,
+        lt=1.0,
+    )
     replay_ratio: float = _field(
         0.5, "gradient updates per agent step (0.25 = one update every 4 steps)", gt=0.0, le=8.0
     )
@@ -151,8 +190,11 @@ class TrainConfig:
     )
     epsilon_start: float = _field(1.0, "exploration epsilon when the decay starts", ge=0.0, le=1.0)
     epsilon_end: float = _field(0.01, "exploration epsilon after the decay", ge=0.0, le=1.0)
-    epsilon_decay_steps: int = _field(
-        50_000, "agent steps of linear epsilon decay, after the warm-up (keras-rl2: from step 0)", ge=1
+    exploration_fraction: float = _field(
+        0.5,
+        "share of train.steps over which epsilon decays linearly, after the warm-up (keras-rl2: from step 0)",
+        gt=0.0,
+        le=1.0,
     )
     max_grad_norm: float = _field(10.0, "global gradient-norm clip", gt=0.0)
     clip_rewards: bool = _field(True, "learn from sign(reward); reported scores are always unclipped")
@@ -164,6 +206,23 @@ class TrainConfig:
         25_000, "native backend: agent steps between resumable checkpoints, which also send the metrics", ge=1
     )
     memory_window: int = _field(3, "keras-rl2 backend: observations per state (notebook: 3)", ge=1, le=16)
+    eval_interval: int = _field(
+        25_000,
+        "native backend: agent steps between evaluations while training, on the validation games "
+        "(0: none; the evaluate stage still scores the final agent)",
+        ge=0,
+    )
+    eval_episodes: int = _field(8, "native backend: whole games per evaluation while training", ge=1, le=1_000)
+
+    @property
+    def warmup_steps(self) -> int:
+        """Agent steps of random play before the first update."""
+        return round(self.warmup_fraction * self.steps)
+
+    @property
+    def epsilon_decay_steps(self) -> int:
+        """Agent steps of the linear epsilon decay (at least 1)."""
+        return max(1, round(self.exploration_fraction * self.steps))
 
     def applied(self) -> dict[str, Any]:
         """The fields the chosen backend uses: what a run records as its params."""
@@ -172,10 +231,10 @@ class TrainConfig:
         return {key: value for key, value in dataclasses.asdict(self).items() if key in mine or key not in others}
 
     def validate(self) -> None:
-        if self.warmup_steps >= self.steps:
+        if self.warmup_steps + self.batch_size > self.steps:
             raise ConfigError(
-                f"train.warmup_steps = {self.warmup_steps}: must be below train.steps ({self.steps}), "
-                "or no update ever happens"
+                f"train.warmup_fraction = {self.warmup_fraction:g}: leaves {self.steps - self.warmup_steps} of "
+                f"train.steps ({self.steps}) to learn in; at least train.batch_size ({self.batch_size}) are needed"
             )
         if self.batch_size > self.replay_capacity:
             raise ConfigError(
@@ -231,6 +290,15 @@ class Params:
             validate = getattr(getattr(self, section.name), "validate", None)
             if validate:
                 validate()
+        evaluation = self.evaluation
+        validation_games = max(evaluation.episodes, self.train.eval_episodes)
+        test_range = range(evaluation.test_seed, evaluation.test_seed + evaluation.episodes)
+        validation_range = range(evaluation.validation_seed, evaluation.validation_seed + validation_games)
+        if set(test_range) & set(validation_range):
+            raise ConfigError(
+                f"evaluation.validation_seed = {evaluation.validation_seed}: its {validation_games} games overlap the "
+                f"test games (seeds {test_range.start}-{test_range.stop - 1}); choosing and reporting need disjoint games"
+            )
         deepmind = self.env.preprocessing == "deepmind"
         if self.train.backend == "native" and not deepmind:
             raise ConfigError(

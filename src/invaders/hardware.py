@@ -83,3 +83,11 @@ def learner_precision(requested: str) -> str:
     if requested != "auto":
         return requested
     return "bfloat16" if has_native_bf16() else "float32"
+
+
+def update_path(precision: str) -> str:
+    """Which kernels run the native learner's update and acting in ``precision`` on this CPU: ``xla`` or
+    ``onednn`` (TensorFlow's own). XLA's float32 is the faster on AVX2-only CPUs, oneDNN's on AVX-512 ones, and
+    bfloat16 runs only on oneDNN (XLA's CPU backend does not use the bf16 instructions); ``make bench`` prints
+    every path. The two round differently, so a run resumes only on the path it started on."""
+    return "xla" if precision == "float32" and "avx512f" not in cpu_flags() else "onednn"

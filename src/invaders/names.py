@@ -20,6 +20,7 @@ class Tag:
     WEIGHTS_SHA256 = "invaders.weights_sha256"  # SHA-256 of the evaluated weights.npz: one row per agent
     BACKEND = "invaders.backend"  # training backend (train.backend)
     PRECISION = "invaders.precision"  # native backend: train.precision as resolved on the CPU that trained
+    UPDATE_PATH = "invaders.update_path"  # native backend: kernels of its update (xla, onednn) on that CPU
     CPU = "invaders.cpu"  # the training machine's CPU: model, vector extensions, cores (speed compares per CPU)
     SHIPPED = "invaders.shipped"  # "true" on the evaluation of an agent from shipped/
     RECORDED = "invaders.recorded"  # "true": a shipped agent's evaluation published from its record, not replayed
@@ -64,6 +65,13 @@ class Metric:
     TRAIN_Q_MEAN = "train/q_mean"  # mean Q-value of the sampled actions in the interval's updates (points)
     TRAIN_EPISODE_RETURN = "train/episode_return"  # mean unclipped score of the games ended in the interval (points)
     TRAIN_GAME_SCORE = "train/game_score"  # unclipped score of one training game (points; step: where it ended)
+    # Evaluation while training (native backend): every train.eval_interval agent steps, on the validation games.
+    EVAL_SCORE_MEAN = "eval/score_mean"  # mean game score of train.eval_episodes validation games (points)
+    EVAL_SCORE_CI_LOW = "eval/score_ci_low"  # lower end of its bootstrap confidence interval (points)
+    EVAL_SCORE_CI_HIGH = "eval/score_ci_high"  # upper end of its bootstrap confidence interval (points)
+    EVAL_WALL_TIME_S = "eval_wall_time_s"  # seconds spent evaluating while training, of wall_time_s
+    PRECISION = "precision"  # train metrics: the arithmetic the native learner ran in (float32, bfloat16)
+    UPDATE_PATH = "update_path"  # train metrics: the kernels that ran its update (xla, onednn)
     # Training, once at the end (step: agent steps), as in results/train/metrics.json.
     TOTAL_STEPS = "total_steps"  # agent steps trained
     TOTAL_UPDATES = "total_updates"  # gradient updates made

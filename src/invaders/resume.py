@@ -17,12 +17,14 @@ from pathlib import Path
 
 from invaders.checkpoints import CheckpointStore, prefixed, unprefixed
 from invaders.config import Params, as_flat_dict
+from invaders.hardware import learner_precision, update_path
 
 # Raised when what a checkpoint holds changes: older ones then start fresh instead of failing to load.
-CHECKPOINT_FORMAT = "4"  # 2: replay up to its written slots; 3: games saved; 4: one state dict (state.json)
+CHECKPOINT_FORMAT = "5"  # 3: games saved; 4: one state dict (state.json); 5: one random stream per source
 
-# Params a checkpoint survives: they change how long or how often, not what is learned.
-_FREE_TO_CHANGE = {"train.steps", "train.log_interval", "train.checkpoint_interval"}
+# Params a checkpoint survives: they change how often something is logged, saved or measured, not what is
+# learned (train.steps is not one: the warm-up and the epsilon decay are fractions of it).
+_FREE_TO_CHANGE = {"train.log_interval", "train.checkpoint_interval", "train.eval_interval", "train.eval_episodes"}
 
 
 def checkpoint_store(root: Path, stage: str, on_save: Callable[[Path], None] | None = None) -> CheckpointStore:
@@ -38,6 +40,9 @@ def fingerprint(params: Params, initial_weights: Path) -> dict[str, str]:
         **as_flat_dict(params.train.applied(), "train"),
     }
     values = {key: str(value) for key, value in values.items() if key not in _FREE_TO_CHANGE}
+    if "train.precision" in values:  # the arithmetic this CPU runs, not the request ("auto")
+        precision = learner_precision(params.train.precision)
+        values |= {"train.precision": precision, "train.update_path": update_path(precision)}
     values["checkpoint_format"] = CHECKPOINT_FORMAT
     values["initial_weights_sha256"] = hashlib.sha256(initial_weights.read_bytes()).hexdigest()
     return values

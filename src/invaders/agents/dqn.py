@@ -15,7 +15,7 @@ from invaders.agents.losses import bootstrap_values, huber_loss, td_targets
 from invaders.agents.policy import GreedyPolicy
 from invaders.checkpoints import unprefixed
 from invaders.config import TrainConfig
-from invaders.hardware import cpu_flags
+from invaders.hardware import update_path
 from invaders.replay.frame_replay import Batch
 
 
@@ -27,16 +27,6 @@ class UpdateStats(NamedTuple):
     q_mean: float
     targets: np.ndarray
     greedy_actions: np.ndarray | None = None
-
-
-def compiles_with_xla(precision: str) -> bool:
-    """Whether XLA or TF's own (oneDNN) kernels run the update and the acting faster on this CPU.
-
-    Measured (``make bench`` prints every path): on an AVX2-only Zen 3, XLA's float32 update beat TF's
-    kernels by ~20%; on an AVX-512 Zen 5, TF's oneDNN kernels beat XLA by 5-40% in float32, and bfloat16
-    runs only there (XLA's CPU backend does not use the bf16 instructions: slower than its float32).
-    """
-    return precision == "float32" and "avx512f" not in cpu_flags()
 
 
 class DQNLearner:
@@ -62,7 +52,7 @@ class DQNLearner:
         self.config = config
         self.optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate, epsilon=config.adam_epsilon)
         self.optimizer.build(online.trainable_variables)
-        xla = compiles_with_xla(precision) if xla is None else xla
+        xla = update_path(precision) == "xla" if xla is None else xla
         self.greedy_actions = GreedyPolicy(online, jit_compile=xla)
         self._update = tf.function(self._update_step, jit_compile=xla)
         self._update_and_act = tf.function(self._update_and_act_step, jit_compile=xla)

@@ -225,11 +225,15 @@ def _train_in_child(params: Params, initial: Path, output: Path, show_progress: 
     from invaders.envs.atari import make_single_env
     from invaders.models.networks import build_q_network
     from invaders.progress import progress_bar
+    from invaders.seeding import emulator_seeds, run_seeds
 
     warnings.filterwarnings("ignore", message=".*Model.state_updates.*")  # tf_keras' graph-mode path, harmless
     config = params.train
-    tf_keras.utils.set_random_seed(config.seed)  # python, numpy (policy, memory sampling) and TF graph seeds
-    env = kerasrl_compat.GymnasiumAdapter(make_single_env(params.env), seed=config.seed)
+    # keras-rl2 draws its exploration and memory sampling from numpy's global stream: one seed for both.
+    seeds = run_seeds(config.seed)
+    tf_keras.utils.set_random_seed(seeds.learner)  # python, numpy (policy, memory sampling) and TF graph seeds
+    emulator_seed = int(emulator_seeds(seeds.emulators, 1, 0)[0])
+    env = kerasrl_compat.GymnasiumAdapter(make_single_env(params.env), seed=emulator_seed)
     spec = load_spec(initial)
     num_actions = int(env.action_space.n)
     window = memory_window(params)

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from invaders.agents.dqn import DQNLearner
+from invaders.agents.policy import play_evaluation
 from invaders.agents.training import DQNTrainer
 from invaders.backends import MetricsCallback, TrainedAgent, TrainingJob
 from invaders.config import Params
 from invaders.envs.atari import make_vector_env, num_actions, observation_shape
 from invaders.errors import ResourceError
+from invaders.evaluation.statistics import bootstrap_ci
 from invaders.hardware import has_native_bf16, learner_precision
 from invaders.models.networks import NetworkSpec, build_q_network, check_fits, load_model
+from invaders.names import Metric
 from invaders.replay.frame_replay import FrameReplay
+from invaders.seeding import run_seeds
 
 # What training holds besides the replay memory (TensorFlow, networks, batches): ~1.2 GB measured.
 TRAINING_OVERHEAD_BYTES = 1_500_000_000
+EVAL_BOOTSTRAP_SAMPLES = 2_000  # resamples for the interval of an evaluation while training (a few games)
 
 
 def available_memory() -> int | None:
@@ -46,7 +54,7 @@ def build_trainer(params: Params, initial: Path, on_metrics: MetricsCallback) ->
     import keras
 
     config = params.train
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(run_seeds(config.seed).learner)
     precision = learner_precision(config.precision)
     if precision == "bfloat16" and not has_native_bf16():
         print(
@@ -69,7 +77,21 @@ def build_trainer(params: Params, initial: Path, on_metrics: MetricsCallback) ->
     check_memory(config.replay_capacity, int(replay.nbytes * written), available_memory())
     learner = DQNLearner(online, build_q_network(spec, precision=precision), config, precision)
     env = make_vector_env(params.env, config.num_envs)
-    return DQNTrainer(env, learner, replay, config, on_metrics), spec
+    return DQNTrainer(env, learner, replay, config, on_metrics, functools.partial(validation_scores, params)), spec
+
+
+def validation_scores(params: Params, model) -> dict[str, float]:
+    """``model`` on the first ``train.eval_episodes`` validation games: the mean score and its bootstrap CI."""
+    episodes, _ = play_evaluation(
+        model, params.env, params.evaluation, "validation", params.train.eval_episodes, show_progress=False
+    )
+    scores = np.array([episode.score for episode in episodes])
+    low, high = bootstrap_ci(scores, params.report.confidence, EVAL_BOOTSTRAP_SAMPLES)
+    return {
+        Metric.EVAL_SCORE_MEAN: float(scores.mean()),
+        Metric.EVAL_SCORE_CI_LOW: low,
+        Metric.EVAL_SCORE_CI_HIGH: high,
+    }
 
 
 def train(job: TrainingJob) -> TrainedAgent:

@@ -6,6 +6,8 @@ import numpy as np
 import tensorflow as tf
 
 from invaders.agents.dqn_math import epsilon_greedy
+from invaders.config import EnvConfig, EvaluationConfig
+from invaders.evaluation.protocol import Episode, play_episodes
 
 
 class GreedyPolicy:
@@ -35,3 +37,27 @@ class EpsilonGreedyPolicy:
 
     def __call__(self, observations: np.ndarray) -> np.ndarray:
         return epsilon_greedy(self.greedy(observations), self.epsilon, self.num_actions, self.rng)
+
+
+def play_evaluation(
+    model,
+    env_config: EnvConfig,
+    evaluation: EvaluationConfig,
+    split: str,
+    episodes: int | None = None,
+    gif_max_frames: int = 0,
+    show_progress: bool = True,
+) -> tuple[list[Episode], list[np.ndarray]]:
+    """``model`` plays the evaluation protocol on the ``split`` games (test or validation): the first
+    ``episodes`` of them (``evaluation.episodes`` by default) at ``evaluation.epsilon``. The epsilon draws are
+    seeded by the range too, so the same agent on the same games plays the same way."""
+    from invaders.envs.atari import make_vector_env, num_actions
+
+    episodes = episodes or evaluation.episodes
+    first_seed = evaluation.first_seed(split)
+    env = make_vector_env(env_config, min(evaluation.num_envs, episodes))
+    policy = EpsilonGreedyPolicy(GreedyPolicy(model), num_actions(env_config), evaluation.epsilon, first_seed)
+    try:
+        return play_episodes(env, policy, episodes, first_seed, gif_max_frames, show_progress)
+    finally:
+        env.close()

@@ -26,6 +26,9 @@ from invaders.config import TrainConfig
 from invaders.names import Metric
 from invaders.progress import progress_bar
 from invaders.replay.frame_replay import FrameReplay
+from invaders.seeding import emulator_seeds, run_seeds
+
+Evaluator = Callable[[Any], dict[str, float]]  # the online network -> evaluation metrics (invaders.names)
 
 
 def exploration_epsilon(step: int, config: TrainConfig) -> float:
@@ -67,16 +70,29 @@ class DQNTrainer:
     trainer checkpoints, then raises KeyboardInterrupt.
     """
 
-    def __init__(self, env, learner: DQNLearner, replay: FrameReplay, config: TrainConfig, on_metrics: MetricsCallback):
+    def __init__(
+        self,
+        env,
+        learner: DQNLearner,
+        replay: FrameReplay,
+        config: TrainConfig,
+        on_metrics: MetricsCallback,
+        evaluate: Evaluator | None = None,
+    ):
         self.env = env
+        self.evaluate = evaluate  # scores the online network every config.eval_interval agent steps
         self.learner = learner
         self.replay = replay
         self.config = config
         self.on_metrics = on_metrics
-        self.rng = np.random.default_rng(config.seed)
+        self.seeds = run_seeds(config.seed)
+        self.exploration_rng = np.random.default_rng(self.seeds.exploration)
+        self.replay_rng = np.random.default_rng(self.seeds.replay)
         self.result = TrainingResult()
         self.stats = IntervalStats(0)
         self.next_log = config.log_interval
+        self.next_eval = config.eval_interval
+        self.pending_eval: dict[str, float] = {}  # the latest evaluation's metrics, for the next curve row
         self.resumes = 0
         self.games: GamesInPlay | None = None  # None: new games start when the loop does
         self._stop_signal: int | None = None
@@ -99,8 +115,11 @@ class DQNTrainer:
                 "wall_time_s": self.result.wall_time_s + time.perf_counter() - self._started,
                 "curve": self.result.curve,
                 "next_log": self.next_log,
+                "next_eval": self.next_eval,
+                "eval_wall_time_s": self.result.eval_wall_time_s,
                 "resumes": self.resumes,
-                "rng": self.rng.bit_generator.state,
+                "exploration_rng": self.exploration_rng.bit_generator.state,
+                "replay_rng": self.replay_rng.bit_generator.state,
                 "interval": {"losses": self.stats.losses, "q_means": self.stats.q_means, "returns": self.stats.returns},
             },
         )
@@ -115,10 +134,13 @@ class DQNTrainer:
             steps=mine["steps"],
             updates=self.learner.updates,
             wall_time_s=mine["wall_time_s"],
+            eval_wall_time_s=mine["eval_wall_time_s"],
         )
         self.next_log = mine["next_log"]
+        self.next_eval = mine["next_eval"]
         self.resumes = mine["resumes"] + 1
-        self.rng.bit_generator.state = mine["rng"]
+        self.exploration_rng.bit_generator.state = mine["exploration_rng"]
+        self.replay_rng.bit_generator.state = mine["replay_rng"]
         self.stats.reset(self.result.steps)
         interval = mine["interval"]
         self.stats.losses, self.stats.q_means, self.stats.returns = (
@@ -165,6 +187,14 @@ class DQNTrainer:
         self.result.wall_time_s += time.perf_counter() - self._started
         return self.result
 
+    def _evaluate_now(self) -> None:
+        """Score the online network on the validation games; its own seeds leave training's streams untouched."""
+        started = time.perf_counter()
+        self.pending_eval = self.evaluate(self.learner.online)
+        self.result.eval_wall_time_s += time.perf_counter() - started
+        self.on_metrics(self.pending_eval, self.result.steps)
+        self.next_eval = (self.result.steps // self.config.eval_interval + 1) * self.config.eval_interval
+
     def _loop(self, on_checkpoint, checkpoint_interval: int, show_progress: bool) -> None:
         config, env, replay, learner, result, stats = (
             self.config,
@@ -176,7 +206,7 @@ class DQNTrainer:
         )
         num_actions = int(env.single_action_space.n)
         if self.games is None:
-            observations, info = env.reset(seed=config.seed + 7919 * self.resumes)
+            observations, info = env.reset(seed=emulator_seeds(self.seeds.emulators, env.num_envs, self.resumes))
             self.games = GamesInPlay.started(observations, info["lives"])
         games = self.games
         next_checkpoint = (
@@ -191,11 +221,11 @@ class DQNTrainer:
                 greedy = learner.greedy_actions(games.observations)
             else:
                 greedy = np.zeros(env.num_envs, dtype=np.int32)
-            actions = epsilon_greedy(greedy, epsilon, num_actions, self.rng)
+            actions = epsilon_greedy(greedy, epsilon, num_actions, self.exploration_rng)
             env.send(actions)
             # Sampled while the emulators step, from the memory before this step's transitions.
             due = updates_due(result.steps, config) - learner.updates if replay.sampleable() > 0 else 0
-            batches = [replay.sample(config.batch_size, self.rng) for _ in range(due)]
+            batches = [replay.sample(config.batch_size, self.replay_rng) for _ in range(due)]
             next_observations, rewards, terminated, truncated, info = env.recv()
             next_greedy = np.empty(0, np.int32)
             for index, batch in enumerate(batches):
@@ -229,8 +259,11 @@ class DQNTrainer:
             games.observations, games.greedy_actions = next_observations, next_greedy
             bar.update(int(acted.sum()))
 
+            if self.evaluate and config.eval_interval and result.steps >= self.next_eval:
+                self._evaluate_now()
             if result.steps >= self.next_log or result.steps >= config.steps:
                 row = stats.row(result.steps, len(result.episode_returns), learner.updates, epsilon)
+                row, self.pending_eval = row | self.pending_eval, {}
                 result.curve.append({"step": result.steps, **row})
                 self.on_metrics({key: value for key, value in row.items() if not math.isnan(value)}, result.steps)
                 self.next_log = (result.steps // config.log_interval + 1) * config.log_interval

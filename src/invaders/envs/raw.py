@@ -8,6 +8,7 @@ settings (frame skip, sticky actions) are the id's own; only the frame cap comes
 from __future__ import annotations
 
 import gymnasium
+import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.wrappers import FrameStackObservation
 
@@ -28,7 +29,7 @@ def make_raw_env(config: EnvConfig):
 def make_raw_vector_env(config: EnvConfig, num_envs: int):
     """``num_envs`` raw-frame games stepped together, with the interface of ale-py's ``AtariVectorEnv``.
 
-    ``reset(seed=s)`` seeds game i with ``s + i``. Observations are ``(num_envs, 3, 210, 160, 3)`` uint8:
+    ``reset`` takes seeds as ``AtariVectorEnv`` does (see ``RawVectorEnv``). Observations are ``(num_envs, 3, 210, 160, 3)`` uint8:
     the last 3 frames, oldest first, zeros before the first frame of a game. Autoreset is next-step:
     after a step that ends a game, the next step ignores its action and returns the first observation
     of a new game with reward 0. ``info`` holds ``lives`` and ``episode_frame_number`` arrays.
@@ -37,4 +38,19 @@ def make_raw_vector_env(config: EnvConfig, num_envs: int):
     def make_one():
         return FrameStackObservation(make_raw_env(config), stack_size=RAW_WINDOW, padding_type="zero")
 
-    return SyncVectorEnv([make_one for _ in range(num_envs)], autoreset_mode=AutoresetMode.NEXT_STEP)
+    return RawVectorEnv([make_one for _ in range(num_envs)], autoreset_mode=AutoresetMode.NEXT_STEP)
+
+
+class RawVectorEnv(SyncVectorEnv):
+    """gymnasium's ``SyncVectorEnv`` with ale-py's reset seeds: an int seeds game i with ``seed + i``, an
+    array gives one seed per game being reset (the games ``options["reset_mask"]`` selects, else all)."""
+
+    def reset(self, *, seed=None, options=None):
+        if isinstance(seed, np.ndarray):
+            mask = (options or {}).get("reset_mask")
+            chosen = np.flatnonzero(mask) if mask is not None else range(self.num_envs)
+            per_game: list[int | None] = [None] * self.num_envs
+            for game, game_seed in zip(chosen, seed, strict=True):
+                per_game[game] = int(game_seed)
+            seed = per_game
+        return super().reset(seed=seed, options=options)

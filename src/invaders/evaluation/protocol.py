@@ -1,7 +1,9 @@
-"""The evaluation protocol: whole games, unclipped game score, a fixed epsilon, fixed seeds.
+"""The evaluation protocol: whole games, unclipped game score, a fixed epsilon, seeded games.
 
-Each of the parallel games plays the same share of the episodes, so short games are not
-over-represented (taking the first N games to finish across environments would favour them).
+Game ``k`` of an evaluation starts its emulator with seed ``first_seed + k`` (``invaders.seeding.game_seeds``),
+whichever of the parallel environments plays it, and the games come back in that order. So every agent
+evaluated on one seed range plays the same games, game by game: the basis of the paired champion test.
+Exactly ``episodes`` games are started and each is played to its end, so short games are not over-represented.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from invaders.progress import progress_bar
+from invaders.seeding import game_seeds
 
 ActionChooser = Callable[[np.ndarray], np.ndarray]
 
@@ -22,57 +25,56 @@ class Episode:
     steps: int  # agent steps
     frames: int  # emulator frames
     truncated: bool  # stopped by the frame cap, not by game over
-
-
-def episode_quotas(episodes: int, num_envs: int) -> np.ndarray:
-    """Episodes each environment plays: as equal as possible, the first ones take the remainder."""
-    quotas = np.full(num_envs, episodes // num_envs)
-    quotas[: episodes % num_envs] += 1
-    return quotas
+    seed: int = -1  # the emulator seed the game started from (-1: a recorded game that did not say)
 
 
 def play_episodes(
     env,
     choose_actions: ActionChooser,
     episodes: int,
-    seed: int,
+    first_seed: int,
     gif_max_frames: int = 0,
     show_progress: bool = True,
 ) -> tuple[list[Episode], list[np.ndarray]]:
-    """Play ``episodes`` whole games; return them in order and the frames of the first game of env 0."""
-    quotas = episode_quotas(episodes, env.num_envs)
-    played = np.zeros(env.num_envs, dtype=int)
-    observations, _ = env.reset(seed=seed)
+    """Play games ``first_seed``, ``first_seed + 1``, ... (``episodes`` of them) to their ends; return them in
+    seed order and up to ``gif_max_frames`` frames of game 0."""
+    seeds = game_seeds(first_seed, episodes)
+    starting = min(env.num_envs, episodes)
+    # Environments beyond the games asked for replay one of them, never counted (game -1).
+    game_of = np.concatenate([np.arange(starting), np.full(env.num_envs - starting, -1)])
+    observations, _ = env.reset(seed=seeds[np.arange(env.num_envs) % episodes])
+    next_game = starting
     scores = np.zeros(env.num_envs)
     steps = np.zeros(env.num_envs, dtype=int)
-    finals = np.zeros(env.num_envs, dtype=bool)
-    results: list[Episode] = []
+    results: dict[int, Episode] = {}
     gif_frames: list[np.ndarray] = []
     bar = progress_bar(episodes, "episodes", show_progress)
     bar.unit = "game"
     while len(results) < episodes:
-        if played[0] == 0 and len(gif_frames) < gif_max_frames:
+        if game_of[0] == 0 and len(gif_frames) < gif_max_frames:
             gif_frames.append(observations[0, -1].copy())
         observations, rewards, terminated, truncated, info = env.step(choose_actions(observations))
-        acted = ~finals
-        scores += np.where(acted, rewards, 0)
-        steps += acted
-        ended = (terminated | truncated) & acted
-        for game in np.flatnonzero(ended):
-            if played[game] < quotas[game]:
-                played[game] += 1
-                results.append(
-                    Episode(
-                        float(scores[game]),
-                        int(steps[game]),
-                        int(info["episode_frame_number"][game]),
-                        bool(truncated[game]),
-                    )
-                )
-                bar.update(1)
-                bar.set_postfix(score=f"{scores[game]:.0f}", refresh=False)
+        scores += rewards
+        steps += 1
+        ended = terminated | truncated
+        for game_env in np.flatnonzero(ended & (game_of >= 0)):
+            results[int(game_of[game_env])] = Episode(
+                float(scores[game_env]),
+                int(steps[game_env]),
+                int(info["episode_frame_number"][game_env]),
+                bool(truncated[game_env]),
+                int(seeds[game_of[game_env]]),
+            )
+            bar.update(1)
+            bar.set_postfix(score=f"{scores[game_env]:.0f}", refresh=False)
+            game_of[game_env] = next_game if next_game < episodes else -1
+            next_game += 1
+        if ended.any() and len(results) < episodes:
+            # Start the next games now, each with its own seed; the others are untouched (no autoreset step).
+            restart = ended & (game_of >= 0)
+            if restart.any():
+                observations, _ = env.reset(seed=seeds[game_of[restart]], options={"reset_mask": restart})
         scores[ended] = 0.0
         steps[ended] = 0
-        finals = ended
     bar.close()
-    return results, gif_frames
+    return [results[game] for game in range(episodes)], gif_frames

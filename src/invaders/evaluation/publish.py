@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,9 @@ from invaders.config import EvaluationConfig, Params, as_flat_dict, build_params
 from invaders.evaluation.protocol import Episode
 from invaders.evaluation.statistics import bootstrap_ci, summarize
 from invaders.names import Metric, Tag
-from invaders.tracking.run import Run
+
+if TYPE_CHECKING:  # the evaluation package logs through the run it is handed, never imports tracking
+    from invaders.tracking.run import Run
 
 
 def protocol_params(params: Params) -> dict[str, object]:
@@ -21,9 +24,16 @@ def protocol_params(params: Params) -> dict[str, object]:
     return {
         **as_flat_dict(params.env, "env"),
         "evaluation.episodes": evaluation.episodes,
-        "evaluation.seed": evaluation.seed,
+        "evaluation.split": evaluation.split,
+        "evaluation.first_seed": evaluation.first_seed(evaluation.split),
         "evaluation.num_envs": evaluation.num_envs,
     }
+
+
+def games_label(evaluation: EvaluationConfig) -> str:
+    """Which games an evaluation played, in words: ``test games 1000-1029``."""
+    first = evaluation.first_seed(evaluation.split)
+    return f"{evaluation.split} games {first}-{first + evaluation.episodes - 1}"
 
 
 def protocol_label(params: Params, epsilon: float) -> str:
@@ -38,7 +48,7 @@ def protocol_label(params: Params, epsilon: float) -> str:
             f"{f'up to {env.noop_max} no-op starts' if env.noop_max else 'no no-op starts'}"
         )
     cap = f"cut at {env.max_episode_frames:,} frames"
-    return f"{emulator}, eps {epsilon:g}, whole games {cap}, unclipped score"
+    return f"{emulator}, eps {epsilon:g}, whole games {cap}, unclipped score, {games_label(params.evaluation)}"
 
 
 def default_protocol() -> str:
@@ -68,6 +78,7 @@ def publish_scores(
     table = pd.DataFrame(
         {
             "episode": np.arange(len(episodes)),
+            "seed": [episode.seed for episode in episodes],
             Metric.GAME_SCORE: scores,
             "steps": [episode.steps for episode in episodes],
             "frames": [episode.frames for episode in episodes],

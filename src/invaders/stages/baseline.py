@@ -20,13 +20,14 @@ def baseline(params: Params, run: Run, workspace: Workspace) -> dict[str, float]
     run.log_params({**protocol_params(params), "agent": "random"})
     run.set_tags({Tag.AGENT: "random"})
     env = make_vector_env(params.env, min(evaluation.num_envs, evaluation.episodes))
-    rng = np.random.default_rng(evaluation.seed)
+    first_seed = evaluation.first_seed(evaluation.split)
+    rng = np.random.default_rng(first_seed)
     num_actions = int(env.single_action_space.n)
 
     def random_actions(observations):
         return rng.integers(0, num_actions, len(observations)).astype(np.int32)
 
-    episodes, _ = play_episodes(env, random_actions, evaluation.episodes, evaluation.seed)
+    episodes, _ = play_episodes(env, random_actions, evaluation.episodes, first_seed)
     summary = publish_scores(episodes, workspace.baseline_results, run, params, epsilon=1.0)
     print(score_line("random agent", summary))
     return summary

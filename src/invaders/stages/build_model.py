@@ -8,6 +8,7 @@ from invaders import files
 from invaders.config import Params, as_flat_dict
 from invaders.names import Metric
 from invaders.pipeline import Step, Workspace
+from invaders.seeding import run_seeds
 from invaders.tracking.run import Run
 
 
@@ -22,9 +23,14 @@ def build_model(params: Params, run: Run, workspace: Workspace) -> dict[str, flo
         params.model.network, params.model.dueling, observation_shape(params.env), num_actions(params.env)
     )
     run.log_params(
-        {**as_flat_dict(params.model, "model"), "input_shape": spec.input_shape, "num_actions": spec.num_actions}
+        {
+            **as_flat_dict(params.model, "model"),
+            "train.seed": params.train.seed,
+            "input_shape": spec.input_shape,
+            "num_actions": spec.num_actions,
+        }
     )
-    keras.utils.set_random_seed(params.model.seed)
+    keras.utils.set_random_seed(run_seeds(params.train.seed).weights)
     model = build_q_network(spec)
     summary = io.StringIO()
     model.summary(print_fn=lambda line, **_: summary.write(line + "\n"))

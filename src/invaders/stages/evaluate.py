@@ -51,9 +51,8 @@ def _evaluate(
     version: str | None = None,
     uri: str = "",
 ) -> dict[str, float]:
-    from invaders.agents.policy import EpsilonGreedyPolicy, GreedyPolicy
-    from invaders.envs.atari import make_vector_env, num_actions, observation_shape
-    from invaders.evaluation.protocol import play_episodes
+    from invaders.agents.policy import play_evaluation
+    from invaders.envs.atari import num_actions, observation_shape
     from invaders.models.networks import check_fits, load_model
     from invaders.reporting.animation import write_gif
     from invaders.tracking.mlflow_tracking import run_name, short_steps
@@ -65,7 +64,7 @@ def _evaluate(
         return _publish_recorded(params, run, agent_dir, output)
     evaluation = params.evaluation
     agent = AgentCard.read(agent_dir)
-    model, spec = load_model(agent_dir)
+    model, spec = load_model(agent_dir, precision=agent.precision or "float32")
     trained_with = params
     if (agent_dir / "params.yaml").is_file():
         try:
@@ -91,9 +90,9 @@ def _evaluate(
     version = version or register_evaluated(run, agent_dir, params.tracking.experiment, agent, weights_sha)
     if (agent_dir / SHIPPED_CURVE).is_file():
         _log_shipped_curve(agent_dir / SHIPPED_CURVE, run)
-    env = make_vector_env(params.env, min(evaluation.num_envs, evaluation.episodes))
-    policy = EpsilonGreedyPolicy(GreedyPolicy(model), spec.num_actions, evaluation.epsilon, evaluation.seed)
-    episodes, frames = play_episodes(env, policy, evaluation.episodes, evaluation.seed, evaluation.gif_max_frames)
+    episodes, frames = play_evaluation(
+        model, params.env, evaluation, evaluation.split, gif_max_frames=evaluation.gif_max_frames
+    )
     summary = publish_scores(episodes, output, run, params, evaluation.epsilon)
     run.log_metrics({Metric.AGENT_TRAIN_STEPS: agent.train_steps, Metric.AGENT_WALL_TIME_S: agent.wall_time_s})
     if version:
@@ -124,7 +123,9 @@ def _publish_recorded(params: Params, run: Run, agent_dir: Path, output: Path) -
     recorded = dataclasses.replace(params, env=trained_with.env, evaluation=trained_with.evaluation)
     table = pd.read_csv(agent_dir / RECORDED_EPISODES)
     episodes = [
-        Episode(float(row.game_score), int(row.steps), int(row.frames), bool(row.truncated))
+        Episode(
+            float(row.game_score), int(row.steps), int(row.frames), bool(row.truncated), int(getattr(row, "seed", -1))
+        )
         for row in table.itertuples()
     ]
     if len(episodes) != recorded.evaluation.episodes:

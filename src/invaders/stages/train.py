@@ -12,7 +12,7 @@ from invaders import files
 from invaders.agents.card import AgentCard
 from invaders.backends import TrainingJob, can_resume, get_backend, recent_score
 from invaders.config import Params, as_flat_dict
-from invaders.hardware import cpu_description, learner_precision
+from invaders.hardware import cpu_description, learner_precision, update_path
 from invaders.names import Metric, Tag
 from invaders.pipeline import Step, Workspace
 from invaders.resume import CheckpointWriter, fingerprint, resumable_run
@@ -60,7 +60,7 @@ def train(params: Params, run: Run, workspace: Workspace) -> dict[str, float]:
         Tag.RUN_NAME: run_name(f"train {short_steps(config.steps)} seed {config.seed}"),
         Tag.CPU: cpu_description(),
     }
-    run.set_tags(tags | ({Tag.PRECISION: precision} if precision else {}))
+    run.set_tags(tags | ({Tag.PRECISION: precision, Tag.UPDATE_PATH: update_path(precision)} if precision else {}))
     checkpoints = None
     if can_resume(config.backend):
         current = fingerprint(params, workspace.initial / "weights.npz")
@@ -86,13 +86,16 @@ def train(params: Params, run: Run, workspace: Workspace) -> dict[str, float]:
         Metric.TOTAL_GAMES: len(result.episode_returns),
         Metric.WALL_TIME_S: round(result.wall_time_s, 1),
         Metric.MEAN_STEPS_PER_SECOND: result.steps / max(result.wall_time_s, 1e-9),
+        Metric.EVAL_WALL_TIME_S: round(result.eval_wall_time_s, 1),
     }
+    if precision:  # in the metrics file, so `dvc exp show` lists the arithmetic each run trained in
+        metrics |= {Metric.PRECISION: precision, Metric.UPDATE_PATH: update_path(precision)}
     if (score := recent_score(result.episode_returns)) is not None:
         metrics[Metric.GAME_SCORE_LAST20_MEAN] = score
     with files.atomic_path(workspace.train_results / "curve.csv") as temporary:
         pd.DataFrame(result.curve).to_csv(temporary, index=False)
     files.write_json(workspace.train_results / "metrics.json", metrics)
-    run.log_metrics(metrics, step=result.steps)
+    run.log_metrics({key: value for key, value in metrics.items() if not isinstance(value, str)}, step=result.steps)
     run.log_artifact(workspace.trained, "model")
     run.log_artifact(workspace.train_results / "curve.csv")
     _register(card, params, run, workspace)
