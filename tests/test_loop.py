@@ -113,3 +113,42 @@ def test_evaluation_with_the_same_seed_plays_the_same_games():
 
     assert scores(5) == scores(5)
     assert scores(5) != scores(6), "the seed decides the games"
+
+
+def test_evaluation_while_training_is_logged_on_schedule_and_changes_nothing_learned():
+    """Every eval_interval agent steps the evaluator scores the online network; its metrics reach the log at that
+    step and the curve row, and training with it is bit-identical to training without it."""
+    import keras
+
+    def train(with_evaluation: bool):
+        keras.utils.set_random_seed(0)
+        config = TrainConfig(
+            steps=120, num_envs=2, replay_capacity=1_000, warmup_fraction=0.25, n_step=1, log_interval=20,
+            eval_interval=40,
+        )  # fmt: skip
+        learner = DQNLearner(linear_q_network(), linear_q_network(), config)
+        replay = FrameReplay(config.replay_capacity, 2, (2, 2), 4, config.n_step, config.gamma)
+        logged = []
+        calls = []
+
+        def evaluate():
+            calls.append(learner.updates)
+            learner.greedy_actions(np.zeros((2, 4, 2, 2), np.uint8))  # acts with the online network, as a game would
+            return {"eval/score_mean": float(len(calls))}
+
+        trainer = DQNTrainer(
+            GAME(num_envs=2, size=2), learner, replay, config, lambda metrics, step: logged.append((step, metrics)),
+            evaluate if with_evaluation else None,
+        )  # fmt: skip
+        result = trainer.run(show_progress=False)
+        return result, logged, learner.online.get_weights()
+
+    result, logged, weights = train(True)
+    evaluated = [(step, metrics["eval/score_mean"]) for step, metrics in logged if "eval/score_mean" in metrics]
+    assert [step for step, _ in evaluated] == [40, 80, 120]
+    rows = {row["step"]: row.get("eval/score_mean") for row in result.curve}
+    assert [rows[step] for step in (40, 80, 120)] == [1.0, 2.0, 3.0] and rows[20] is None
+    assert result.eval_wall_time_s > 0
+    plain, _, plain_weights = train(False)
+    assert all(np.array_equal(a, b) for a, b in zip(weights, plain_weights))
+    assert plain.episode_returns == result.episode_returns

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from invaders.agents.dqn import DQNLearner
-from invaders.agents.policy import play_evaluation
+from invaders.agents.policy import GreedyPolicy, play_evaluation
 from invaders.agents.training import DQNTrainer
 from invaders.backends import MetricsCallback, TrainedAgent, TrainingJob
 from invaders.config import Params
@@ -77,13 +77,14 @@ def build_trainer(params: Params, initial: Path, on_metrics: MetricsCallback) ->
     check_memory(config.replay_capacity, int(replay.nbytes * written), available_memory())
     learner = DQNLearner(online, build_q_network(spec, precision=precision), config, precision)
     env = make_vector_env(params.env, config.num_envs)
-    return DQNTrainer(env, learner, replay, config, on_metrics, functools.partial(validation_scores, params)), spec
+    evaluate = functools.partial(validation_scores, params, GreedyPolicy(online))  # compiled once, reused
+    return DQNTrainer(env, learner, replay, config, on_metrics, evaluate), spec
 
 
-def validation_scores(params: Params, model) -> dict[str, float]:
-    """``model`` on the first ``train.eval_episodes`` validation games: the mean score and its bootstrap CI."""
+def validation_scores(params: Params, greedy: GreedyPolicy) -> dict[str, float]:
+    """The agent acting by ``greedy`` on the first ``train.eval_episodes`` validation games: the mean score and its bootstrap CI."""
     episodes, _ = play_evaluation(
-        model, params.env, params.evaluation, "validation", params.train.eval_episodes, show_progress=False
+        greedy, params.env, params.evaluation, "validation", params.train.eval_episodes, show_progress=False
     )
     scores = np.array([episode.score for episode in episodes])
     low, high = bootstrap_ci(scores, params.report.confidence, EVAL_BOOTSTRAP_SAMPLES)

@@ -40,7 +40,7 @@ class EpsilonGreedyPolicy:
 
 
 def play_evaluation(
-    model,
+    greedy: GreedyPolicy,
     env_config: EnvConfig,
     evaluation: EvaluationConfig,
     split: str,
@@ -48,7 +48,7 @@ def play_evaluation(
     gif_max_frames: int = 0,
     show_progress: bool = True,
 ) -> tuple[list[Episode], list[np.ndarray]]:
-    """``model`` plays the evaluation protocol on the ``split`` games (test or validation): the first
+    """The agent acting by ``greedy`` plays the evaluation protocol on the ``split`` games (test or validation): the first
     ``episodes`` of them (``evaluation.episodes`` by default) at ``evaluation.epsilon``. The epsilon draws are
     seeded by the range too, so the same agent on the same games plays the same way."""
     from invaders.envs.atari import make_vector_env, num_actions
@@ -56,7 +56,7 @@ def play_evaluation(
     episodes = episodes or evaluation.episodes
     first_seed = evaluation.first_seed(split)
     env = make_vector_env(env_config, min(evaluation.num_envs, episodes))
-    policy = EpsilonGreedyPolicy(GreedyPolicy(model), num_actions(env_config), evaluation.epsilon, first_seed)
+    policy = EpsilonGreedyPolicy(greedy, num_actions(env_config), evaluation.epsilon, first_seed)
     try:
         return play_episodes(env, policy, episodes, first_seed, gif_max_frames, show_progress)
     finally:

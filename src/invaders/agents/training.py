@@ -28,7 +28,7 @@ from invaders.progress import progress_bar
 from invaders.replay.frame_replay import FrameReplay
 from invaders.seeding import emulator_seeds, run_seeds
 
-Evaluator = Callable[[Any], dict[str, float]]  # the online network -> evaluation metrics (invaders.names)
+Evaluator = Callable[[], dict[str, float]]  # scores the online network now: evaluation metrics (invaders.names)
 
 
 def exploration_epsilon(step: int, config: TrainConfig) -> float:
@@ -190,7 +190,7 @@ class DQNTrainer:
     def _evaluate_now(self) -> None:
         """Score the online network on the validation games; its own seeds leave training's streams untouched."""
         started = time.perf_counter()
-        self.pending_eval = self.evaluate(self.learner.online)
+        self.pending_eval = self.evaluate()
         self.result.eval_wall_time_s += time.perf_counter() - started
         self.on_metrics(self.pending_eval, self.result.steps)
         self.next_eval = (self.result.steps // self.config.eval_interval + 1) * self.config.eval_interval
@@ -263,8 +263,8 @@ class DQNTrainer:
                 self._evaluate_now()
             if result.steps >= self.next_log or result.steps >= config.steps:
                 row = stats.row(result.steps, len(result.episode_returns), learner.updates, epsilon)
-                row, self.pending_eval = row | self.pending_eval, {}
-                result.curve.append({"step": result.steps, **row})
+                result.curve.append({"step": result.steps, **row, **self.pending_eval})
+                self.pending_eval = {}
                 self.on_metrics({key: value for key, value in row.items() if not math.isnan(value)}, result.steps)
                 self.next_log = (result.steps // config.log_interval + 1) * config.log_interval
             if on_checkpoint and next_checkpoint and result.steps >= next_checkpoint and result.steps < config.steps:

@@ -51,7 +51,7 @@ def _evaluate(
     version: str | None = None,
     uri: str = "",
 ) -> dict[str, float]:
-    from invaders.agents.policy import play_evaluation
+    from invaders.agents.policy import GreedyPolicy, play_evaluation
     from invaders.envs.atari import num_actions, observation_shape
     from invaders.models.networks import check_fits, load_model
     from invaders.reporting.animation import write_gif
@@ -91,7 +91,7 @@ def _evaluate(
     if (agent_dir / SHIPPED_CURVE).is_file():
         _log_shipped_curve(agent_dir / SHIPPED_CURVE, run)
     episodes, frames = play_evaluation(
-        model, params.env, evaluation, evaluation.split, gif_max_frames=evaluation.gif_max_frames
+        GreedyPolicy(model), params.env, evaluation, evaluation.split, gif_max_frames=evaluation.gif_max_frames
     )
     summary = publish_scores(episodes, output, run, params, evaluation.epsilon)
     run.log_metrics({Metric.AGENT_TRAIN_STEPS: agent.train_steps, Metric.AGENT_WALL_TIME_S: agent.wall_time_s})
