@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from invaders.tracking.server import APP, Layout, ServerError, add_user, check_app, start, stop
+from invaders.tracking.server import APP, Layout, ServerError, check_app, start, stop
+from invaders.tracking.server_users import add_user
 
 
 def rss_mb(pids: list[int]) -> float:
