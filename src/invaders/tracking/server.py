@@ -426,6 +426,21 @@ def server_logs(layout: Layout) -> list[Path]:
     return [layout.log, layout.postgres / "postgres.log"]
 
 
+def start_database(layout: Layout) -> dict[str, str]:
+    """Start PostgreSQL, making the secrets, the cluster and its database on first use; returns the secrets."""
+    values = load_secrets(layout)
+    state = read_state(layout)
+    if "pg_port" not in state:
+        state["pg_port"] = _free_port()
+        layout.state.write_text(json.dumps(state, indent=1) + "\n")
+    if not (layout.data / "PG_VERSION").exists():
+        init_postgres(layout, values["database_password"])
+    else:
+        start_postgres(layout)
+    _write_config(layout, values)
+    return values
+
+
 def start(
     layout: Layout,
     host: str = "127.0.0.1",
@@ -440,16 +455,8 @@ def start(
     warning = bind_warning(host, port)
     if warning:
         say(warning)
-    values = load_secrets(layout)
+    values = start_database(layout)
     state = read_state(layout)
-    if "pg_port" not in state:
-        state["pg_port"] = _free_port()
-        layout.state.write_text(json.dumps(state, indent=1) + "\n")
-    if not (layout.data / "PG_VERSION").exists():
-        init_postgres(layout, values["database_password"])
-    else:
-        start_postgres(layout)
-    _write_config(layout, values)
     every_interface = host in ("0.0.0.0", "::")
     url = f"http://{'127.0.0.1' if every_interface else host}:{port}"  # how this machine reaches it
     public_url = public_url or (f"http://{socket.getfqdn()}:{port}" if every_interface else url)
@@ -653,7 +660,11 @@ def _run_command(args: argparse.Namespace, layout: Layout) -> None:
         archive = server_backup.backup(layout)
         say(f"backed up to {archive}")
         migrated = migrate(layout)
-        say(f"migrated: {'; '.join(migrated)}" if migrated else "the schemas were already the installed MLflow's")
+        say(
+            f"migrated to the installed MLflow's schemas (were: {'; '.join(migrated)})"
+            if migrated
+            else "the schemas were already the installed MLflow's"
+        )
         say(f"MLflow server on {start(layout, **options)} ({time.monotonic() - began:.1f} s)")
     elif args.command == "supervise":
         from invaders.tracking.supervisor import supervise
