@@ -52,7 +52,10 @@ GUNICORN_OPTS = "--timeout 600"
 # MLflow's basic-auth app, with run requests authorized without loading the whole run (auth_app.py; the
 # `mlflow.app` entry point in pyproject.toml). The users, grants and client are basic-auth's.
 APP = "invaders-auth"
-AUTH_CACHE_SECONDS = 300
+# Each worker keeps a login it checked this long: a password reset or changed, or a user removed, is refused at
+# once by the worker that handled the change, and by the other within this time (one re-hash per user and
+# worker every 10 s costs nothing measurable).
+AUTH_CACHE_SECONDS = 10
 # PostgreSQL acknowledges a commit before its WAL reaches the disk (~3 ms of fsync per write request, more on a
 # busy disk). A crash of PostgreSQL or of the machine may lose the last <= 0.6 s of acknowledged writes (3 x
 # wal_writer_delay); the database stays consistent, and a crash of the MLflow server alone loses nothing.

@@ -130,13 +130,13 @@ def restore(archive_path: Path, layout: Layout) -> dict:
     if not archive_path.is_file():
         raise ServerError(f"FILE={archive_path}: no such file")
     try:
-        with tarfile.open(archive_path) as archive:
+        with tarfile.open(archive_path, "r:") as archive:
             names = set(archive.getnames())
             if not set(MEMBERS) <= names:
                 raise ServerError(f"FILE={archive_path}: not a server backup (no {' or '.join(MEMBERS)} in it)")
             manifest = json.load(archive.extractfile("manifest.json"))
-    except tarfile.TarError as error:
-        raise ServerError(f"FILE={archive_path}: not a server backup ({error})") from None
+    except tarfile.TarError:
+        raise ServerError(f"FILE={archive_path}: not a server backup (not a tar archive)") from None
     root = layout.root
     if root.exists() and any(root.iterdir()):
         raise ServerError(f"--dir {root}: not empty; restore into a new folder (then point the team at it)")
@@ -144,7 +144,7 @@ def restore(archive_path: Path, layout: Layout) -> dict:
     staging = Layout(Path(tempfile.mkdtemp(prefix=f".{root.name}.restoring-", dir=root.parent)))
     staging.root.chmod(0o711)  # as root, the postgres user reaches its cluster through it
     try:
-        with tarfile.open(archive_path) as archive:
+        with tarfile.open(archive_path, "r:") as archive:
             archive.extractall(staging.root, filter="data")
         staging.secrets.chmod(0o600)
         secrets = json.loads(staging.secrets.read_text())
