@@ -594,6 +594,7 @@ def _parser() -> argparse.ArgumentParser:
     unit = commands.add_parser("unit", help="write a systemd unit that runs `supervise` at boot")
     unit.add_argument("--host", default="127.0.0.1")
     unit.add_argument("--port", type=int, default=DEFAULT_PORT)
+    unit.add_argument("--public-url", default="", help="the URL teammates use, written into their login files")
     return parser
 
 
@@ -679,7 +680,7 @@ def _run_command(args: argparse.Namespace, layout: Layout) -> None:
 
         path = layout.root / "invaders-server.service"
         layout.root.mkdir(parents=True, exist_ok=True)
-        path.write_text(unit(layout, args.host, args.port, project_root()))
+        path.write_text(unit(layout, args.host, args.port, project_root(), args.public_url))
         say(f"wrote {path}; install it: cp {path} /etc/systemd/system/ && systemctl enable --now invaders-server")
 
 

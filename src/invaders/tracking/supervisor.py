@@ -88,10 +88,12 @@ def _check(layout: Layout, url: str, silent_since: float | None, start_options: 
     return silent_since
 
 
-def unit(layout: Layout, host: str, port: int, repo: Path) -> str:
+def unit(layout: Layout, host: str, port: int, repo: Path, public_url: str = "") -> str:
     """A systemd unit that runs the supervisor at boot: ``make server-unit`` writes it, the admin installs it."""
     user = "" if os.geteuid() == 0 else f"User={getpass.getuser()}\n"  # as root, PostgreSQL runs as postgres
     command = f"{sys.executable} -m invaders.tracking.server --dir {layout.root} supervise --host {host} --port {port}"
+    if public_url:
+        command += f" --public-url {public_url}"
     return (
         "[Unit]\n"
         f"Description=invaders team tracking server (PostgreSQL + MLflow) in {layout.root}\n"
