@@ -720,6 +720,9 @@ def test_a_backup_taken_while_a_stage_logs_restores_everything_into_a_new_folder
     server_cli(target, "start", "--port", str(port))
     print(f"backup {backup_seconds:.1f} s, {archive.stat().st_size / 2**20:.2f} MiB; restore {restore_seconds:.1f} s")
 
+    for private in ("secrets.json", "users/alice.env", "users/bob.env"):
+        assert (target / private).stat().st_mode & 0o777 == 0o600, private
+    assert (target / "users").stat().st_mode & 0o777 == 0o700
     restored = {name: login(target / "users" / f"{name}.env") for name in ("alice", "bob")}
     for env in restored.values():
         env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{port}"

@@ -1,8 +1,10 @@
 """The team's tracking server: PostgreSQL and ``mlflow server`` with MLflow's logins on it, on this machine.
 
-``python -m invaders.tracking.server start|stop|status|add-user`` (``make server``, ``make server-stop``,
-``make server-status``, ``make server-user``). Everything lives in one folder (``.server/`` at the
-repository root by default, git-ignored; ``--dir`` or ``INVADERS_SERVER_DIR``):
+``python -m invaders.tracking.server start|stop|status`` (``make server``, ``make server-stop``,
+``make server-status``); the users, backups, upgrades and supervision (docs/server.md) are subcommands of the
+same entry point, in ``server_users.py``, ``server_backup.py``, ``server_schema.py`` and ``supervisor.py``.
+Everything lives in one folder (``.server/`` at the repository root by default, git-ignored; ``--dir`` or
+``INVADERS_SERVER_DIR``):
 
 | path | what |
 |---|---|
@@ -13,7 +15,9 @@ repository root by default, git-ignored; ``--dir`` or ``INVADERS_SERVER_DIR``):
 | ``postgres/`` | the PostgreSQL cluster (``data/``, its socket folder, ``postgres.log``) |
 | ``artifacts/`` | the artifacts, served through the server (``--serve-artifacts``) |
 | ``mlflow.log``, ``mlflow.pid`` | the MLflow server's log and process (its process group is stopped) |
-| ``users/NAME.env`` (0600) | a user's ``MLFLOW_TRACKING_*`` variables, made by ``add-user`` |
+| ``users/NAME.env`` (0600) | a user's ``MLFLOW_TRACKING_*`` variables, made by ``add-user``, ``reset-password`` |
+| ``backups/`` | the archives ``backup`` writes (0600), the newest 7 by default |
+| ``invaders-server.service`` | the systemd unit ``unit`` writes |
 
 PostgreSQL refuses to run as root: as root its programs run as the ``postgres`` user (``runuser``).
 Secrets reach the servers through files and environment variables, never argv (``ps`` shows argv).

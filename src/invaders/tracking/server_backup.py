@@ -147,6 +147,8 @@ def restore(archive_path: Path, layout: Layout) -> dict:
         with tarfile.open(archive_path, "r:") as archive:
             archive.extractall(staging.root, filter="data")
         staging.secrets.chmod(0o600)
+        if staging.users.is_dir():
+            staging.users.chmod(0o700)  # the "data" filter gives extracted folders the default mode
         secrets = json.loads(staging.secrets.read_text())
         staging.state.write_text(json.dumps({"pg_port": _free_port()}, indent=1) + "\n")
         init_postgres(staging, secrets["database_password"])
