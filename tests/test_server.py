@@ -893,7 +893,8 @@ def test_the_supervisor_restarts_a_killed_mlflow_server_within_seconds(folders):
         restarted = time.monotonic() - began
         print(f"restarted {restarted:.1f} s after SIGKILL")
         assert not [pid for pid in all_pids() if proc_stat(pid)[2:3] == [str(killed)] and proc_stat(pid)[0] != "Z"]
-        supervisor.send_signal(signal.SIGTERM)
+        stopped = server_cli(folder, "stop")  # ends the supervisor, which stops both servers
+        assert "stopped: supervisor" in stopped.stderr
         _, stderr = supervisor.communicate(timeout=120)
     finally:
         if supervisor.poll() is None:

@@ -123,6 +123,10 @@ class Layout:
         return self.root / "mlflow.pid"
 
     @property
+    def supervisor_pid(self) -> Path:
+        return self.root / "supervisor.pid"
+
+    @property
     def users(self) -> Path:
         return self.root / "users"
 
@@ -373,13 +377,22 @@ def _group_alive(leader: int, since: str) -> bool:
     return False
 
 
-def mlflow_pid(layout: Layout) -> int | None:
-    """The PID of the MLflow server this folder started, if it still runs."""
-    if not layout.pid.exists():
+def record_pid(path: Path, pid: int) -> None:
+    path.write_text(json.dumps({"pid": pid, "start": _process_start(pid)}) + "\n")
+
+
+def recorded_pid(path: Path) -> int | None:
+    """The PID recorded in ``path`` if that process still runs (not another one that reused the number)."""
+    if not path.exists():
         return None
-    recorded = json.loads(layout.pid.read_text())
+    recorded = json.loads(path.read_text())
     pid = int(recorded["pid"])
     return pid if _process_start(pid) == recorded["start"] else None
+
+
+def mlflow_pid(layout: Layout) -> int | None:
+    """The PID of the MLflow server this folder started, if it still runs."""
+    return recorded_pid(layout.pid)
 
 
 def url_of(layout: Layout) -> str:
@@ -489,7 +502,7 @@ def start(
             command, cwd=layout.root, env=server_env(layout, values), stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-    layout.pid.write_text(json.dumps({"pid": process.pid, "start": _process_start(process.pid)}) + "\n")
+    record_pid(layout.pid, process.pid)
     state.update(url=url, public_url=public_url, host=host, port=port)
     layout.state.write_text(json.dumps(state, indent=1) + "\n")
     deadline = time.monotonic() + 120
@@ -538,8 +551,16 @@ def reap(pid: int) -> None:
 
 
 def stop(layout: Layout) -> list[str]:
-    """Stop the MLflow server, then PostgreSQL; returns what was running."""
+    """Stop the supervisor if one runs (it would start the server again), the MLflow server, then PostgreSQL;
+    returns what was running."""
     stopped = []
+    supervisor = recorded_pid(layout.supervisor_pid)
+    if supervisor not in (None, os.getpid()):
+        os.kill(supervisor, signal.SIGTERM)  # it stops both servers itself
+        deadline = time.monotonic() + 120
+        while recorded_pid(layout.supervisor_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stopped.append("supervisor")
     if stop_mlflow(layout):
         stopped.append("MLflow server")
     if (layout.data / "PG_VERSION").exists() and stop_postgres(layout):

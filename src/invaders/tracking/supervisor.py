@@ -25,6 +25,7 @@ from invaders.tracking.server import (
     pg_running,
     read_state,
     reap,
+    record_pid,
     rotate_log,
     say,
     server_logs,
@@ -45,6 +46,7 @@ def supervise(layout: Layout, **start_options) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, frame: stopping.append(number))
     url = start(layout, **start_options)
+    record_pid(layout.supervisor_pid, os.getpid())  # `stop` ends the supervisor first, not only what it watches
     local = read_state(layout)["url"]  # how this machine reaches it
     say(f"supervising the MLflow server on {url} and PostgreSQL (checks every {CHECK_SECONDS:g} s)")
     silent_since = None
@@ -62,6 +64,7 @@ def supervise(layout: Layout, **start_options) -> None:
                 time.sleep(RETRY_SECONDS)
     finally:
         stopped = stop(layout)
+        layout.supervisor_pid.unlink(missing_ok=True)
         say(f"supervisor stopped: {', '.join(stopped) or 'nothing was running'}")
 
 
