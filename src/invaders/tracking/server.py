@@ -684,6 +684,12 @@ def _run_command(args: argparse.Namespace, layout: Layout) -> None:
     elif args.command == "upgrade":
         from invaders.tracking.server_schema import migrate
 
+        supervisor = recorded_pid(layout.supervisor_pid)
+        if supervisor:
+            raise ServerError(
+                f"a supervisor (PID {supervisor}) would restart the server mid-upgrade: stop it first "
+                "(systemctl stop invaders-server, or make server-stop), upgrade, then start it again"
+            )
         stop_mlflow(layout)
         start_postgres(layout)
         archive = server_backup.backup(layout)
