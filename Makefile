@@ -7,6 +7,8 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: setup run test test-fast ui bench notebook ship lint format lock
 .PHONY: server-setup server server-stop server-status server-user server-import server-bench sweep
+.PHONY: server-users server-reset-password server-remove-user server-passwd server-backup server-restore
+.PHONY: server-upgrade server-supervise server-unit
 
 # The notebook's own experiment: keras-rl2's DQNAgent on SpaceInvaders-v0 raw frames, with its values.
 # `make notebook` trains 10k steps (~45 min here with one TF thread: TF_NUM_INTRAOP_THREADS=1
@@ -86,9 +88,47 @@ server-stop: setup
 server-status: setup
 	$(SERVER) status
 
-# make server-user NAME=alice ACCESS=EDIT (or READ): the login goes to .server/users/alice.env (mode 0600).
+# make server-user NAME=alice ACCESS=EDIT (or READ, MANAGE): the login goes to .server/users/alice.env (mode 0600).
 server-user: setup
 	$(SERVER) add-user "$(NAME)" "$(ACCESS)"
+
+# The users (docs/server.md "Users"): list with their rights; a new password into NAME's login file; remove
+# NAME; change your own password with your current login (LOGIN=path/to/your.env, rewritten with the new one).
+server-users: setup
+	$(SERVER) users
+
+server-reset-password: setup
+	$(SERVER) reset-password "$(NAME)"
+
+server-remove-user: setup
+	$(SERVER) remove-user "$(NAME)"
+
+LOGIN ?=
+server-passwd: setup
+	$(SERVER) --login "$(LOGIN)" passwd
+
+# One archive of the database (pg_dump, while the server runs) and the artifacts in .server/backups/ (or
+# BACKUP_DIR), the newest KEEP kept; make server-restore FILE=... SERVER_DIR=new-folder brings one back.
+KEEP ?= 7
+BACKUP_DIR ?=
+SERVER_DIR ?=
+server-backup: setup
+	$(SERVER) backup --keep $(KEEP) $(if $(BACKUP_DIR),--to "$(BACKUP_DIR)")
+
+server-restore: setup server-setup
+	$(SERVER) $(if $(SERVER_DIR),--dir "$(SERVER_DIR)") restore "$(FILE)"
+
+# After an MLflow upgrade (start names the old schema): back up, migrate MLflow's and the auth schema, start.
+server-upgrade: setup server-setup
+	$(SERVER) upgrade --host $(SERVER_HOST) --port $(SERVER_PORT) $(if $(SERVER_URL),--public-url $(SERVER_URL))
+
+# The server in the foreground, restarted when it stops (what the systemd unit runs); server-unit writes the
+# unit to .server/invaders-server.service.
+server-supervise: setup server-setup
+	$(SERVER) supervise --host $(SERVER_HOST) --port $(SERVER_PORT) $(if $(SERVER_URL),--public-url $(SERVER_URL))
+
+server-unit: setup
+	$(SERVER) unit --host $(SERVER_HOST) --port $(SERVER_PORT) $(if $(SERVER_URL),--public-url $(SERVER_URL))
 
 # make server-import DB=path/to/mlflow.db: copy a local store's runs and registered models into the server.
 DB ?= mlflow.db

@@ -1,6 +1,7 @@
-"""Figures of the team server (README "Team mode"): cold and warm start, per-call latency of logging through it
-against a local sqlite store, memory of its processes. Starts its own server in a temporary folder on 127.0.0.1
-and stops it at the end. `make server-bench`."""
+"""Figures of the team server (docs/server.md): cold and warm start, per-call latency of logging through it
+against a local sqlite store, memory of its processes; with --backup, backup and restore of a store the size of
+`make run`'s plus the shipped agents' registrations. Starts its own servers in a temporary folder on 127.0.0.1
+and stops them at the end. `make server-bench` (ARGS="--backup")."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from invaders.tracking.server import APP, Layout, ServerError, add_user, check_app, start, stop
+from invaders.tracking.server import APP, Layout, ServerError, _free_port, check_app, start, stop
+from invaders.tracking.server_users import add_user
 
 
 def rss_mb(pids: list[int]) -> float:
@@ -128,6 +130,88 @@ def compare(servers: dict[str, tuple], sqlite_uri: str, calls: int, rounds: int)
     }
 
 
+TRAIN_ROWS = 1_000  # metric rows per key of a train run: one per 1,000 agent steps of a 1M-step run
+GAMES = 30  # evaluation games per agent
+
+
+def fill_like_make_run(url: str, shipped: Path) -> tuple[int, int]:
+    """Log, per shipped agent, a train run (the curve's 8 metrics, TRAIN_ROWS rows each), an evaluate run
+    (GAMES scores) with the agent's files as artifacts, registered as a version of the project's model with
+    the champion alias on the last; plus a baseline, a build-model and a report run. Returns (runs, versions)."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=url)
+    experiment = client.create_experiment("space-invaders-dqn")
+    model = client.create_registered_model("space-invaders-dqn").name
+    keys = ("steps_per_second", "epsilon", "episodes", "updates", "loss", "q_mean", "episode_return", "score")
+    agents = sorted(path for path in shipped.iterdir() if (path / "agent.json").exists())
+    runs = versions = 0
+    for stage in ("baseline", "build-model", "report"):
+        run_id = client.create_run(experiment, tags={"invaders.stage": stage}).info.run_id
+        client.log_batch(run_id, metrics=[Metric(f"{stage}/x", 1.0, 0, 0)])
+        client.set_terminated(run_id)
+        runs += 1
+    for agent in agents:
+        train = client.create_run(experiment, tags={"invaders.stage": "train", "agent": agent.name}).info.run_id
+        rows = [Metric(f"train/{key}", float(step), 0, step * 1000) for key in keys for step in range(TRAIN_ROWS)]
+        for first in range(0, len(rows), 1000):  # MLflow's limit per log_batch
+            client.log_batch(train, metrics=rows[first : first + 1000])
+        client.set_terminated(train)
+        evaluate = client.create_run(experiment, tags={"invaders.stage": "evaluate", "agent": agent.name})
+        scores = [Metric("evaluation/game_score", 100.0 + game, 0, game) for game in range(GAMES)]
+        client.log_batch(evaluate.info.run_id, metrics=scores)
+        client.log_artifacts(evaluate.info.run_id, str(agent), "agent")
+        client.set_terminated(evaluate.info.run_id)
+        version = client.create_model_version(model, f"{evaluate.info.artifact_uri}/agent", evaluate.info.run_id)
+        client.set_registered_model_alias(model, "champion", version.version)
+        runs, versions = runs + 2, versions + 1
+    return runs, versions
+
+
+def backup_figures(folder: Path, shipped: Path) -> None:
+    """Backup and restore times and the archive's size, on a server filled by ``fill_like_make_run``."""
+    from invaders.tracking.server_backup import backup, restore
+
+    source, target = Layout(folder / "source"), Layout(folder / "restored")
+    source.root.mkdir(mode=0o711)
+    try:
+        url = start(source, port=_free_port())
+        login = add_user(source, "bench", "EDIT", "bench").read_text()
+        os.environ.update(dict(line.removeprefix("export ").split("=", 1) for line in login.splitlines()))
+        began = time.monotonic()
+        runs, versions = fill_like_make_run(url, shipped)
+        filled = time.monotonic() - began
+        began = time.monotonic()
+        archive = backup(source)
+        saved = time.monotonic() - began
+        began = time.monotonic()
+        restore(archive, target)
+        restored = time.monotonic() - began
+        began = time.monotonic()
+        restored_url = start(target, port=_free_port())
+        warm = time.monotonic() - began
+        from mlflow.tracking import MlflowClient
+
+        copy = MlflowClient(tracking_uri=restored_url)
+        experiment = copy.get_experiment_by_name("space-invaders-dqn").experiment_id
+        assert len(copy.search_runs([experiment], max_results=1000)) == runs, "every run came back"
+        assert copy.get_model_version_by_alias("space-invaders-dqn", "champion").version == str(versions)
+    finally:
+        for layout in (source, target):
+            if layout.root.exists():
+                stop(layout)
+    artifacts = sum(path.stat().st_size for path in source.artifacts.rglob("*") if path.is_file()) / 2**20
+    print(
+        f"store: {runs} runs, {versions} registered versions, {artifacts:.1f} MiB of artifacts (filled in {filled:.0f} s)"
+    )
+    print("| figure | value |\n|---|---|")
+    print(f"| backup (pg_dump while the server runs + artifacts, one tar) | {saved:.1f} s |")
+    print(f"| archive size | {archive.stat().st_size / 2**20:.1f} MiB |")
+    print(f"| restore into a new folder (new cluster, pg_restore, artifacts) | {restored:.1f} s |")
+    print(f"| start of the restored server | {warm:.1f} s |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=200)
@@ -135,7 +219,13 @@ def main() -> None:
     parser.add_argument(
         "--apps", default=APP, help=f"MLflow apps to compare, each on a server of its own (e.g. {APP},basic-auth)"
     )
+    parser.add_argument("--backup", action="store_true", help="measure backup and restore instead of the calls")
     args = parser.parse_args()
+    if args.backup:
+        with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR", "/var/tmp")) as folder:
+            os.chmod(folder, 0o711)  # as root, PostgreSQL runs as `postgres` and must reach its folder
+            backup_figures(Path(folder), Path(__file__).resolve().parent.parent / "shipped")
+        return
     apps = args.apps.split(",")
     for app in apps:
         try:

@@ -15,11 +15,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.error
 import urllib.request
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -82,31 +84,59 @@ def server_pids(folder: Path) -> list[int]:
     return found
 
 
-@pytest.fixture(scope="module")
-def server():
-    """A started server with an EDIT user and a READ user; stopped (PostgreSQL included) at the end."""
+@contextmanager
+def server_folder():
+    """A folder for a server, with every process of the server in it stopped and the folder removed at the end."""
     # Not under pytest's folder: as root the cluster runs as `postgres`, which must traverse every parent, and
     # each pytest session (another one may run beside this) makes /tmp/pytest-of-<user> 0700 again.
-    folder = Path(tempfile.mkdtemp(prefix="invaders-server-"))
-    folder.chmod(0o711)
-    port = free_port()
+    parent = Path(tempfile.mkdtemp(prefix="invaders-server-"))
+    parent.chmod(0o711)
+    folders = []  # a test may restore into a second folder beside the first
+
+    def new_folder() -> Path:
+        folders.append(parent / f"server-{len(folders)}")
+        return folders[-1]
+
     try:
-        began = time.monotonic()
-        started = server_cli(folder, "start", "--port", str(port))
-        cold = time.monotonic() - began
-        users = {}
-        for name, access in (("alice", "EDIT"), ("bob", "READ")):
-            server_cli(folder, "add-user", name, access)
-            users[name] = login(folder / "users" / f"{name}.env")
-        yield {"folder": folder, "url": f"http://127.0.0.1:{port}", "users": users, "start": started, "cold": cold}
+        yield new_folder
     finally:
-        server_cli(folder, "stop", check=False)
-        for pid in server_pids(folder):  # never leave a process behind, even if stop failed
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(folder, ignore_errors=True)
+        for folder in folders:
+            if folder.exists():
+                server_cli(folder, "stop", check=False)
+                for pid in server_pids(folder):  # never leave a process behind, even if stop failed
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def started_server(folder: Path, app: str = "invaders-auth") -> dict:
+    """Start a server in ``folder`` with an EDIT user alice and a READ user bob."""
+    folder.mkdir(mode=0o711)
+    port = free_port()
+    began = time.monotonic()
+    started = server_cli(folder, "start", "--port", str(port), "--app", app)
+    cold = time.monotonic() - began
+    users = {}
+    for name, access in (("alice", "EDIT"), ("bob", "READ")):
+        server_cli(folder, "add-user", name, access)
+        users[name] = login(folder / "users" / f"{name}.env")
+    return {"folder": folder, "url": f"http://127.0.0.1:{port}", "users": users, "start": started, "cold": cold}
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A started server (invaders-auth) with an EDIT user and a READ user; stopped (PostgreSQL included) at the end."""
+    with server_folder() as new_folder:
+        yield started_server(new_folder())
+
+
+@pytest.fixture(scope="module")
+def folders():
+    """New folders for servers of a test (restore, upgrade, supervision), all stopped and removed at the end."""
+    with server_folder() as new_folder:
+        yield new_folder
 
 
 def login(path: Path) -> dict[str, str]:
@@ -568,3 +598,443 @@ def test_listening_beyond_loopback_is_an_explicit_choice_with_a_warning():
         assert bind_warning(host, 5050) is None, host
     for host in ("0.0.0.0", "::", "192.168.1.20", "tracking.example.org"):
         assert bind_warning(host, 5050).startswith(f"warning: listening on {host}: anyone who reaches port 5050")
+
+
+# --- Running the server for months: users, backups, upgrades, supervision, the auth app's rights ---------------
+
+
+def admin_of(server) -> dict[str, str]:
+    secrets = json.loads((server["folder"] / "secrets.json").read_text())
+    return {"MLFLOW_TRACKING_URI": server["url"], "MLFLOW_TRACKING_USERNAME": "admin",
+            "MLFLOW_TRACKING_PASSWORD": secrets["admin_password"]}  # fmt: skip
+
+
+def one_error(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("server: error: "), done.stderr[-3000:]
+    return lines[0].removeprefix("server: error: ")
+
+
+def refused_within_seconds(url: str, path: str, user: str, password: str) -> bool:
+    """Whether both workers refuse the login within the time a worker keeps a login it checked."""
+    from invaders.tracking.server import AUTH_CACHE_SECONDS
+
+    deadline, refused = time.monotonic() + AUTH_CACHE_SECONDS + 5, 0
+    while refused < 4 and time.monotonic() < deadline:  # 4 in a row: both workers
+        refused = refused + 1 if status(url, path, user, password) == 401 else 0
+        time.sleep(0.1)
+    return refused == 4
+
+
+def test_users_are_listed_reset_removed_and_change_their_own_password(server):
+    folder, url = server["folder"], server["url"]
+    path = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=" + EXPERIMENT
+    server_cli(folder, "add-user", "frank", "MANAGE")
+    listed = server_cli(folder, "users").stdout.splitlines()
+    rows = dict(line.split("\t") for line in listed)
+    assert rows["admin"] == "admin: every right"
+    assert rows["frank"].startswith("MANAGE on experiment space-invaders-dqn (")
+    assert rows["frank"].endswith("; MANAGE on registered model space-invaders-dqn")
+    assert rows["bob"].startswith("READ on experiment space-invaders-dqn (")
+
+    frank_file = folder / "users/frank.env"
+    first = login(frank_file)["MLFLOW_TRACKING_PASSWORD"]
+    server_cli(folder, "reset-password", "frank")
+    second = login(frank_file)["MLFLOW_TRACKING_PASSWORD"]
+    assert frank_file.stat().st_mode & 0o777 == 0o600 and second != first
+    assert status(url, path, "frank", second) == 200 and refused_within_seconds(url, path, "frank", first)
+
+    server_cli(folder, "--login", str(frank_file), "passwd")  # with his current login, by himself
+    third = login(frank_file)["MLFLOW_TRACKING_PASSWORD"]
+    assert third != second and frank_file.stat().st_mode & 0o777 == 0o600
+    assert status(url, path, "frank", third) == 200 and refused_within_seconds(url, path, "frank", second)
+
+    for args, expected in (
+        (("reset-password", "zoe"), "NAME='zoe': no such user (known: "),
+        (("remove-user", "zoe"), "NAME='zoe': no such user (known: "),
+        (("remove-user", "admin"), "NAME='admin': the admin account cannot be removed"),
+        (("--login", str(frank_file), "remove-user", "bob"),
+         "removing 'bob': user 'frank' may not do that (HTTP 403): only the admin manages users"),
+        (("--login", str(frank_file), "reset-password", "bob"),
+         "resetting 'bob''s password: user 'frank' may not do that (HTTP 403): only the admin manages users"),
+        (("passwd",), "passwd needs --login FILE: your login file, where the new password goes"),
+    ):  # fmt: skip
+        assert one_error(server_cli(folder, *args, check=False)).startswith(expected), args
+
+    server_cli(folder, "remove-user", "frank")
+    assert not frank_file.exists() and refused_within_seconds(url, path, "frank", third)
+    assert "frank" not in server_cli(folder, "users").stdout
+
+
+LOGGER = """
+import os, sys, time
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+run_id = sys.argv[1]
+for batch in range(10_000):
+    client.log_batch(run_id, metrics=[Metric("loss", float(step), 0, step) for step in range(batch * 100, batch * 100 + 100)])
+    print(batch, flush=True)
+"""
+
+
+def test_a_backup_taken_while_a_stage_logs_restores_everything_into_a_new_folder(server, folders, tmp_path, logged_out):
+    from mlflow.exceptions import MlflowException
+
+    folder = server["folder"]
+    alice = client_as(server["users"]["alice"])
+    experiment = alice.get_experiment_by_name(EXPERIMENT).experiment_id
+    finished = alice.create_run(experiment, run_name="finished")
+    alice.log_param(finished.info.run_id, "train.steps", "10000")
+    alice.log_metric(finished.info.run_id, "game_score", 123.0, step=4)
+    (tmp_path / "agent.json").write_text('{"agent": 1}')
+    alice.log_artifact(finished.info.run_id, str(tmp_path / "agent.json"), "agent")
+    alice.set_terminated(finished.info.run_id)
+    model = f"{EXPERIMENT}-backup"
+    alice.create_registered_model(model)
+    version = alice.create_model_version(model, f"{finished.info.artifact_uri}/agent", run_id=finished.info.run_id)
+    alice.set_registered_model_alias(model, "champion", version.version)
+
+    logging = alice.create_run(experiment, run_name="logging").info.run_id
+    env = {**environment(REPO), "PYTHONPATH": str(REPO / "src"), **server["users"]["alice"]}
+    stage = subprocess.Popen([PYTHON, "-c", LOGGER, logging], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert stage.stdout.readline().strip() == "0", "the stage logs"
+        began = time.monotonic()
+        made = server_cli(folder, "backup")
+        backup_seconds = time.monotonic() - began
+        assert stage.poll() is None, "the stage still logged after the backup"
+    finally:
+        stage.kill()
+        stage.wait()
+    archive = Path(re.search(r"backup (\S+\.tar) ", made.stderr).group(1))
+    assert archive.parent == folder / "backups" and archive.stat().st_mode & 0o777 == 0o600
+
+    target = folders()
+    began = time.monotonic()
+    server_cli(target, "restore", str(archive))
+    restore_seconds = time.monotonic() - began
+    assert one_error(server_cli(target, "restore", str(archive), check=False)).startswith(f"--dir {target}: not empty")
+    port = free_port()
+    server_cli(target, "start", "--port", str(port))
+    print(f"backup {backup_seconds:.1f} s, {archive.stat().st_size / 2**20:.2f} MiB; restore {restore_seconds:.1f} s")
+
+    for private in ("secrets.json", "users/alice.env", "users/bob.env"):
+        assert (target / private).stat().st_mode & 0o777 == 0o600, private
+    assert (target / "users").stat().st_mode & 0o777 == 0o700
+    restored = {name: login(target / "users" / f"{name}.env") for name in ("alice", "bob")}
+    for env in restored.values():
+        env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{port}"
+    copy = client_as(restored["alice"])
+    run = copy.get_run(finished.info.run_id)
+    assert run.data.params == {"train.steps": "10000"} and run.data.metrics == {"game_score": 123.0}
+    downloaded = copy.download_artifacts(run.info.run_id, "agent/agent.json", str(tmp_path / "down"))
+    assert Path(downloaded).read_text() == '{"agent": 1}'
+    champion = copy.get_model_version_by_alias(model, "champion")
+    assert (champion.version, champion.run_id) == (version.version, finished.info.run_id)
+    # consistent: whole batches only, and the latest value is the last row's
+    steps = sorted(m.step for m in copy.get_metric_history(logging, "loss"))
+    assert steps and steps == list(range(len(steps))) and len(steps) % 100 == 0, steps[-3:]
+    assert copy.get_run(logging).data.metrics["loss"] == float(steps[-1])
+    bob = client_as(restored["bob"])
+    assert bob.get_run(logging).info.run_id == logging
+    with pytest.raises(MlflowException, match="403|PERMISSION_DENIED"):
+        bob.log_metric(logging, "loss", 1.0, step=10**6)
+    admin = client_as(admin_of({"folder": target, "url": f"http://127.0.0.1:{port}"}))
+    assert admin.get_experiment_by_name(EXPERIMENT).experiment_id == experiment
+
+    keep = tmp_path / "kept"
+    for _ in range(3):
+        server_cli(folder, "backup", "--to", str(keep), "--keep", "2")
+    assert len(list(keep.glob("invaders-server-*.tar"))) == 2 and not list(keep.glob(".*"))
+    assert one_error(server_cli(folder, "backup", "--keep", "0", check=False)) == (
+        "KEEP=0: the number of backups to keep, 1 or more"
+    )
+    (tmp_path / "x.tar").write_bytes(b"not a tar")
+    assert one_error(server_cli(folders(), "restore", str(tmp_path / "x.tar"), check=False)).startswith(
+        f"FILE={tmp_path / 'x.tar'}: not a server backup"
+    )
+
+
+OLD_MLFLOW_REVISION = "0584bdc529eb"  # MLflow 2.x: before logged models, v3 traces and workspaces
+OLD_AUTH_REVISION = "8606fa83a998"  # basic-auth's first schema: per-resource permission tables, no roles
+OLD_RUN = "a" + "0" * 31
+
+
+def older_database(folder: Path) -> None:
+    """A stopped server whose database has MLflow's and basic-auth's schemas of an older MLflow (alembic stopped
+    at their old revisions), holding an experiment, a run with a metric and a user with a grant as it wrote them."""
+    import sqlalchemy
+    from alembic import command
+    from mlflow.server.auth.db.utils import migrate
+    from mlflow.store.db.utils import _get_alembic_config
+    from mlflow.store.tracking.dbmodels.initial_models import Base
+    from werkzeug.security import generate_password_hash
+
+    from invaders.tracking.server import Layout, database_uri, start_database, stop
+
+    layout = Layout(folder)
+    start_database(layout)
+    os.environ["PGPASSFILE"] = str(layout.pgpass)
+    engine = sqlalchemy.create_engine(database_uri(layout))
+    try:
+        Base.metadata.create_all(engine)
+        config = _get_alembic_config(database_uri(layout))
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, OLD_MLFLOW_REVISION)
+        migrate(engine, OLD_AUTH_REVISION)
+        rows = f"""
+            INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage, creation_time,
+              last_update_time) VALUES (1, 'old-experiment', 'mlflow-artifacts:/1', 'active', :t, :t);
+            INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, start_time,
+              end_time, source_version, lifecycle_stage, artifact_uri, experiment_id) VALUES ('{OLD_RUN}', 'old run',
+              'LOCAL', '', '', 'carol', 'FINISHED', :t, :t, '', 'active', 'mlflow-artifacts:/1/r/artifacts', 1);
+            INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan)
+              VALUES ('score', 171.0, :t, '{OLD_RUN}', 7, false);
+            INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid)
+              VALUES ('score', 171.0, :t, 7, false, '{OLD_RUN}');
+            INSERT INTO users (id, username, password_hash, is_admin) VALUES (5, 'carol', :hash, false);
+            INSERT INTO experiment_permissions (experiment_id, user_id, permission) VALUES ('1', 5, 'EDIT')"""
+        values = {"t": int(time.time() * 1000), "hash": generate_password_hash("carol-password-12")}
+        with engine.begin() as connection:
+            for sql in rows.split(";"):
+                connection.execute(sqlalchemy.text(sql), values)
+    finally:
+        engine.dispose()
+        os.environ.pop("PGPASSFILE")
+    stop(layout)
+
+
+def test_start_names_an_older_schema_and_upgrade_backs_up_migrates_and_starts(folders, logged_out):
+    folder = folders()
+    folder.mkdir(mode=0o711)
+    older_database(folder)
+    port = str(free_port())
+    refused = one_error(server_cli(folder, "start", "--port", port, check=False))
+    assert refused == (
+        "the database's schema is older than MLflow 3.17.2's (MLflow schema 0584bdc529eb, expected dc11669786a5; "
+        "auth schema 8606fa83a998, expected f1a2b3c4d5e6): run `make server-upgrade` (backs up, migrates, starts)"
+    )
+    upgraded = server_cli(folder, "upgrade", "--port", port)
+    archive = next((folder / "backups").glob("invaders-server-*.tar"))
+    assert json.loads(tarfile.open(archive).extractfile("manifest.json").read())["schemas"] == {
+        "alembic_version": OLD_MLFLOW_REVISION, "alembic_version_auth": OLD_AUTH_REVISION,
+    }  # fmt: skip
+    assert "MLflow server on http://127.0.0.1:" in upgraded.stderr
+    carol = client_as({"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}", "MLFLOW_TRACKING_USERNAME": "carol",
+                       "MLFLOW_TRACKING_PASSWORD": "carol-password-12"})  # fmt: skip
+    run = carol.get_run(OLD_RUN)
+    assert (run.info.run_name, run.data.metrics) == ("old run", {"score": 171.0})
+    carol.log_metric(OLD_RUN, "score", 180.0, step=8)  # her EDIT grant, migrated into basic-auth's roles
+    assert [m.step for m in carol.get_metric_history(OLD_RUN, "score")] == [7, 8]
+
+
+def test_postgresql_programs_are_the_clusters_version(tmp_path):
+    from invaders.tracking.server import PG_LIB, Layout, ServerError, pg_bin
+
+    layout = Layout(tmp_path)
+    layout.data.mkdir(parents=True)
+    installed = sorted(path.parent.parent.name for path in PG_LIB.glob("*/bin/pg_ctl"))
+    (layout.data / "PG_VERSION").write_text(f"{installed[0]}\n")
+    assert pg_bin("pg_ctl", layout) == str(PG_LIB / installed[0] / "bin/pg_ctl")
+    (layout.data / "PG_VERSION").write_text("9\n")
+    with pytest.raises(ServerError) as missing:
+        pg_bin("pg_ctl", layout)
+    assert str(missing.value) == (
+        f"the cluster in {layout.data} is PostgreSQL 9, whose pg_ctl is not installed: apt-get install postgresql-9"
+    )
+
+
+def test_logs_rotate_size_capped(tmp_path):
+    from invaders.tracking.server import rotate_log
+
+    log = tmp_path / "mlflow.log"
+    for round_ in range(4):
+        log.write_text(f"round {round_}\n" + "x" * 100)
+        assert rotate_log(log, max_bytes=50, keep=2)
+    assert not rotate_log(log, max_bytes=50, keep=2), "an empty log stays"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["mlflow.log", "mlflow.log.1", "mlflow.log.2"]
+    assert (tmp_path / "mlflow.log.1").read_text().startswith("round 3")
+    assert (tmp_path / "mlflow.log.2").read_text().startswith("round 2")
+
+
+def test_the_supervisor_restarts_a_killed_mlflow_server_within_seconds(folders):
+    from invaders.tracking.server import Layout, healthy
+    from invaders.tracking.supervisor import unit
+
+    folder = folders()
+    folder.mkdir(mode=0o711)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    service = unit(Layout(folder), "127.0.0.1", port, REPO)
+    execute = next(line for line in service.splitlines() if line.startswith("ExecStart="))
+    command = execute.removeprefix("ExecStart=").split()  # what systemd runs
+    assert command[:3] == [PYTHON, "-m", "invaders.tracking.server"] and "Restart=on-failure" in service
+    env = {**environment(REPO), "PYTHONPATH": str(REPO / "src")}
+    supervisor = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not healthy(url):
+            assert supervisor.poll() is None and time.monotonic() < deadline, "the supervisor did not start it"
+            time.sleep(0.2)
+        killed = json.loads((folder / "mlflow.pid").read_text())["pid"]
+        os.kill(killed, signal.SIGKILL)  # the `mlflow server` process alone: its gunicorn lives on, orphaned
+        began = time.monotonic()
+        while True:
+            recorded = json.loads((folder / "mlflow.pid").read_text())["pid"] if (folder / "mlflow.pid").exists() else 0
+            if recorded not in (0, killed) and healthy(url):
+                break
+            assert time.monotonic() - began < 60, "not restarted within 60 s"
+            time.sleep(0.1)
+        restarted = time.monotonic() - began
+        print(f"restarted {restarted:.1f} s after SIGKILL")
+        assert not [pid for pid in all_pids() if proc_stat(pid)[2:3] == [str(killed)] and proc_stat(pid)[0] != "Z"]
+        stopped = server_cli(folder, "stop")  # ends the supervisor, which stops both servers
+        assert "stopped: supervisor" in stopped.stderr
+        _, stderr = supervisor.communicate(timeout=120)
+    finally:
+        if supervisor.poll() is None:
+            os.killpg(supervisor.pid, signal.SIGKILL)
+            supervisor.wait()
+    assert supervisor.returncode == 0, stderr[-3000:]
+    assert "the MLflow server stopped: starting it again" in stderr
+    assert "supervisor stopped: MLflow server, PostgreSQL" in stderr
+    assert not server_pids(folder)
+    assert restarted < 30
+
+
+@pytest.fixture(scope="module")
+def stock_server(folders):
+    """A server running MLflow's own basic-auth app, to hold invaders-auth's answers against."""
+    return started_server(folders(), app="basic-auth")
+
+
+def http_status(url: str, who: tuple[str, str], method: str, path: str, body: dict | bytes | None = None) -> int:
+    import base64
+
+    data = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else None
+    call = urllib.request.Request(f"{url}{path}", data=data, method=method)
+    call.add_header("Authorization", "Basic " + base64.b64encode(f"{who[0]}:{who[1]}".encode()).decode())
+    if data is not None and not isinstance(body, bytes):
+        call.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(call, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+API = "/api/2.0/mlflow"
+# (resource, action): one request each, on the resources of the asking user's own row (experiment e, run r,
+# registered model m, user u made for this user); in this order, deletions last.
+ACTIONS = [
+    ("experiment", "read", "GET", API + "/experiments/get?experiment_id={e}", None),
+    ("experiment", "edit", "POST", API + "/experiments/set-experiment-tag", {"experiment_id": "{e}", "key": "k", "value": "v"}),
+    ("experiment", "manage", "POST", "/api/3.0/mlflow/users/permissions/grant",
+     {"username": "{u}", "resource_type": "experiment", "resource_id": "{e}", "permission": "READ"}),
+    ("run", "read", "GET", API + "/runs/get?run_id={r}", None),
+    ("run", "edit", "POST", API + "/runs/log-metric", {"run_id": "{r}", "key": "x", "value": 1.0, "timestamp": 0, "step": 0}),
+    ("artifact", "read", "GET", "/api/2.0/mlflow-artifacts/artifacts/{e}/{r}/artifacts/note.txt", None),
+    ("artifact", "edit", "PUT", "/api/2.0/mlflow-artifacts/artifacts/{e}/{r}/artifacts/new.txt", b"new"),
+    ("registered model", "read", "GET", API + "/registered-models/get?name={m}", None),
+    ("registered model", "edit", "POST", API + "/registered-models/alias", {"name": "{m}", "alias": "champion", "version": "1"}),
+    ("registered model", "manage", "POST", "/api/3.0/mlflow/users/permissions/grant",
+     {"username": "{u}", "resource_type": "registered_model", "resource_id": "{m}", "permission": "READ"}),
+    ("users", "create", "POST", API + "/users/create", {"username": "{u}-new", "password": "a-password-of-16"}),
+    ("users", "reset another's password", "PATCH", API + "/users/update-password", {"username": "{u}", "password": "another-password-16"}),
+    ("users", "delete another", "DELETE", API + "/users/delete", {"username": "{u}"}),
+    ("run", "delete", "POST", API + "/runs/delete", {"run_id": "{r}"}),
+    ("registered model", "delete", "DELETE", API + "/registered-models/delete", {"name": "{m}"}),
+    ("experiment", "delete", "POST", API + "/experiments/delete", {"experiment_id": "{e}"}),
+]  # fmt: skip
+# none: no grant (auth.ini's default_permission, READ, applies); DENY: granted on the user's own resources
+LEVELS = ("READ", "EDIT", "MANAGE", "admin", "none", "DENY")
+Y, N = "yes", "403"
+PERMISSIONS = {  # what MLflow 3.17.2's basic-auth answers; the columns are LEVELS
+    ("experiment", "read"): (Y, Y, Y, Y, Y, N),
+    ("experiment", "edit"): (N, Y, Y, Y, N, N),
+    ("experiment", "manage"): (N, N, Y, Y, N, N),
+    ("run", "read"): (Y, Y, Y, Y, Y, N),
+    ("run", "edit"): (N, Y, Y, Y, N, N),
+    ("artifact", "read"): (Y, Y, Y, Y, Y, N),
+    ("artifact", "edit"): (N, Y, Y, Y, N, N),
+    ("registered model", "read"): (Y, Y, Y, Y, Y, N),
+    ("registered model", "edit"): (N, Y, Y, Y, N, N),
+    ("registered model", "manage"): (N, N, Y, Y, N, N),
+    ("users", "create"): (N, N, N, Y, N, N),
+    ("users", "reset another's password"): (N, N, N, Y, N, N),
+    ("users", "delete another"): (N, N, N, Y, N, N),
+    ("run", "delete"): (N, N, Y, Y, N, N),  # EDIT may not delete a run
+    ("registered model", "delete"): (N, N, Y, Y, N, N),
+    ("experiment", "delete"): (N, N, Y, Y, N, N),
+}
+
+
+def permission_table(server) -> dict[tuple[str, str], tuple[str, ...]]:
+    """Each level's answer to each action, on a server: 'yes' (2xx) or the HTTP status."""
+    from mlflow.server import get_app_client
+
+    admin_env = admin_of(server)
+    admin = client_as(admin_env)
+    auth = get_app_client("basic-auth", tracking_uri=server["url"])
+    answers = {}
+    tag = time.time_ns()
+    for level in LEVELS:
+        name = f"pt-{level.lower()}-{tag}"
+        experiment = admin.create_experiment(name)
+        run_id = admin.create_run(experiment).info.run_id
+        admin.log_text(run_id, "note", "note.txt")
+        admin.create_registered_model(name)
+        admin.create_model_version(name, f"runs:/{run_id}/agent", run_id=run_id)
+        auth.create_user(f"{name}-u", "a-password-of-16")  # the user the actions create grants for and delete
+        if level == "admin":
+            who = ("admin", admin_env["MLFLOW_TRACKING_PASSWORD"])
+        else:
+            auth.create_user(name, "a-password-of-16")
+            who = (name, "a-password-of-16")
+            for resource_type, resource in (("experiment", experiment), ("registered_model", name)):
+                if level != "none":
+                    auth.grant_user_permission(name, resource_type, resource, level)
+        names = {"{e}": experiment, "{r}": run_id, "{m}": name, "{u}": f"{name}-u"}
+
+        def fill(text: str, names: dict[str, str] = names) -> str:
+            for placeholder, value in names.items():
+                text = text.replace(placeholder, value)
+            return text
+
+        for resource, action, method, path, body in ACTIONS:
+            if isinstance(body, dict):
+                body = json.loads(fill(json.dumps(body)))
+            code = http_status(server["url"], who, method, fill(path), body)
+            answers.setdefault((resource, action), []).append("yes" if 200 <= code < 300 else str(code))
+    return {key: tuple(value) for key, value in answers.items()}
+
+
+@pytest.mark.parametrize("app", ["basic-auth", "invaders-auth"])
+def test_the_permission_table_is_the_same_on_basic_auth_and_invaders_auth(app, request, logged_out):
+    server = request.getfixturevalue("stock_server" if app == "basic-auth" else "server")
+    table = permission_table(server)
+    print(f"\n{app}: " + ", ".join(LEVELS))
+    for key, answers in table.items():
+        print(f"{key[0]} {key[1]}: {' '.join(answers)}")
+    assert table == PERMISSIONS
+
+
+def test_invaders_auth_refuses_to_load_under_an_unverified_mlflow():
+    pretend = (
+        "import importlib.metadata as metadata; real = metadata.version; "
+        "metadata.version = lambda name: '3.99.0' if name == 'mlflow' else real(name); "
+    )
+    expected = (
+        "invaders-auth was verified on MLflow 3.17.2, not on the installed 3.99.0: install the locked version "
+        "(make setup), or start MLflow's own app (--app basic-auth)"
+    )
+    env = {**environment(REPO), "PYTHONPATH": str(REPO / "src")}
+    for code, line in (
+        ("import invaders.tracking.auth_app", f"ImportError: {expected}"),
+        ("from invaders.tracking.server import main; main(['start'])", f"server: error: {expected}"),
+    ):
+        done = subprocess.run([PYTHON, "-c", pretend + code], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0 and done.stderr.strip().splitlines()[-1] == line, done.stderr[-2000:]

@@ -26,10 +26,19 @@ from __future__ import annotations
 import contextvars
 import fcntl
 import threading
+from importlib.metadata import version
 
-from cachetools import LRUCache, TTLCache
-from mlflow.server import auth as basic_auth
-from mlflow.server.auth.config import _get_auth_config_path
+from invaders.tracking.server import unverified_auth_app
+
+# It replaces private functions of basic-auth: under an MLflow it was not verified on, it refuses to load
+# (before anything is replaced), and `make server` says so in one line first (server.check_app).
+_UNVERIFIED = unverified_auth_app(version("mlflow"))
+if _UNVERIFIED:
+    raise ImportError(_UNVERIFIED)
+
+from cachetools import LRUCache, TTLCache  # noqa: E402
+from mlflow.server import auth as basic_auth  # noqa: E402
+from mlflow.server.auth.config import _get_auth_config_path  # noqa: E402
 
 RUNS_KEPT = 100_000  # a run id and an experiment id: ~10 MB at most per worker
 GRANTS_SECONDS = 10

@@ -1,8 +1,10 @@
 """The team's tracking server: PostgreSQL and ``mlflow server`` with MLflow's logins on it, on this machine.
 
-``python -m invaders.tracking.server start|stop|status|add-user`` (``make server``, ``make server-stop``,
-``make server-status``, ``make server-user``). Everything lives in one folder (``.server/`` at the
-repository root by default, git-ignored; ``--dir`` or ``INVADERS_SERVER_DIR``):
+``python -m invaders.tracking.server start|stop|status`` (``make server``, ``make server-stop``,
+``make server-status``); the users, backups, upgrades and supervision (docs/server.md) are subcommands of the
+same entry point, in ``server_users.py``, ``server_backup.py``, ``server_schema.py`` and ``supervisor.py``.
+Everything lives in one folder (``.server/`` at the repository root by default, git-ignored; ``--dir`` or
+``INVADERS_SERVER_DIR``):
 
 | path | what |
 |---|---|
@@ -13,7 +15,9 @@ repository root by default, git-ignored; ``--dir`` or ``INVADERS_SERVER_DIR``):
 | ``postgres/`` | the PostgreSQL cluster (``data/``, its socket folder, ``postgres.log``) |
 | ``artifacts/`` | the artifacts, served through the server (``--serve-artifacts``) |
 | ``mlflow.log``, ``mlflow.pid`` | the MLflow server's log and process (its process group is stopped) |
-| ``users/NAME.env`` (0600) | a user's ``MLFLOW_TRACKING_*`` variables, made by ``add-user`` |
+| ``users/NAME.env`` (0600) | a user's ``MLFLOW_TRACKING_*`` variables, made by ``add-user``, ``reset-password`` |
+| ``backups/`` | the archives ``backup`` writes (0600), the newest 7 by default |
+| ``invaders-server.service`` | the systemd unit ``unit`` writes |
 
 PostgreSQL refuses to run as root: as root its programs run as the ``postgres`` user (``runuser``).
 Secrets reach the servers through files and environment variables, never argv (``ps`` shows argv).
@@ -25,7 +29,6 @@ import argparse
 import ipaddress
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -53,11 +56,22 @@ GUNICORN_OPTS = "--timeout 600"
 # MLflow's basic-auth app, with run requests authorized without loading the whole run (auth_app.py; the
 # `mlflow.app` entry point in pyproject.toml). The users, grants and client are basic-auth's.
 APP = "invaders-auth"
-AUTH_CACHE_SECONDS = 300
+# Each worker keeps a login it checked this long: a password reset or changed, or a user removed, is refused at
+# once by the worker that handled the change, and by the other within this time (one re-hash per user and
+# worker every 10 s costs nothing measurable).
+AUTH_CACHE_SECONDS = 10
 # PostgreSQL acknowledges a commit before its WAL reaches the disk (~3 ms of fsync per write request, more on a
 # busy disk). A crash of PostgreSQL or of the machine may lose the last <= 0.6 s of acknowledged writes (3 x
 # wal_writer_delay); the database stays consistent, and a crash of the MLflow server alone loses nothing.
 POSTGRES_OPTIONS = "-c synchronous_commit=off"
+# The MLflow versions whose basic-auth `invaders-auth` was tested against (tests/test_server.py, the permission
+# table): it replaces private functions of basic-auth, which another version may change without a word.
+AUTH_APP_VERIFIED = ("3.17.2",)
+# mlflow.log and postgres.log are rotated past this size (copy, then truncate: both servers append), keeping
+# the newest LOG_FILES old ones (mlflow.log.1 the newest): at most LOG_BYTES * (LOG_FILES + 1) per log.
+LOG_BYTES = 10 * 2**20  # bytes
+LOG_FILES = 5
+PG_LIB = Path("/usr/lib/postgresql")
 
 
 class ServerError(UserError):
@@ -109,6 +123,10 @@ class Layout:
         return self.root / "mlflow.pid"
 
     @property
+    def supervisor_pid(self) -> Path:
+        return self.root / "supervisor.pid"
+
+    @property
     def users(self) -> Path:
         return self.root / "users"
 
@@ -119,11 +137,11 @@ def default_dir() -> Path:
     return Path(os.environ.get("INVADERS_SERVER_DIR") or project_root() / ".server").resolve()
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     print(f"server: {message}", file=sys.stderr, flush=True)
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` readable by its owner only (created with mode 0600, never wider)."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(descriptor, 0o600)
@@ -141,12 +159,12 @@ def load_secrets(layout: Layout) -> dict[str, str]:
         "database_password": secrets.token_urlsafe(24),
     }
     layout.root.mkdir(parents=True, exist_ok=True)
-    _write_private(layout.secrets, json.dumps(values, indent=1) + "\n")
-    _say(f"secrets made: {layout.secrets} (mode 0600; the admin's login is {ADMIN!r} and the password there)")
+    write_private(layout.secrets, json.dumps(values, indent=1) + "\n")
+    say(f"secrets made: {layout.secrets} (mode 0600; the admin's login is {ADMIN!r} and the password there)")
     return values
 
 
-def _state(layout: Layout) -> dict:
+def read_state(layout: Layout) -> dict:
     return json.loads(layout.state.read_text()) if layout.state.exists() else {}
 
 
@@ -178,9 +196,21 @@ def bind_warning(host: str, port: int) -> str | None:
 # --- PostgreSQL -----------------------------------------------------------------------------------------------
 
 
-def _pg_bin(name: str) -> str:
-    """A PostgreSQL program: Debian keeps the server's in /usr/lib/postgresql/<version>/bin."""
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda path: int(path.parent.name), reverse=True)
+def pg_bin(name: str, layout: Layout | None = None) -> str:
+    """A PostgreSQL program of the version that made ``layout``'s cluster (its ``PG_VERSION``), or of the newest
+    installed one for a new cluster: Debian keeps each version's in /usr/lib/postgresql/<version>/bin, and a
+    cluster only runs under the major version that made it."""
+    made_by = layout.data / "PG_VERSION" if layout else None
+    if made_by and made_by.exists():
+        version = made_by.read_text().strip()
+        program = PG_LIB / version / "bin" / name
+        if not program.is_file():
+            raise ServerError(
+                f"the cluster in {layout.data} is PostgreSQL {version}, whose {name} is not installed: "
+                f"apt-get install postgresql-{version}"
+            )
+        return str(program)
+    versions = sorted(PG_LIB.glob("*/bin"), key=lambda path: int(path.parent.name), reverse=True)
     for folder in versions:
         if (folder / name).is_file():
             return str(folder / name)
@@ -197,7 +227,7 @@ def _as_owner(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
-def _run(command: list[str], what: str, stdin: str | None = None) -> str:
+def run_pg(command: list[str], what: str, stdin: str | None = None) -> str:
     done = subprocess.run(_as_owner(command), input=stdin, capture_output=True, text=True)
     if done.returncode != 0:
         last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["no output"]
@@ -217,14 +247,14 @@ def _check_traversable(folder: Path) -> None:
             )
 
 
-def _pg_running(layout: Layout) -> bool:
+def pg_running(layout: Layout) -> bool:
     if not (layout.data / "postmaster.pid").exists():
         return False
-    done = subprocess.run(_as_owner([_pg_bin("pg_ctl"), "status", "-D", str(layout.data)]), capture_output=True)
+    done = subprocess.run(_as_owner([pg_bin("pg_ctl", layout), "status", "-D", str(layout.data)]), capture_output=True)
     return done.returncode == 0
 
 
-def _init_postgres(layout: Layout, password: str) -> None:
+def init_postgres(layout: Layout, password: str) -> None:
     """A private cluster: socket in its own 0700 folder (trusted), TCP on 127.0.0.1 with scram passwords."""
     _check_traversable(layout.root)
     layout.postgres.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -232,45 +262,49 @@ def _init_postgres(layout: Layout, password: str) -> None:
     if os.geteuid() == 0:
         for path in (layout.postgres, layout.socket_dir):
             shutil.chown(path, "postgres", "postgres")
-    _run(
-        [_pg_bin("initdb"), "-D", str(layout.data), "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8",
+    run_pg(
+        [pg_bin("initdb"), "-D", str(layout.data), "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8",
          "--auth-local=trust", "--auth-host=scram-sha-256"],
         "initdb",
     )  # fmt: skip
-    _start_postgres(layout)
+    start_postgres(layout)
     sql = (
         "SET log_min_error_statement = panic; SET log_statement = none;\n"  # the password never reaches the log
         f"CREATE ROLE {DATABASE} LOGIN PASSWORD '{password}';\n"
         f"CREATE DATABASE {DATABASE} OWNER {DATABASE};\n"
     )
-    _psql(layout, sql, "creating the database")
+    psql(layout, sql, "creating the database")
 
 
-def _psql(layout: Layout, sql: str, what: str) -> str:
-    port = str(_state(layout)["pg_port"])
-    command = [_pg_bin("psql"), "-h", str(layout.socket_dir), "-p", port, "-U", "postgres", "-d", "postgres"]
-    return _run([*command, "-v", "ON_ERROR_STOP=1", "-q", "-At"], what, stdin=sql)
+def psql(layout: Layout, sql: str, what: str, database: str = "postgres") -> str:
+    """Run ``sql`` as PostgreSQL's superuser over the cluster's private socket; returns the rows, one a line."""
+    port = str(read_state(layout)["pg_port"])
+    command = [pg_bin("psql", layout), "-h", str(layout.socket_dir), "-p", port, "-U", "postgres", "-d", database]
+    return run_pg([*command, "-v", "ON_ERROR_STOP=1", "-q", "-At"], what, stdin=sql)
 
 
-def _start_postgres(layout: Layout) -> None:
-    if _pg_running(layout):
+def start_postgres(layout: Layout) -> None:
+    if pg_running(layout):
         return
-    port = _state(layout)["pg_port"]
+    port = read_state(layout)["pg_port"]
     options = (
         f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={layout.socket_dir} "
         + POSTGRES_OPTIONS
     )
-    _run(
-        [_pg_bin("pg_ctl"), "start", "-w", "-t", "60", "-D", str(layout.data),
+    run_pg(
+        [pg_bin("pg_ctl", layout), "start", "-w", "-t", "60", "-D", str(layout.data),
          "-l", str(layout.postgres / "postgres.log"), "-o", options],
         "starting PostgreSQL",
     )  # fmt: skip
 
 
-def _stop_postgres(layout: Layout) -> bool:
-    if not _pg_running(layout):
+def stop_postgres(layout: Layout) -> bool:
+    if not pg_running(layout):
         return False
-    _run([_pg_bin("pg_ctl"), "stop", "-w", "-t", "60", "-m", "fast", "-D", str(layout.data)], "stopping PostgreSQL")
+    run_pg(
+        [pg_bin("pg_ctl", layout), "stop", "-w", "-t", "60", "-m", "fast", "-D", str(layout.data)],
+        "stopping PostgreSQL",
+    )
     return True
 
 
@@ -279,12 +313,12 @@ def _stop_postgres(layout: Layout) -> bool:
 
 def database_uri(layout: Layout) -> str:
     """The store's URI: no password in it (libpq reads ``PGPASSFILE``)."""
-    return f"postgresql://{DATABASE}@127.0.0.1:{_state(layout)['pg_port']}/{DATABASE}"
+    return f"postgresql://{DATABASE}@127.0.0.1:{read_state(layout)['pg_port']}/{DATABASE}"
 
 
 def _write_config(layout: Layout, values: dict[str, str]) -> None:
-    port = _state(layout)["pg_port"]
-    _write_private(layout.pgpass, f"127.0.0.1:{port}:{DATABASE}:{DATABASE}:{values['database_password']}\n")
+    port = read_state(layout)["pg_port"]
+    write_private(layout.pgpass, f"127.0.0.1:{port}:{DATABASE}:{DATABASE}:{values['database_password']}\n")
     layout.auth_ini.write_text(
         "[mlflow]\n"
         "default_permission = READ\n"
@@ -318,38 +352,113 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _process_start(pid: int) -> str | None:
-    """The start time of process ``pid`` (clock ticks since boot), which tells a reused PID apart."""
+def _stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name ([0] state, [2] process group, [19] start time)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
 
 
-def _mlflow_pid(layout: Layout) -> int | None:
-    """The PID of the MLflow server this folder started, if it still runs."""
-    if not layout.pid.exists():
+def _process_start(pid: int) -> str | None:
+    """The start time of live process ``pid`` (clock ticks since boot), which tells a reused PID apart; None
+    for a zombie (dead, not yet reaped by its parent)."""
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 and fields[0] != "Z" else None
+
+
+def _group_alive(leader: int, since: str) -> bool:
+    """Whether a live process remains in the process group ``leader`` started at ``since``: when only the
+    ``mlflow server`` process is killed, its gunicorn keeps answering on the port."""
+    for proc in Path("/proc").iterdir():
+        fields = _stat(int(proc.name)) if proc.name.isdigit() else []
+        if len(fields) > 19 and fields[0] != "Z" and fields[2] == str(leader) and int(fields[19]) >= int(since):
+            return True
+    return False
+
+
+def record_pid(path: Path, pid: int) -> None:
+    path.write_text(json.dumps({"pid": pid, "start": _process_start(pid)}) + "\n")
+
+
+def recorded_pid(path: Path) -> int | None:
+    """The PID recorded in ``path`` if that process still runs (not another one that reused the number)."""
+    if not path.exists():
         return None
-    recorded = json.loads(layout.pid.read_text())
+    recorded = json.loads(path.read_text())
     pid = int(recorded["pid"])
     return pid if _process_start(pid) == recorded["start"] else None
 
 
+def mlflow_pid(layout: Layout) -> int | None:
+    """The PID of the MLflow server this folder started, if it still runs."""
+    return recorded_pid(layout.pid)
+
+
 def url_of(layout: Layout) -> str:
-    state = _state(layout)
+    state = read_state(layout)
     if "url" not in state:
         raise ServerError(f"no server in {layout.root}: start it first (make server)")
     return state["url"]
 
 
+def unverified_auth_app(version: str) -> str | None:
+    """Why ``invaders-auth`` must not run on MLflow ``version`` (None: it was verified there)."""
+    if version in AUTH_APP_VERIFIED:
+        return None
+    return (
+        f"invaders-auth was verified on MLflow {', '.join(AUTH_APP_VERIFIED)}, not on the installed {version}: "
+        "install the locked version (make setup), or start MLflow's own app (--app basic-auth)"
+    )
+
+
 def check_app(app: str) -> None:
     """MLflow finds ``--app-name`` among the installed ``mlflow.app`` entry points: say so before it fails."""
-    from importlib.metadata import entry_points
+    from importlib.metadata import entry_points, version
 
     if app not in {entry.name for entry in entry_points(group="mlflow.app")}:
         raise ServerError(
             f"MLflow app {app!r} is not installed: run `make setup` (pip install -e . registers the project's)"
         )
+    problem = unverified_auth_app(version("mlflow")) if app == APP else None
+    if problem:
+        raise ServerError(problem)
+
+
+def rotate_log(path: Path, max_bytes: int = LOG_BYTES, keep: int = LOG_FILES) -> bool:
+    """Move ``path`` to ``path.1`` (older ones up to ``path.<keep>``) once it passes ``max_bytes``; the file is
+    copied, then truncated, since the server writing it keeps it open (in append mode: it writes on at the new
+    end). Lines written between the copy and the truncation are lost. Returns whether it rotated."""
+    try:
+        if path.stat().st_size <= max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    for older in range(keep - 1, 0, -1):
+        if path.with_name(f"{path.name}.{older}").exists():
+            os.replace(path.with_name(f"{path.name}.{older}"), path.with_name(f"{path.name}.{older + 1}"))
+    shutil.copyfile(path, path.with_name(f"{path.name}.1"))
+    os.truncate(path, 0)
+    return True
+
+
+def server_logs(layout: Layout) -> list[Path]:
+    return [layout.log, layout.postgres / "postgres.log"]
+
+
+def start_database(layout: Layout) -> dict[str, str]:
+    """Start PostgreSQL, making the secrets, the cluster and its database on first use; returns the secrets."""
+    values = load_secrets(layout)
+    state = read_state(layout)
+    if "pg_port" not in state:
+        state["pg_port"] = _free_port()
+        layout.state.write_text(json.dumps(state, indent=1) + "\n")
+    if not (layout.data / "PG_VERSION").exists():
+        init_postgres(layout, values["database_password"])
+    else:
+        start_postgres(layout)
+    _write_config(layout, values)
+    return values
 
 
 def start(
@@ -365,24 +474,21 @@ def start(
     check_app(app)  # before PostgreSQL starts
     warning = bind_warning(host, port)
     if warning:
-        _say(warning)
-    values = load_secrets(layout)
-    state = _state(layout)
-    if "pg_port" not in state:
-        state["pg_port"] = _free_port()
-        layout.state.write_text(json.dumps(state, indent=1) + "\n")
-    if not (layout.data / "PG_VERSION").exists():
-        _init_postgres(layout, values["database_password"])
-    else:
-        _start_postgres(layout)
-    _write_config(layout, values)
+        say(warning)
+    values = start_database(layout)
+    state = read_state(layout)
     every_interface = host in ("0.0.0.0", "::")
     url = f"http://{'127.0.0.1' if every_interface else host}:{port}"  # how this machine reaches it
     public_url = public_url or (f"http://{socket.getfqdn()}:{port}" if every_interface else url)
-    if _mlflow_pid(layout):
-        running = _state(layout)
-        _say(f"already running: {running.get('public_url', running.get('url', url))}")
+    if mlflow_pid(layout):
+        running = read_state(layout)
+        say(f"already running: {running.get('public_url', running.get('url', url))}")
         return running.get("public_url", running.get("url", url))
+    from invaders.tracking.server_schema import check_schema
+
+    check_schema(layout)  # before MLflow fails on it with "see mlflow.log"
+    for log in server_logs(layout):
+        rotate_log(log)
     layout.artifacts.mkdir(exist_ok=True)
     command = [
         str(Path(sys.executable).parent / "mlflow"), "server", "--app-name", app,
@@ -396,23 +502,28 @@ def start(
             command, cwd=layout.root, env=server_env(layout, values), stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-    layout.pid.write_text(json.dumps({"pid": process.pid, "start": _process_start(process.pid)}) + "\n")
+    record_pid(layout.pid, process.pid)
     state.update(url=url, public_url=public_url, host=host, port=port)
     layout.state.write_text(json.dumps(state, indent=1) + "\n")
     deadline = time.monotonic() + 120
     while not healthy(url):
         if process.poll() is not None or time.monotonic() > deadline:
-            _stop_mlflow(layout)
+            stop_mlflow(layout)
             raise ServerError(f"the MLflow server did not start on {url}: see {layout.log}")
         time.sleep(0.2)
     return public_url
 
 
-def _stop_mlflow(layout: Layout) -> bool:
-    """Stop the MLflow server by its process group (its gunicorn workers with it): SIGTERM, then SIGKILL."""
-    pid = _mlflow_pid(layout)
-    layout.pid.unlink(missing_ok=True)
-    if pid is None:
+def stop_mlflow(layout: Layout) -> bool:
+    """Stop the MLflow server by its process group (its gunicorn workers with it, also when the ``mlflow
+    server`` process itself is gone): SIGTERM, then SIGKILL."""
+    if not layout.pid.exists():
+        return False
+    recorded = json.loads(layout.pid.read_text())
+    pid = int(recorded["pid"])
+    reap(pid)
+    layout.pid.unlink()
+    if not _group_alive(pid, recorded["start"]):
         return False
     try:
         os.killpg(pid, signal.SIGTERM)
@@ -424,15 +535,15 @@ def _stop_mlflow(layout: Layout) -> bool:
             os.killpg(pid, 0)
         except ProcessLookupError:
             break
-        _reap(pid)
+        reap(pid)
         time.sleep(0.1)
     else:
         os.killpg(pid, signal.SIGKILL)
-    _reap(pid)
+    reap(pid)
     return True
 
 
-def _reap(pid: int) -> None:
+def reap(pid: int) -> None:
     try:
         os.waitpid(pid, os.WNOHANG)  # when this process started it (tests): no zombie left
     except ChildProcessError:
@@ -440,11 +551,19 @@ def _reap(pid: int) -> None:
 
 
 def stop(layout: Layout) -> list[str]:
-    """Stop the MLflow server, then PostgreSQL; returns what was running."""
+    """Stop the supervisor if one runs (it would start the server again), the MLflow server, then PostgreSQL;
+    returns what was running."""
     stopped = []
-    if _stop_mlflow(layout):
+    supervisor = recorded_pid(layout.supervisor_pid)
+    if supervisor not in (None, os.getpid()):
+        os.kill(supervisor, signal.SIGTERM)  # it stops both servers itself
+        deadline = time.monotonic() + 120
+        while recorded_pid(layout.supervisor_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stopped.append("supervisor")
+    if stop_mlflow(layout):
         stopped.append("MLflow server")
-    if (layout.data / "PG_VERSION").exists() and _stop_postgres(layout):
+    if (layout.data / "PG_VERSION").exists() and stop_postgres(layout):
         stopped.append("PostgreSQL")
     return stopped
 
@@ -461,105 +580,139 @@ def admin_env(layout: Layout) -> dict[str, str]:
     }
 
 
-def add_user(layout: Layout, name: str, access: str, experiment: str) -> Path:
-    """Create user ``name`` (or keep it) with ``access`` on ``experiment``; returns its 0600 env file."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", name):
-        raise ServerError(f"NAME={name!r}: a user name is 1-64 letters, digits, '_', '.', '@' or '-'")
-    if access not in ACCESS:
-        raise ServerError(f"ACCESS={access!r}: one of {', '.join(ACCESS)}")
-    if name == ADMIN:
-        raise ServerError(f"NAME={name!r}: that is the admin account (its password is in {layout.secrets})")
-    env = admin_env(layout)
-    os.environ.update(env)  # the admin's login, for this process only
-    import warnings
-
-    from invaders.tracking.mlflow_tracking import check_store, server_errors
-
-    # the server's modules, which the auth client imports, warn about starlette
-    warnings.filterwarnings("ignore", message=".*starlette.middleware.wsgi")
-    from mlflow.server import get_app_client
-
-    url = env["MLFLOW_TRACKING_URI"]
-    check_store(url)
-    with server_errors(url):
-        return _grant(layout, get_app_client("basic-auth", tracking_uri=url), url, name, access, experiment)
-
-
-def _grant(layout: Layout, auth, url: str, name: str, access: str, experiment: str) -> Path:
-    from mlflow.exceptions import MlflowException
-
-    from invaders.tracking.mlflow_tracking import open_experiment
-
-    experiment_id = open_experiment(url, experiment)
-    user_file = layout.users / f"{name}.env"
-    try:
-        auth.get_user(name)
-        created = False
-    except MlflowException:
-        created = True
-    if created:
-        password = secrets.token_urlsafe(18)
-        auth.create_user(name, password)
-        layout.users.mkdir(mode=0o700, exist_ok=True)
-        shared = _state(layout).get("public_url", url)  # what a teammate's machine reaches
-        lines = [f"export MLFLOW_TRACKING_URI={shared}", f"export MLFLOW_TRACKING_USERNAME={name}"]
-        _write_private(user_file, "\n".join([*lines, f"export MLFLOW_TRACKING_PASSWORD={password}", ""]))
-    # The registered model of the same name holds the experiment's agents (tracking/models.py): an EDIT user
-    # registers versions and moves the champion there too.
-    for resource_type, resource_id in (("experiment", experiment_id), ("registered_model", experiment)):
-        try:
-            auth.grant_user_permission(name, resource_type, resource_id, access)
-        except MlflowException:  # had one already: replace it
-            auth.revoke_user_permission(name, resource_type, resource_id)
-            auth.grant_user_permission(name, resource_type, resource_id, access)
-    return user_file
-
-
 # --- Command line ---------------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> None:
+def _start_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    command.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port of the MLflow server")
+    command.add_argument("--allowed-hosts", default="", help="Host headers the server accepts (MLflow's option)")
+    command.add_argument("--public-url", default="", help="the URL teammates use, written into their login files")
+    command.add_argument("--app", default=APP, choices=(APP, "basic-auth"), help="the MLflow app with the logins")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m invaders.tracking.server", description=__doc__.split("\n")[0])
     parser.add_argument("--dir", type=Path, default=None, help="the server's folder (default .server/)")
+    parser.add_argument(
+        "--login", type=Path, default=None, help="a user's login file for the user commands (default: the admin)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    begin = commands.add_parser("start", help="start PostgreSQL and the MLflow server (made on first start)")
-    begin.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
-    begin.add_argument("--port", type=int, default=DEFAULT_PORT)
-    begin.add_argument("--allowed-hosts", default="", help="Host headers the server accepts (MLflow's option)")
-    begin.add_argument("--public-url", default="", help="the URL teammates use, written into their login files")
+    _start_options(commands.add_parser("start", help="start PostgreSQL and the MLflow server (made on first start)"))
     commands.add_parser("stop", help="stop the MLflow server and PostgreSQL")
     commands.add_parser("status", help="say what runs")
-    user = commands.add_parser("add-user", help="add a user with READ or EDIT rights on the experiment")
+    user = commands.add_parser("add-user", help="add a user with READ, EDIT or MANAGE rights on the experiment")
     user.add_argument("name")
     user.add_argument("access", type=str.upper)
     user.add_argument("--experiment", default=None, help="default: tracking.experiment of params.yaml")
-    args = parser.parse_args(argv)
+    commands.add_parser("users", help="list the users with their rights")
+    commands.add_parser("reset-password", help="a new password for a user, into their login file").add_argument("name")
+    commands.add_parser("remove-user", help="remove a user, their grants and their login file").add_argument("name")
+    commands.add_parser("passwd", help="change your own password (the one in --login), written back there")
+    saving = commands.add_parser("backup", help="one archive of the database and the artifacts, while it runs")
+    saving.add_argument("--to", type=Path, default=None, help="folder of the archives (default DIR/backups)")
+    saving.add_argument("--keep", type=int, default=None, help="archives kept there, newest first (default 7)")
+    bringing = commands.add_parser("restore", help="a backup into a new server folder (--dir), left stopped")
+    bringing.add_argument("file", type=Path)
+    _start_options(commands.add_parser("upgrade", help="back up, migrate the schemas to the installed MLflow, start"))
+    _start_options(commands.add_parser("supervise", help="start, then restart what stops, until SIGTERM"))
+    unit = commands.add_parser("unit", help="write a systemd unit that runs `supervise` at boot")
+    unit.add_argument("--host", default="127.0.0.1")
+    unit.add_argument("--port", type=int, default=DEFAULT_PORT)
+    unit.add_argument("--public-url", default="", help="the URL teammates use, written into their login files")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
     layout = Layout((args.dir or default_dir()).resolve())
     try:
-        if args.command == "start":
-            if not 1 <= args.port <= 65535:
-                raise ServerError(f"PORT={args.port}: a TCP port, 1-65535")
-            began = time.monotonic()
-            url = start(layout, args.host, args.port, args.allowed_hosts, args.public_url)
-            _say(f"MLflow server on {url} ({time.monotonic() - began:.1f} s), data in {layout.root}")
-            _say(f"add a user: make server-user NAME=alice ACCESS=EDIT (admin login: {ADMIN}, see {layout.secrets})")
-        elif args.command == "stop":
-            stopped = stop(layout)
-            _say(f"stopped: {', '.join(stopped)}" if stopped else f"nothing was running in {layout.root}")
-        elif args.command == "status":
-            pid = _mlflow_pid(layout)
-            running = pid is not None and healthy(url_of(layout))
-            database = (layout.data / "PG_VERSION").exists() and _pg_running(layout)
-            _say(
-                f"MLflow server {'on ' + url_of(layout) if running else 'stopped'}, PostgreSQL {'up' if database else 'stopped'}"
-            )
-        elif args.command == "add-user":
-            experiment = args.experiment or _experiment_name()
-            path = add_user(layout, args.name, args.access, experiment)
-            _say(f"{args.name}: {args.access} on experiment {experiment!r}; login in {path} (`. {path}` sets it)")
+        if hasattr(args, "port") and not 1 <= args.port <= 65535:
+            raise ServerError(f"PORT={args.port}: a TCP port, 1-65535")
+        _run_command(args, layout)
     except UserError as error:
         print(f"server: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _run_command(args: argparse.Namespace, layout: Layout) -> None:
+    from invaders.tracking import server_backup, server_users
+
+    login = server_users.read_login(args.login) if args.login else None
+    options = {key: getattr(args, key, None) for key in ("host", "port", "allowed_hosts", "public_url", "app")}
+    began = time.monotonic()
+    if args.command == "start":
+        url = start(layout, **options)
+        say(f"MLflow server on {url} ({time.monotonic() - began:.1f} s), data in {layout.root}")
+        say(f"add a user: make server-user NAME=alice ACCESS=EDIT (admin login: {ADMIN}, see {layout.secrets})")
+    elif args.command == "stop":
+        stopped = stop(layout)
+        say(f"stopped: {', '.join(stopped)}" if stopped else f"nothing was running in {layout.root}")
+    elif args.command == "status":
+        running = mlflow_pid(layout) is not None and healthy(url_of(layout))
+        database = (layout.data / "PG_VERSION").exists() and pg_running(layout)
+        mlflow = "on " + url_of(layout) if running else "stopped"
+        say(f"MLflow server {mlflow}, PostgreSQL {'up' if database else 'stopped'}")
+    elif args.command == "add-user":
+        experiment = args.experiment or _experiment_name()
+        path = server_users.add_user(layout, args.name, args.access, experiment, login)
+        say(f"{args.name}: {args.access} on experiment {experiment!r}; login in {path} (`. {path}` sets it)")
+    elif args.command == "users":
+        for user in server_users.list_users(layout, login):
+            rights = "admin: every right" if user.is_admin else "; ".join(user.grants) or "no grants"
+            print(f"{user.name}\t{rights}")
+        say("anything not granted: READ (auth.ini's default_permission)")
+    elif args.command == "reset-password":
+        path = server_users.reset_password(layout, args.name, login)
+        say(f"{args.name}: new password in {path} (the old one no longer works)")
+    elif args.command == "remove-user":
+        server_users.remove_user(layout, args.name, login)
+        say(f"{args.name}: removed, with their grants and login file")
+    elif args.command == "passwd":
+        if not args.login:
+            raise ServerError("passwd needs --login FILE: your login file, where the new password goes")
+        server_users.change_own_password(args.login)
+        say(f"new password in {args.login}")
+    elif args.command == "backup":
+        keep = server_backup.KEEP if args.keep is None else args.keep
+        archive = server_backup.backup(layout, args.to, keep)
+        size = archive.stat().st_size / 2**20
+        say(f"backup {archive} ({size:.1f} MiB, {time.monotonic() - began:.1f} s; the newest {keep} kept)")
+    elif args.command == "restore":
+        server_backup.restore(args.file.resolve(), layout)
+        say(f"restored in {time.monotonic() - began:.1f} s; start it: make server (--dir {layout.root})")
+    elif args.command == "upgrade":
+        from invaders.tracking.server_schema import migrate
+
+        supervisor = recorded_pid(layout.supervisor_pid)
+        if supervisor:
+            raise ServerError(
+                f"a supervisor (PID {supervisor}) would restart the server mid-upgrade: stop it first "
+                "(systemctl stop invaders-server, or make server-stop), upgrade, then start it again"
+            )
+        stop_mlflow(layout)
+        start_postgres(layout)
+        archive = server_backup.backup(layout)
+        say(f"backed up to {archive}")
+        migrated = migrate(layout)
+        say(
+            f"migrated to the installed MLflow's schemas (were: {'; '.join(migrated)})"
+            if migrated
+            else "the schemas were already the installed MLflow's"
+        )
+        say(f"MLflow server on {start(layout, **options)} ({time.monotonic() - began:.1f} s)")
+    elif args.command == "supervise":
+        from invaders.tracking.supervisor import supervise
+
+        supervise(layout, **options)
+    elif args.command == "unit":
+        from invaders.tracking.mlflow_tracking import project_root
+        from invaders.tracking.supervisor import unit
+
+        path = layout.root / "invaders-server.service"
+        layout.root.mkdir(parents=True, exist_ok=True)
+        path.write_text(unit(layout, args.host, args.port, project_root(), args.public_url))
+        say(f"wrote {path}; install it: cp {path} /etc/systemd/system/ && systemctl enable --now invaders-server")
 
 
 def _experiment_name() -> str:
