@@ -184,6 +184,11 @@ notebook: setup
 ship: setup
 	invaders-ship "$(NAME)" --command "$(COMMAND)"
 
+# Copy report/report.md's results table into README.md between its marker comments (tests/test_docs.py compares them).
+.PHONY: readme-results
+readme-results: setup
+	python tools/readme_results.py
+
 # dvc_plots/index.html from the plots in dvc.yaml; the page's template (.dvc/config plots.html_template)
 # carries vega, vega-lite and vega-embed inline, so it draws offline (see docs/vega/README.md).
 .PHONY: plots
