@@ -28,7 +28,9 @@ def _tool():
 def _docs_files() -> list[Path]:
     files = [README, ROOT / "shipped" / "README.md"]
     for folder in ("docs", "src"):
-        files += sorted(path for path in (ROOT / folder).rglob("*") if path.is_file() and "__pycache__" not in path.parts)
+        files += sorted(
+            path for path in (ROOT / folder).rglob("*") if path.is_file() and "__pycache__" not in path.parts
+        )
     return [path for path in files if path.exists() and path not in VENDORED]
 
 
