@@ -52,6 +52,42 @@ def add_max_isa_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_output_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--output", type=Path, metavar="FILE", help="also write the printed figures to FILE as a Markdown table"
+    )
+
+
+class Printed:
+    """What a benchmark prints, line by line, kept so that ``--output FILE`` writes the same figures as a
+    Markdown table (one row per line: the text before its first colon, the rest) for the docs to link."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, text: str = "", **kwargs) -> None:
+        print(text, **kwargs)
+        self.lines.append(text)
+
+    def markdown(self, title: str) -> str:
+        def cell(text: str) -> str:
+            return text.strip().replace("|", "\\|")
+
+        command = " ".join(["python", *sys.argv])
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        rows = [
+            f"| {cell(figure)} | {cell(value)} |" for figure, _, value in (line.partition(":") for line in self.lines)
+        ]
+        header = [f"# {title}", "", f"Written by `{command}` on {when}: every row is a line it printed.", ""]
+        return "\n".join([*header, "| figure | value |", "|---|---|", *rows]) + "\n"
+
+    def write(self, path: Path | None, title: str) -> None:
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(self.markdown(title))
+            print(f"figures written to {path}")
+
+
 def apply_max_isa(max_isa: str) -> None:
     """Run this script again under the cap's variables unless they are set: numpy and the math libraries read
     them when they load, and the peers' processes inherit them."""
@@ -210,8 +246,10 @@ def main() -> None:
         help="agent steps after warm-up for keras-rl2 on the same setup (0: skip)",
     )
     add_max_isa_argument(parser)
+    add_output_argument(parser)
     args = parser.parse_args()
     apply_max_isa(args.max_isa)
+    say = Printed()
 
     from invaders.agents.native_backend import build_trainer
     from invaders.envs.atari import num_actions, observation_shape
@@ -225,12 +263,12 @@ def main() -> None:
         params.model.network, params.model.dueling, observation_shape(params.env), num_actions(params.env)
     )
     envs = config.num_envs
-    print(
+    say(
         f"setup: {params.env.id}, {spec.network}{' dueling' if spec.dueling else ''}, batch {config.batch_size}, "
         f"replay ratio {config.replay_ratio}, {envs} envs, double DQN {config.double_dqn}, n-step {config.n_step}, "
         f"precision {config.precision} = {learner_precision(config.precision)} here"
     )
-    print(f"CPU: {cpu_description()}")
+    say(f"CPU: {cpu_description()}")
     initial = Path(tempfile.mkdtemp(prefix="invaders-bench-"))
     save_weights(build_q_network(spec), spec, initial)
 
@@ -278,40 +316,39 @@ def main() -> None:
     memory = replay_memory_figures(args.capacity, envs, spec.input_shape, config.n_step, config.gamma)
     training_rss = peak_rss_gb()
 
-    print(
+    say(
         f"agent steps/s, training end to end:     {steps_per_s:8.1f}   ({steps} steps, {updates} updates, {seconds:.1f} s)"
     )
-    print(f"  1M agent steps would take:            {1e6 / steps_per_s / 3600:8.2f} h")
+    say(f"  1M agent steps would take:            {1e6 / steps_per_s / 3600:8.2f} h")
     if kerasrl:
-        print(
+        say(
             f"keras-rl2 DQNAgent, same setup, agent steps/s: {kerasrl:8.1f}   ({1e3 / kerasrl:.1f} ms per agent step;"
             f" native {1e3 / steps_per_s:.1f} ms)"
         )
-    print(f"ms per compiled update (bare):          {update_s * 1e3:8.2f}")
+    say(f"ms per compiled update (bare):          {update_s * 1e3:8.2f}")
     for label, (path_update_s, path_act_s) in paths.items():
-        print(f"  {label + ':':<36} {path_update_s * 1e3:8.2f}   (action {path_act_s * 1e3:.2f} ms)")
-    print(f"ms per batched action ({envs} games):        {act_s * 1e3:8.2f}")
-    print(f"ms per replay sample (batch {config.batch_size}):        {sample_s * 1e3:8.2f}")
-    print(
-        f"ms per vector step of the env ({envs} games): {env_s * 1e3:8.2f}   ({envs / env_s:.0f} agent steps/s alone)"
-    )
-    print(
+        say(f"  {label + ':':<36} {path_update_s * 1e3:8.2f}   (action {path_act_s * 1e3:.2f} ms)")
+    say(f"ms per batched action ({envs} games):        {act_s * 1e3:8.2f}")
+    say(f"ms per replay sample (batch {config.batch_size}):        {sample_s * 1e3:8.2f}")
+    say(f"ms per vector step of the env ({envs} games): {env_s * 1e3:8.2f}   ({envs / env_s:.0f} agent steps/s alone)")
+    say(
         f"ms per vector step, measured in the loop: {measured * 1e3:6.2f}   (serial sum of parts {serial * 1e3:.2f};"
         " the replay samples while the emulators step; the update call also acts)"
     )
     for name, value in per_vector_step.items():
-        print(f"  share {name:<7}                         {value / serial:8.1%}")
+        say(f"  share {name:<7}                         {value / serial:8.1%}")
     bare_update_time = update_s * updates
-    print(f"loop cost on top of the bare updates:   {seconds / bare_update_time - 1:8.1%}")
-    print(f"GFLOP per update (analytic):            {update_flops / 1e9:8.2f}")
-    print(f"fp32 matmul peak measured (GFLOP/s):    {peak:8.1f}")
-    print(f"update reaches of that peak:            {update_flops / update_s / 1e9 / peak:8.1%}")
-    print(
+    say(f"loop cost on top of the bare updates:   {seconds / bare_update_time - 1:8.1%}")
+    say(f"GFLOP per update (analytic):            {update_flops / 1e9:8.2f}")
+    say(f"fp32 matmul peak measured (GFLOP/s):    {peak:8.1f}")
+    say(f"update reaches of that peak:            {update_flops / update_s / 1e9 / peak:8.1%}")
+    say(
         f"replay capacity {args.capacity:,}: frames {memory['frame_gb']:.2f} GB, all fields {memory['total_gb']:.2f} GB "
         f"({memory['total_gb'] / memory['frame_gb']:.3f} x C x 84 x 84)"
     )
-    print(f"peak RSS, process holding only that memory, full: {memory['peak_rss_gb']:.2f} GB")
-    print(f"peak RSS of this training process (TensorFlow, 100k-capacity replay partly written): {training_rss:.2f} GB")
+    say(f"peak RSS, process holding only that memory, full: {memory['peak_rss_gb']:.2f} GB")
+    say(f"peak RSS of this training process (TensorFlow, 100k-capacity replay partly written): {training_rss:.2f} GB")
+    say.write(args.output, "make bench: the native DQN on this machine")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import add_max_isa_argument, apply_max_isa, benchmark_params, end_to_end
+from bench import Printed, add_max_isa_argument, add_output_argument, apply_max_isa, benchmark_params, end_to_end
 
 from invaders.hardware import cpu_description, usable_cpus  # importable once bench put src/ on the path
 
@@ -98,30 +98,40 @@ def main() -> int:
     )
     parser.add_argument("--sb3-timeout", type=float, default=600, help="seconds before an SB3 run is given up")
     add_max_isa_argument(parser)
+    add_output_argument(parser)
     args = parser.parse_args()
     apply_max_isa(args.max_isa)
+    say = Printed()
+    try:
+        return measure(args, say)
+    finally:
+        say.write(args.output, "make bench-peers: this project's training speed against Stable-Baselines3's DQN")
+
+
+def measure(args: argparse.Namespace, say: Printed) -> int:
+    """Run the measurements, printing each figure through ``say``; the exit code."""
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"CPU: {cpu_description()}")
+    say(f"CPU: {cpu_description()}")
     busy = (
         " - the machine is busy: the figures are skewed, most against torch's spinning threads"
         if load > usable_cpus() / 2
         else ""
     )
-    print(f"load average (1 min) at start: {load:.2f}{busy}")
-    print(
+    say(f"load average (1 min) at start: {load:.2f}{busy}")
+    say(
         f"settings: one update per 4 agent steps, batch 32, 84x84x4; warm-up {args.warmup:,}, "
         f"{args.settle:,} untimed, {args.steps:,} agent steps timed for each",
         flush=True,
     )
     project = project_figures(args.params, args.warmup, args.settle, args.steps)
-    print(
+    say(
         f"this project ({project['env']}, {project['label']}): {project['steps_per_s']:8.1f} agent steps/s"
         f"   ({project['steps']} steps, {project['updates']} updates, {project['seconds']:.1f} s)",
         flush=True,
     )
     if not Path(args.peers_python).exists():
-        print(f"SB3 DQN: not measured: no {args.peers_python} (`make bench-peers` creates .venv-peers)")
+        say(f"SB3 DQN: not measured: no {args.peers_python} (`make bench-peers` creates .venv-peers)")
         return 1
     peers, failures = [], []
     for envs, threads in itertools.product(args.sb3_envs, args.sb3_threads):
@@ -131,10 +141,10 @@ def main() -> int:
             )
         except RuntimeError as error:
             failures.append(str(error))
-            print(f"SB3 DQN, {plural(envs, 'env')}: not measured: {error}", flush=True)
+            say(f"SB3 DQN, {plural(envs, 'env')}: not measured: {error}", flush=True)
             continue
         peers.append(peer)
-        print(
+        say(
             f"SB3 {peer['version']} DQN (CnnPolicy, torch {peer['torch']}), {sb3_label(peer)}: "
             f"{peer['steps_per_s']:8.1f} agent steps/s"
             f"   ({peer['steps']} steps, {peer['updates']} updates, {peer['seconds']:.1f} s)",
@@ -142,9 +152,7 @@ def main() -> int:
         )
     if peers:
         best = max(peers, key=lambda peer: peer["steps_per_s"])
-        print(
-            f"ratio this project / SB3's best ({sb3_label(best)}): {project['steps_per_s'] / best['steps_per_s']:.2f}x"
-        )
+        say(f"ratio this project / SB3's best ({sb3_label(best)}): {project['steps_per_s'] / best['steps_per_s']:.2f}x")
     return 1 if failures else 0
 
 

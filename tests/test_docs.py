@@ -80,3 +80,24 @@ def test_no_diary_wording_in_the_docs():
 def test_the_readme_stays_short():
     lines = len(README.read_text().splitlines())
     assert lines <= 250, f"README.md has {lines} lines; at most 250 (details go to docs/)"
+
+
+def test_a_benchmark_writes_what_it_prints_as_a_markdown_table(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    say = bench.Printed()
+    say("CPU: AMD EPYC, avx512f | avx512_bf16")
+    say("agent steps/s, training end to end:     280.1   (4000 steps)")
+    say("  1M agent steps would take:      0.99 h")
+    say.write(tmp_path / "out" / "bench.md", "make bench")
+    printed = capsys.readouterr().out
+    assert "agent steps/s, training end to end:     280.1" in printed
+    lines = (tmp_path / "out" / "bench.md").read_text().splitlines()
+    assert lines[0] == "# make bench" and lines[2].startswith("Written by `python ")
+    assert lines[-4:] == [
+        "|---|---|",
+        "| CPU | AMD EPYC, avx512f \\| avx512_bf16 |",
+        "| agent steps/s, training end to end | 280.1   (4000 steps) |",
+        "| 1M agent steps would take | 0.99 h |",
+    ]
