@@ -110,7 +110,6 @@ def main() -> int:
 
 def measure(args: argparse.Namespace, say: Printed) -> int:
     """Run the measurements, printing each figure through ``say``; the exit code."""
-
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     say(f"CPU: {cpu_description()}")
     busy = (
