@@ -101,3 +101,20 @@ def test_a_benchmark_writes_what_it_prints_as_a_markdown_table(tmp_path, capsys)
         "| agent steps/s, training end to end | 280.1   (4000 steps) |",
         "| 1M agent steps would take | 0.99 h |",
     ]
+
+
+def test_the_tool_reads_the_table_the_report_stage_writes(tmp_path):
+    import numpy as np
+
+    from invaders.reporting.report import AgentScores, results_table, seed_rows, write_report
+
+    agents = [
+        AgentScores("random", 0, 0.0, "v5 eps 0.05", "workspace", "4cfda13aaaa", np.array([100.0, 200.0])),
+        AgentScores("native 10,000 steps", 10_000, 120.0, "v5 eps 0.05", "workspace", "4cfda13aaaa", np.array([5.0])),
+    ]
+    rows = seed_rows(agents, {})
+    write_report(rows, tmp_path, 0.95, 100, None, None, game="Space Invaders")
+    tool = _tool()
+    table = tool.report_table((tmp_path / "report.md").read_text())
+    assert table == results_table(rows, 0.95, 100).to_markdown(index=False)
+    assert tool.readme_table(tool.with_table(f"{tool.BEGIN}\n{tool.END}\n", table)) == table
