@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,22 @@ def _tool():
 
 
 def _docs_files() -> list[Path]:
-    files = [README, ROOT / "shipped" / "README.md"]
-    for folder in ("docs", "src"):
-        files += sorted(
-            path for path in (ROOT / folder).rglob("*") if path.is_file() and "__pycache__" not in path.parts
-        )
-    return [path for path in files if path.exists() and path not in VENDORED]
+    """The README, docs/, shipped/README.md and src/: what git tracks or would track (not what it ignores, such
+    as an egg-info copy of an older README)."""
+    scope = ["README.md", "docs", "shipped/README.md", "src"]
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *scope],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if listed.returncode == 0:
+        files = [ROOT / name for name in listed.stdout.splitlines()]
+    else:  # not a git checkout (an unpacked archive): every file but caches
+        files = [ROOT / "README.md", ROOT / "shipped" / "README.md"]
+        files += [path for folder in ("docs", "src") for path in (ROOT / folder).rglob("*")]
+        files = [path for path in files if "__pycache__" not in path.parts and ".egg-info" not in str(path)]
+    return [path for path in files if path.is_file() and path not in VENDORED]
 
 
 def test_the_readmes_results_table_is_the_reports():
