@@ -235,6 +235,30 @@ def download_curve(uri: str, destination: Path) -> bool:
     return True
 
 
+def version_provenance(uri: str) -> tuple[str, str]:
+    """(commit, experiment) of the run that registered the agent at ``uri``: its commit tag, and its DVC
+    experiment, or ``sweep NAME trial ID`` when it is the train stage of a sweep trial (its parent run is the
+    trial's, whose parent is the sweep's). The commit is "" when the run records none."""
+    client = client_for(_checked_uri())
+    version, _ = _resolve(client, uri)
+    name = uri.removeprefix("models:/").split("@")[0].split("/")[0]
+    run_id = client.get_model_version(name, version).run_id if version else uri.removeprefix("runs:/").split("/")[0]
+    tags = client.get_run(run_id).data.tags
+    commit = tags.get(Tag.GIT_COMMIT, "")
+    experiment = tags.get(Tag.DVC_EXP_NAME, "")
+    trial = _parent_tags(client, tags)
+    if trial.get(Tag.TRIAL_ID):
+        sweep = _parent_tags(client, trial).get(Tag.SWEEP, "?")
+        experiment = f"sweep {sweep} trial {trial[Tag.TRIAL_ID]} ({trial.get(Tag.RUN_NAME, '')})"
+        commit = commit if commit != "unknown" else trial.get(Tag.GIT_COMMIT, "")
+    return ("" if commit == "unknown" else commit), experiment
+
+
+def _parent_tags(client, tags: dict[str, str]) -> dict[str, str]:
+    parent = tags.get(Tag.PARENT_RUN_ID)
+    return client.get_run(parent).data.tags if parent else {}
+
+
 def _checked_uri() -> str:
     uri = tracking_uri()
     check_store(uri)
