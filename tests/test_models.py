@@ -204,8 +204,38 @@ def test_an_agent_ships_from_the_registry(store, tmp_path):
     assert main(["from-registry", "--model", f"models:/{NAME}/{store['version']}", "--destination", str(tmp_path)]) == 0
     shipped = tmp_path / "from-registry"
     assert (shipped / "weights.npz").read_bytes() == (AGENT / "weights.npz").read_bytes()
-    assert models.AgentCard.read(shipped).train_steps == 100000 and (shipped / "params.yaml").is_file()
+    card = models.AgentCard.read(shipped)
+    assert card.train_steps == 100000 and (shipped / "params.yaml").is_file()
+    assert card.git_commit == models.AgentCard.read(AGENT).git_commit, "a shipped agent keeps its provenance"
     assert main(["again", "--model", f"models:/{NAME}@nobody", "--destination", str(tmp_path)]) == 2
+
+
+def test_a_sweep_trials_agent_ships_from_the_registry_with_its_commit_and_trial(store, tmp_path, monkeypatch):
+    """The trial's train stage registers the agent (its card has no commit); its runs say where it came from."""
+    import dataclasses
+
+    from invaders.shipping import main
+    from invaders.tracking.sweep_runs import open_sweep_run, open_trial_run
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", commit)  # what the sweep driver hands its trials
+    (tmp_path / "seeds.yaml").write_text("name: seeds\n")
+    sweep = open_sweep_run(NAME, "seeds", tmp_path / "seeds.yaml", store["root"], None)
+    trial = open_trial_run(NAME, sweep, "t_00001", "seed 1", {"train.seed": 1}, "127.0.0.2")
+    card = models.AgentCard.read(AGENT)
+    trained = dataclasses.replace(card, git_commit=None, trained_with=None)
+    folder = tmp_path / "trained"
+    folder.mkdir()
+    for name in ("weights.npz", "spec.json"):
+        (folder / name).write_bytes((AGENT / name).read_bytes())
+    trained.write(folder)
+    with StageRun("train", NAME, parent_run_id=trial) as run:
+        version = models.log_agent(
+            run, folder, NAME, models.agent_tags(trained, "sha-trial"), "", AGENT / "params.yaml"
+        )
+    assert main(["trial-agent", "--model", f"models:/{NAME}/{version}", "--destination", str(tmp_path)]) == 0
+    shipped = models.AgentCard.read(tmp_path / "trial-agent")
+    assert (shipped.git_commit, shipped.experiment) == (commit, "sweep seeds trial t_00001 (seed 1)")
 
 
 def test_the_report_writes_each_versions_scores_into_its_description(store):

@@ -1,10 +1,10 @@
 """Who holds the ``champion`` alias of the registered agents: decided on a fresh, paired test, or by hand.
 
-    invaders-champion challenge VERSION [--dry-run]   # or python -m invaders.reporting.champion ...
-    invaders-champion move VERSION --reason "why"     # by hand (a pinned alias too)
-    invaders-champion pin VERSION --reason "why"      # by hand, and no challenge moves it until unpin
-    invaders-champion unpin --reason "why"
-    invaders-champion status
+    python -m invaders.reporting.champion challenge VERSION [--dry-run]
+    python -m invaders.reporting.champion move VERSION --reason "why"   # by hand (a pinned alias too)
+    python -m invaders.reporting.champion pin VERSION --reason "why"    # and no challenge moves it until unpin
+    python -m invaders.reporting.champion unpin --reason "why"
+    python -m invaders.reporting.champion status
 
 A challenge plays the challenger and the holder now, both on the same ``evaluation.episodes`` validation
 games (game k starts from emulator seed ``evaluation.validation_seed + k``), under params.yaml's game and
