@@ -135,7 +135,7 @@ def test_a_challenge_plays_both_agents_now_on_the_same_validation_games(registry
     first, second = registry["versions"]
     models.move_champion(NAME, first, "start", by="hand")
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    assert main(["--params", registry["params"], "challenge", second, "--dry-run"]) == 0
+    assert main(["--params", registry["params"], "challenge", "--dry-run"]) == 0  # the newest version: v2
     shown = capsys.readouterr().out
     assert f"v{second} vs v{first} on 4 validation games (seeds 100000-100003)" in shown, shown
     assert Tag.CHAMPION_CHALLENGE not in client.get_model_version(NAME, second).tags, "a dry run records nothing"
@@ -147,4 +147,5 @@ def test_a_challenge_plays_both_agents_now_on_the_same_validation_games(registry
     recorded = client.get_model_version(NAME, second).tags[Tag.CHAMPION_CHALLENGE]
     assert "(seeds 100000-100003)" in recorded and "the interval does not lie above 0" in recorded
     assert main(["--params", registry["params"], "challenge", first]) == 2
+    assert "already holds the champion alias" in capsys.readouterr().err
     assert json.loads(client.get_registered_model(NAME).tags[Tag.CHAMPION_MOVES])[-1]["to"] == first

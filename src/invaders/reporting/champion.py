@@ -1,6 +1,6 @@
 """Who holds the ``champion`` alias of the registered agents: decided on a fresh, paired test, or by hand.
 
-    python -m invaders.reporting.champion challenge VERSION [--dry-run]
+    python -m invaders.reporting.champion challenge [VERSION] [--dry-run]   # the newest version by default
     python -m invaders.reporting.champion move VERSION --reason "why"   # by hand (a pinned alias too)
     python -m invaders.reporting.champion pin VERSION --reason "why"    # and no challenge moves it until unpin
     python -m invaders.reporting.champion unpin --reason "why"
@@ -178,9 +178,16 @@ def challenge(params: Params, version: str, dry_run: bool = False) -> Challenge:
     """Registered ``version`` challenges the champion of ``params.tracking.experiment`` on a fresh, paired test
     of the validation games; moves the alias on a confident win unless ``dry_run`` or the alias is pinned.
     The test is recorded on the challenger's version (and, when it moves, in the model's history)."""
-    from invaders.tracking.models import champion_pin, champion_version, move_champion, record_challenge
+    from invaders.tracking.models import (
+        champion_pin,
+        champion_version,
+        check_version,
+        move_champion,
+        record_challenge,
+    )
 
     name = params.tracking.experiment
+    check_version(name, version)
     holder = champion_version(name)
     if holder is None:
         raise InputError(f"{name} has no champion yet: name the first by hand (champion move VERSION --reason ...)")
@@ -204,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="protocol, seeds and confidence")
     commands = parser.add_subparsers(dest="command", required=True)
     challenge_parser = commands.add_parser("challenge", help="a registered version plays the champion, paired")
-    challenge_parser.add_argument("version", help="the registered version of tracking.experiment to test")
+    challenge_parser.add_argument(
+        "version", nargs="?", help="the registered version of tracking.experiment to test (default: the newest)"
+    )
     challenge_parser.add_argument("--dry-run", action="store_true", help="play and show the numbers; move nothing")
     for command, help_text in (("move", "point the alias at VERSION"), ("pin", "move and hold it there")):
         by_hand = commands.add_parser(command, help=help_text)
@@ -226,7 +235,8 @@ def _run(args: argparse.Namespace, params: Params) -> int:
 
     name = params.tracking.experiment
     if args.command == "challenge":
-        print(f"champion: {challenge(params, args.version, args.dry_run).describe()}")
+        version = args.version or models.newest_version(name)
+        print(f"champion: {challenge(params, version, args.dry_run).describe()}")
         return 0
     if args.command == "status":
         print(models.champion_status(name))

@@ -335,6 +335,17 @@ def check_version(name: str, version: str) -> None:
         raise InputError(f"VERSION = {version}: {name} has no such version in {displayed(tracking_uri())}") from None
 
 
+def newest_version(name: str) -> str:
+    """The highest version number of ``name`` (what the last train stage registered); InputError if none."""
+    client = client_for(_checked_uri())
+    found = (
+        client.search_model_versions(f"name = '{name}'") if client.search_registered_models(f"name = '{name}'") else []
+    )
+    if not found:
+        raise InputError(f"tracking.experiment = {name!r}: no registered versions in {displayed(tracking_uri())}")
+    return str(max(int(version.version) for version in found))
+
+
 def _now() -> str:
     import time
 
