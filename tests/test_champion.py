@@ -82,14 +82,14 @@ def test_validation_games_never_reach_into_the_test_games():
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
     """A sqlite registry holding the shipped 100k agent twice (v1, v2: the same weights under two tags) and a
-    params.yaml for 4 short validation games; v1 is the champion."""
+    params.yaml for 3 short validation games; v1 is the champion."""
     root = tmp_path_factory.mktemp("champion")
     saved = {key: os.environ.get(key) for key in ("DVC_ROOT", "MLFLOW_TRACKING_URI")}
     os.environ["DVC_ROOT"] = str(root)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     raw = read_params_file(REPO / "params.yaml")
-    raw["evaluation"].update(episodes=4, num_envs=2)
-    raw["env"]["max_episode_frames"] = 1600  # 400 agent steps a game: seconds, not minutes
+    raw["evaluation"].update(episodes=3, num_envs=3)
+    raw["env"]["max_episode_frames"] = 800  # 200 agent steps a game: seconds, not minutes
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     try:
         card = models.AgentCard.read(HOLDER)
@@ -137,7 +137,7 @@ def test_a_challenge_plays_both_agents_now_on_the_same_validation_games(registry
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     assert main(["--params", registry["params"], "challenge", "--dry-run"]) == 0  # the newest version: v2
     shown = capsys.readouterr().out
-    assert f"v{second} vs v{first} on 4 validation games (seeds 100000-100003)" in shown, shown
+    assert f"v{second} vs v{first} on 3 validation games (seeds 100000-100002)" in shown, shown
     assert Tag.CHAMPION_CHALLENGE not in client.get_model_version(NAME, second).tags, "a dry run records nothing"
 
     assert main(["--params", registry["params"], "challenge", second]) == 0
@@ -145,7 +145,7 @@ def test_a_challenge_plays_both_agents_now_on_the_same_validation_games(registry
     assert "mean difference +0.0, 95% paired t interval [0.0, 0.0]: the alias stays" in capsys.readouterr().out
     assert models.champion_version(NAME) == first
     recorded = client.get_model_version(NAME, second).tags[Tag.CHAMPION_CHALLENGE]
-    assert "(seeds 100000-100003)" in recorded and "the interval does not lie above 0" in recorded
+    assert "(seeds 100000-100002)" in recorded and "the interval does not lie above 0" in recorded
     assert main(["--params", registry["params"], "challenge", first]) == 2
     assert "already holds the champion alias" in capsys.readouterr().err
     assert json.loads(client.get_registered_model(NAME).tags[Tag.CHAMPION_MOVES])[-1]["to"] == first
