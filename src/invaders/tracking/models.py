@@ -184,6 +184,7 @@ def describe(card: AgentCard, extra: str = "") -> str:
     if card.git_commit:
         lines.append(
             f"Trained at commit {card.git_commit[:10]}"
+            + (f" in {card.experiment}" if card.experiment else "")
             + (f" with `{card.trained_with}`." if card.trained_with else ".")
         )
     return "\n\n".join([*lines, extra] if extra else lines)
