@@ -1,6 +1,7 @@
 """Agents as MLflow models, on a real sqlite registry: logged once per module (the shipped 100k agent),
 loaded by alias in a fresh process without PYTHONPATH, served by the real `mlflow models serve` on
-127.0.0.1 with real emulator observations; the champion alias moves only on a confident win."""
+127.0.0.1 with real emulator observations; the report writes each version's scores into its description
+(the champion alias: test_champion.py)."""
 
 import json
 import os
@@ -20,7 +21,6 @@ from conftest import REPO
 from invaders.config import load_params
 from invaders.errors import InputError
 from invaders.names import Tag
-from invaders.reporting.champion import Scored, challenger
 from invaders.tracking import models
 from invaders.tracking.mlflow_tracking import StageRun
 
@@ -100,7 +100,7 @@ def _run(store):
 
 
 def test_loads_by_alias_in_a_fresh_process_and_plays_as_the_weights(store, observations, tmp_path):
-    models.move_champion(NAME, store["version"], "first")
+    models.move_champion(NAME, store["version"], "first", by="hand")
     assert models.champion_version(NAME) == store["version"]
     frames, actions = observations
     np.save(tmp_path / "obs.npy", frames)
@@ -157,7 +157,7 @@ def post(url: str, body: object) -> tuple[int, dict]:
 
 
 def test_served_model_answers_with_the_weights_actions_and_refuses_bad_requests(store, observations):
-    models.move_champion(NAME, store["version"], "served")
+    models.move_champion(NAME, store["version"], "served", by="hand")
     frames, actions = observations
     port = free_port()
     server = subprocess.Popen(
@@ -198,57 +198,54 @@ def test_served_model_answers_with_the_weights_actions_and_refuses_bad_requests(
         server.wait(timeout=30)
 
 
-def test_the_champion_moves_only_on_a_confident_win():
-    holder = Scored("1", 300.0, 260.0, 340.0)
-    noisy = Scored("2", 320.0, 280.0, 360.0)  # better mean, CI reaches below the holder's mean
-    clear = Scored("3", 600.0, 530.0, 680.0)
-    assert challenger([holder, noisy], "1", 150.0) is None
-    version, why = challenger([holder, noisy, clear], "1", 150.0)
-    assert version == clear and "above champion v1's mean 300.0" in why
-    assert challenger([holder], None, 150.0)[0] == holder, "the first champion beats random with confidence"
-    assert challenger([Scored("1", 160.0, 120.0, 200.0)], None, 150.0) is None
-    assert challenger([clear], "3", 150.0) is None
-
-
 def test_an_agent_ships_from_the_registry(store, tmp_path):
     from invaders.shipping import main
 
     assert main(["from-registry", "--model", f"models:/{NAME}/{store['version']}", "--destination", str(tmp_path)]) == 0
     shipped = tmp_path / "from-registry"
     assert (shipped / "weights.npz").read_bytes() == (AGENT / "weights.npz").read_bytes()
-    assert models.AgentCard.read(shipped).train_steps == 100000 and (shipped / "params.yaml").is_file()
+    card = models.AgentCard.read(shipped)
+    assert card.train_steps == 100000 and (shipped / "params.yaml").is_file()
+    assert card.git_commit == models.AgentCard.read(AGENT).git_commit, "a shipped agent keeps its provenance"
     assert main(["again", "--model", f"models:/{NAME}@nobody", "--destination", str(tmp_path)]) == 2
 
 
-def test_the_report_moves_the_alias_in_the_registry_only_on_a_confident_win(store):
-    from invaders.stages.report import _crown
-    from invaders.tracking.run import RecordingRun
+def test_a_sweep_trials_agent_ships_from_the_registry_with_its_commit_and_trial(store, tmp_path, monkeypatch):
+    """The trial's train stage registers the agent (its card has no commit); its runs say where it came from."""
+    import dataclasses
 
-    params, protocol = load_params(REPO / "params.yaml"), "the protocol"
-    first = store["version"]
-    card = models.AgentCard.read(REPO / "shipped" / "dqn-1m")
-    with StageRun("evaluate", NAME) as run:
-        second = models.log_agent(run, REPO / "shipped" / "dqn-1m", NAME, models.agent_tags(card, "sha-2"), "")
-    models.move_champion(NAME, first, "start")
+    from invaders.shipping import main
+    from invaders.tracking.sweep_runs import open_sweep_run, open_trial_run
 
-    def scores(version, mean, low, high):
-        models.record_scores(NAME, version, {"score_mean": mean, "score_ci_low": low, "score_ci_high": high}, protocol)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", commit)  # what the sweep driver hands its trials
+    (tmp_path / "seeds.yaml").write_text("name: seeds\n")
+    sweep = open_sweep_run(NAME, "seeds", tmp_path / "seeds.yaml", store["root"], None)
+    trial = open_trial_run(NAME, sweep, "t_00001", "seed 1", {"train.seed": 1}, "127.0.0.2")
+    card = models.AgentCard.read(AGENT)
+    trained = dataclasses.replace(card, git_commit=None, trained_with=None)
+    folder = tmp_path / "trained"
+    folder.mkdir()
+    for name in ("weights.npz", "spec.json"):
+        (folder / name).write_bytes((AGENT / name).read_bytes())
+    trained.write(folder)
+    with StageRun("train", NAME, parent_run_id=trial) as run:
+        version = models.log_agent(
+            run, folder, NAME, models.agent_tags(trained, "sha-trial"), "", AGENT / "params.yaml"
+        )
+    assert main(["trial-agent", "--model", f"models:/{NAME}/{version}", "--destination", str(tmp_path)]) == 0
+    shipped = models.AgentCard.read(tmp_path / "trial-agent")
+    assert (shipped.git_commit, shipped.experiment) == (commit, "sweep seeds trial t_00001 (seed 1)")
 
-    scores(first, 318.5, 277.8, 360.2)
-    scores(second, 330.0, 290.0, 370.0)  # a better mean, but not a confident win
-    _crown(params, RecordingRun(), protocol, 148.2)
-    assert models.champion_version(NAME) == first
-    scores(second, 601.2, 530.2, 678.7)
-    report_run = RecordingRun()
-    _crown(params, report_run, protocol, 148.2)
-    assert models.champion_version(NAME) == second
-    assert report_run.tags[Tag.CHAMPION_MOVES].startswith(f"v{first} -> v{second}: ")
+
+def test_the_report_writes_each_versions_scores_into_its_description(store):
     from mlflow import MlflowClient
 
-    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    moves = json.loads(client.get_registered_model(NAME).tags[Tag.CHAMPION_MOVES])
-    assert (moves[-1]["from"], moves[-1]["to"]) == (first, second)
-    assert (
-        "Scores: mean 601.2, CI [530.2, 678.7]; random scores 148.2"
-        in client.get_model_version(NAME, second).description
-    )
+    protocol = "the protocol"
+    scores = {"score_mean": 318.5, "score_ci_low": 277.8, "score_ci_high": 360.2}
+    models.record_scores(NAME, store["version"], scores, protocol)
+    models.describe_scores(NAME, protocol, 148.2)
+    models.describe_scores(NAME, protocol, 148.2)  # rewritten, not appended
+    description = MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_model_version(NAME, store["version"]).description
+    assert description.count("Scores:") == 1 and "100,000 agent steps" in description
+    assert description.endswith("Scores: mean 318.5, CI [277.8, 360.2]; random scores 148.2 (protocol: the protocol).")

@@ -48,9 +48,10 @@ class Tag:
     SCORE_MEAN = "invaders.score_mean"  # version tag: mean game score of its latest evaluation (points)
     SCORE_CI_LOW = "invaders.score_ci_low"  # version tag: lower end of that mean's bootstrap CI (points)
     SCORE_CI_HIGH = "invaders.score_ci_high"  # version tag: upper end of that mean's bootstrap CI (points)
-    CHAMPION_SINCE = "invaders.champion_since"  # version tag: when and why it became champion
-    # Model tag: JSON list of the alias's moves; report run tag: the move, in words.
-    CHAMPION_MOVES = "invaders.champion_moves"
+    CHAMPION_SINCE = "invaders.champion_since"  # version tag: when, by what and why it became champion
+    CHAMPION_CHALLENGE = "invaders.champion_challenge"  # version tag: its last paired test against the champion
+    CHAMPION_MOVES = "invaders.champion_moves"  # model tag: JSON list of the alias's moves (time, from, to, by, why)
+    CHAMPION_PIN = "invaders.champion_pin"  # model tag: JSON (time, version, reason) while pinned by hand
 
 
 class Metric:

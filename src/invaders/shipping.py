@@ -4,7 +4,11 @@
     invaders-ship NAME --model models:/space-invaders-dqn@champion          # a registered agent
 
 Copies what the run's ``train`` stage wrote (weights, spec, agent.json, curve, metrics), the params it
-was trained with, and its evaluation metrics if it has them; records the git commit of the workspace.
+was trained with, and its evaluation metrics if it has them. Only what a DVC experiment trained on a clean
+commit ships: the work tree must hold exactly that commit (a committed ``dvc repro``) or one of its DVC
+experiments (``dvc exp run``, or ``dvc exp apply`` after a queued one), and ``dvc status train`` must find
+``models/trained`` as dvc.lock records it. The card records the commit, the experiment and that hash. A
+registered agent (a sweep trial's) ships with the commit and the experiment or sweep trial its run records.
 The agents the pipeline evaluates are listed once, in ``shipped/agents.yaml`` (``shipped_agents``), with
 the seed groups the report shows as one row each (``seed_groups``).
 """
@@ -14,8 +18,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import json
+import os
 import re
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +105,9 @@ def seed_groups(root: Path = Path(".")) -> list[SeedGroup]:
                 trained[name] = training_params(root / AGENTS_LIST.parent / name)
             except ConfigError as error:
                 raise InputError(f"{key}: {name}: {error}") from None
-        problem = seed_problem(trained)
+        problem = seed_problem(trained) or commit_problem(
+            {name: AgentCard.read(root / AGENTS_LIST.parent / name).git_commit for name in members}
+        )
         if problem:
             raise InputError(f"{key}: {problem}")
         groups.append(SeedGroup(str(label), tuple(members)))
@@ -134,6 +143,17 @@ def seed_problem(trained: dict[str, dict[str, Any]]) -> str:
     return ""
 
 
+def commit_problem(commits: dict[str, str | None]) -> str:
+    """Why agents trained at ``commits`` (name -> its card's git_commit) are not one code, "" if they are."""
+    first, reference = next(iter(commits.items()))
+    for name, commit in commits.items():
+        if not commit:
+            return f"{name}: its agent.json records no git_commit; a seed group is one commit"
+        if commit != reference:
+            return f"{name} was trained at commit {commit[:10]}, {first} at {(reference or '?')[:10]}: one commit"
+    return ""
+
+
 class ShippingError(UserError):
     """A run that cannot be shipped, or a name or destination that cannot take it."""
 
@@ -155,7 +175,14 @@ def ship(workspace: Path, name: str, destination: Path, command: str = "") -> Pa
     commit = git_commit(workspace)
     if commit == "unknown":
         raise ShippingError(f"{workspace} is not a git work tree: the commit that trained the agent is unknown")
-    agent = dataclasses.replace(agent, git_commit=commit, trained_with=command or agent.trained_with)
+    experiment = experiment_of(workspace, commit)
+    agent = dataclasses.replace(
+        agent,
+        git_commit=commit,
+        trained_with=command or agent.trained_with,
+        experiment=experiment,
+        dvc_train_md5=train_stage_md5(workspace),
+    )
     weights = workspace / FILES[0][0]
     outside = weights.stat().st_size > GIT_FILE_LIMIT
     store = weights_store(destination, name)
@@ -180,6 +207,88 @@ def ship(workspace: Path, name: str, destination: Path, command: str = "") -> Pa
     return target
 
 
+EXPERIMENT_REFS = "refs/exps"  # DVC keeps each experiment as a commit on its baseline: refs/exps/../<name>
+COMMITTED = "workspace"  # the experiment name of a run committed as it is (dvc repro, then git commit)
+
+
+def _git(workspace: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=workspace, capture_output=True, text=True, check=True).stdout
+
+
+def changed_paths(workspace: Path) -> list[str]:
+    """Files of the work tree that differ from its commit: changed, deleted or untracked (ignored ones aside)."""
+    entries = _git(workspace, "status", "--porcelain", "-z", "--untracked-files=all").split("\0")
+    paths, renamed = [], False
+    for entry in entries:
+        if renamed:  # the original path of a rename follows it
+            paths.append(entry)
+            renamed = False
+        elif entry:
+            paths.append(entry[3:])
+            renamed = entry[0] in "RC"
+    return sorted(paths)
+
+
+def experiment_of(workspace: Path, commit: str) -> str:
+    """The DVC experiment whose files the work tree of ``workspace`` holds: ``COMMITTED`` when it is ``commit``
+    itself, else the experiment on ``commit`` that changed exactly the changed files, to the same contents.
+    Anything else (changed code, an uncommitted ``dvc repro``) is a ShippingError of one line."""
+    changed = changed_paths(workspace)
+    if not changed:
+        return COMMITTED
+    for ref in _git(workspace, "for-each-ref", "--format=%(refname)", EXPERIMENT_REFS).split():
+        if _git(workspace, "rev-parse", f"{ref}^").strip() == commit and _holds(workspace, commit, ref, changed):
+            return ref.rpartition("/")[2]
+    shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+    raise ShippingError(
+        f"{workspace} has uncommitted changes no DVC experiment on {commit[:10]} holds ({shown}): ship only what "
+        "`dvc exp run` trained on a clean commit (commit the change, then run the experiment)"
+    )
+
+
+def _holds(workspace: Path, commit: str, ref: str, changed: list[str]) -> bool:
+    """Whether experiment ``ref`` changed exactly ``changed`` from ``commit``, to the work tree's contents."""
+    if sorted(_git(workspace, "diff", "--name-only", "--no-renames", commit, ref).split()) != sorted(set(changed)):
+        return False
+    present = [path for path in changed if (workspace / path).is_file()]
+    in_experiment = {}  # path -> blob id, as the experiment's commit holds it
+    for line in _git(workspace, "ls-tree", "-r", ref, "--", *changed).splitlines():
+        info, path = line.split("\t", 1)
+        in_experiment[path] = info.split()[2]
+    if set(in_experiment) != set(present):
+        return False
+    hashes = _git(workspace, "hash-object", "--", *present).split() if present else []
+    return all(in_experiment[path] == digest for path, digest in zip(present, hashes))
+
+
+def train_stage_md5(workspace: Path) -> str:
+    """dvc.lock's hash of the train stage's ``models/trained``, once ``dvc status train`` finds the work tree's
+    copy to be that one (not trained again outside DVC since)."""
+    try:
+        outs = yaml.safe_load((workspace / "dvc.lock").read_text())["stages"]["train"]["outs"]
+        md5 = next(out["md5"] for out in outs if out["path"] == TRAINED)
+    except (OSError, KeyError, TypeError, StopIteration):
+        raise ShippingError(
+            f"{workspace / 'dvc.lock'}: no train stage with {TRAINED} among its outs; train with dvc exp run"
+        ) from None
+    status = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "train", "--json"],
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+    )
+    changes = json.loads(status.stdout or "null") if status.returncode == 0 else None
+    if changes is None:
+        raise ShippingError(f"{workspace}: dvc status train failed: {(status.stderr.strip() or '?').splitlines()[-1]}")
+    if changes:
+        raise ShippingError(
+            f"{workspace}: the train stage differs from dvc.lock ({json.dumps(changes['train'])}): ship only what "
+            "the DVC experiment trained (dvc exp run, or dvc exp apply NAME)"
+        )
+    return md5
+
+
 def weights_store(destination: Path, name: str) -> Path:
     """Where the weights of ``name`` go when they are too big for git: ``shipped-weights/<name>/weights.npz``,
     beside ``shipped/`` and outside every stage's deps (a DVC-tracked file there may be absent)."""
@@ -198,10 +307,11 @@ def _check_recorded(workspace: Path, weights: Path) -> None:
 
 def ship_model(uri: str, name: str, destination: Path) -> Path:
     """Copy the agent registered at ``uri`` (its weights, spec, card, params and, from its run, its
-    training curve) into ``destination/name``; returns that folder."""
+    training curve) into ``destination/name``, its card recording the commit and the DVC experiment or
+    sweep trial its run records; returns that folder."""
     import tempfile
 
-    from invaders.tracking.models import download_agent, download_curve
+    from invaders.tracking.models import download_agent, download_curve, version_provenance
 
     target = _target(name, destination)
     with tempfile.TemporaryDirectory() as folder:
@@ -211,11 +321,20 @@ def ship_model(uri: str, name: str, destination: Path) -> Path:
                 f"{uri}: the model has no params.yaml; it was logged before agents carried their params"
             )
         agent = AgentCard.read(agent_dir)
+        # A shipped agent registered by its evaluation has its provenance on its card; a trained one, on its run.
+        commit, experiment = (agent.git_commit, agent.experiment) if agent.git_commit else version_provenance(uri)
+        if not commit:
+            raise ShippingError(f"{uri}: its training run records no git commit; the code that trained it is unknown")
         with files.atomic_directory(target) as staging:
             for copied in ("weights.npz", "spec.json", "params.yaml"):
                 shutil.copy2(agent_dir / copied, staging / copied)
             download_curve(uri, staging / "curve.csv")
-            dataclasses.replace(agent, trained_with=agent.trained_with or f"registered as {uri}").write(staging)
+            dataclasses.replace(
+                agent,
+                git_commit=commit,
+                experiment=experiment or None,
+                trained_with=agent.trained_with or f"registered as {uri}",
+            ).write(staging)
     return target
 
 

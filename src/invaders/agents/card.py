@@ -1,7 +1,8 @@
 """The agent card: ``agent.json`` beside an agent's weights, saying what the agent is and how it was trained.
 
-The train stage writes it into ``models/trained/``, shipping adds the commit and the command that trained
-the agent, and the evaluate stage reads it to label and log the agent it plays.
+The train stage writes it into ``models/trained/``, shipping adds where the agent came from (the commit, the
+DVC experiment or sweep trial, the train stage's hash in dvc.lock, the command), and the evaluate stage reads
+it to label and log the agent it plays. Fields added later are optional: older cards stay readable.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ class AgentCard:
     wall_time_s: float  # training time (seconds, summed over resumed attempts)
     train_run_id: str  # the MLflow run of its training
     precision: str | None = None  # arithmetic of its layers while it trained ("bfloat16"); unset: float32
-    git_commit: str | None = None  # commit that trained it (shipped agents)
+    git_commit: str | None = None  # commit that trained it, clean (shipped agents)
     trained_with: str | None = None  # how its training was started (shipped agents, optional)
+    experiment: str | None = None  # the DVC experiment that trained it, or "sweep NAME trial ID" (shipped agents)
+    dvc_train_md5: str | None = None  # dvc.lock's hash of the train stage's models/trained out (shipped agents)
 
     @classmethod
     def read(cls, directory: Path) -> AgentCard:

@@ -53,7 +53,7 @@ def protocol_label(params: Params, epsilon: float) -> str:
 
 def default_protocol() -> str:
     """The protocol of the project's default settings (``EnvConfig`` and ``EvaluationConfig`` as documented):
-    the one the model registry keeps scores under and crowns its champion by."""
+    the one the model registry keeps versions' scores under."""
     return protocol_label(build_params({}), EvaluationConfig().epsilon)
 
 

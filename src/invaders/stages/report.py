@@ -7,7 +7,7 @@ from pathlib import Path
 
 from invaders import files
 from invaders.config import Params
-from invaders.names import Metric, Tag
+from invaders.names import Metric
 from invaders.pipeline import Step, Workspace
 from invaders.tracking.run import Run
 
@@ -22,6 +22,7 @@ def report(params: Params, run: Run, workspace: Workspace) -> str:
     from invaders.reporting.report import game_title, seed_rows, write_report
     from invaders.shipping import AGENTS_LIST, seed_groups
     from invaders.tracking.mlflow_tracking import download_artifact
+    from invaders.tracking.models import describe_scores
 
     groups = {
         group.label: frozenset(_weights_sha256(workspace.root / AGENTS_LIST.parent / name) for name in group.members)
@@ -50,8 +51,8 @@ def report(params: Params, run: Run, workspace: Workspace) -> str:
         )
     run.log_metrics({Metric.AGENTS_COMPARED: len(rows)})
     randoms = [agent for agent in agents if agent.train_steps == 0 and agent.protocol == agents[0].protocol]
-    if protocol == default_protocol():  # an experiment that changes the protocol never moves the champion
-        _crown(params, run, protocol, float(randoms[0].scores.mean()) if randoms else None)
+    if protocol == default_protocol():  # version descriptions carry scores under the default protocol only
+        describe_scores(params.tracking.experiment, protocol, float(randoms[0].scores.mean()) if randoms else None)
     run.log_artifact(workspace.report, "report")
     print(text)
     return text
@@ -60,27 +61,6 @@ def report(params: Params, run: Run, workspace: Workspace) -> str:
 def _weights_sha256(agent_dir: Path) -> str:
     """How the evaluation of the agent in ``agent_dir`` is tagged (``Tag.WEIGHTS_SHA256``): one row per agent."""
     return hashlib.sha256((agent_dir / "weights.npz").read_bytes()).hexdigest()
-
-
-def _crown(params: Params, run: Run, protocol: str, random_mean: float | None) -> None:
-    """Describe each registered version's scores beside random's and move ``champion`` on a confident win."""
-    from invaders.reporting.champion import Scored, challenger, scores_paragraph, with_scores
-    from invaders.tracking.models import champion_version, describe_version, move_champion, version_scores
-
-    name = params.tracking.experiment
-    scored = [Scored(**entry) for entry in version_scores(name, protocol)]
-    for entry in scored:
-        describe_version(
-            name, entry.version, lambda text, e=entry: with_scores(text, scores_paragraph(e, protocol, random_mean))
-        )
-    holder = champion_version(name)
-    move = challenger(scored, holder, random_mean)
-    if move:
-        move_champion(name, move[0].version, move[1])
-        run.set_tags({Tag.CHAMPION_MOVES: f"v{holder or '-'} -> v{move[0].version}: {move[1]}"})
-        print(f"report: champion -> {name} v{move[0].version}: {move[1]}")
-    elif holder:
-        print(f"report: champion stays {name} v{holder}")
 
 
 REPORT = Step("report", report)

@@ -23,7 +23,7 @@ from invaders.names import Tag
 from invaders.tracking.mlflow_tracking import MlflowRun, check_store, client_for, displayed, tracking_uri
 
 ARTIFACT = "agent"  # the model's folder inside its run
-CHAMPION = "champion"  # alias of the best version under the default protocol
+CHAMPION = "champion"  # alias of the version chosen by paired tests on the validation games (reporting/champion.py)
 URI_SCHEMES = ("models:/", "runs:/")
 AGENT_MODEL = Path(__file__).with_name("agent_model.py")
 PACKAGE = Path(__file__).resolve().parents[1]  # src/invaders: the model's own copy of the code
@@ -184,6 +184,7 @@ def describe(card: AgentCard, extra: str = "") -> str:
     if card.git_commit:
         lines.append(
             f"Trained at commit {card.git_commit[:10]}"
+            + (f" in {card.experiment}" if card.experiment else "")
             + (f" with `{card.trained_with}`." if card.trained_with else ".")
         )
     return "\n\n".join([*lines, extra] if extra else lines)
@@ -233,6 +234,30 @@ def download_curve(uri: str, destination: Path) -> bool:
             return False
         shutil.copy2(local, destination)
     return True
+
+
+def version_provenance(uri: str) -> tuple[str, str]:
+    """(commit, experiment) of the run that registered the agent at ``uri``: its commit tag, and its DVC
+    experiment, or ``sweep NAME trial ID`` when it is the train stage of a sweep trial (its parent run is the
+    trial's, whose parent is the sweep's). The commit is "" when the run records none."""
+    client = client_for(_checked_uri())
+    version, _ = _resolve(client, uri)
+    name = uri.removeprefix("models:/").split("@")[0].split("/")[0]
+    run_id = client.get_model_version(name, version).run_id if version else uri.removeprefix("runs:/").split("/")[0]
+    tags = client.get_run(run_id).data.tags
+    commit = tags.get(Tag.GIT_COMMIT, "")
+    experiment = tags.get(Tag.DVC_EXP_NAME, "")
+    trial = _parent_tags(client, tags)
+    if trial.get(Tag.TRIAL_ID):
+        sweep = _parent_tags(client, trial).get(Tag.SWEEP, "?")
+        experiment = f"sweep {sweep} trial {trial[Tag.TRIAL_ID]} ({trial.get(Tag.RUN_NAME, '')})"
+        commit = commit if commit != "unknown" else trial.get(Tag.GIT_COMMIT, "")
+    return ("" if commit == "unknown" else commit), experiment
+
+
+def _parent_tags(client, tags: dict[str, str]) -> dict[str, str]:
+    parent = tags.get(Tag.PARENT_RUN_ID)
+    return client.get_run(parent).data.tags if parent else {}
 
 
 def _checked_uri() -> str:
@@ -301,24 +326,106 @@ def champion_version(name: str) -> str | None:
         return None
 
 
-def move_champion(name: str, version: str, reason: str) -> None:
-    """Point ``champion`` at ``version``; the move is appended to the model's tag ``Tag.CHAMPION_MOVES``
-    (newest last, the last 20) and the version is tagged with why."""
+def check_version(name: str, version: str) -> None:
+    """InputError of one line unless ``version`` is a registered version of ``name``."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client_for(_checked_uri()).get_model_version(name, str(version))
+    except MlflowException:
+        raise InputError(f"VERSION = {version}: {name} has no such version in {displayed(tracking_uri())}") from None
+
+
+def newest_version(name: str) -> str:
+    """The highest version number of ``name`` (what the last train stage registered); InputError if none."""
+    client = client_for(_checked_uri())
+    found = (
+        client.search_model_versions(f"name = '{name}'") if client.search_registered_models(f"name = '{name}'") else []
+    )
+    if not found:
+        raise InputError(f"tracking.experiment = {name!r}: no registered versions in {displayed(tracking_uri())}")
+    return str(max(int(version.version) for version in found))
+
+
+def _now() -> str:
     import time
 
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def champion_moves(name: str) -> list[dict[str, Any]]:
+    """The alias's last moves, oldest first: time, from, to, by (``hand`` or ``paired test``) and why."""
+    return json.loads(client_for(_checked_uri()).get_registered_model(name).tags.get(Tag.CHAMPION_MOVES, "[]"))
+
+
+def move_champion(name: str, version: str, reason: str, by: str) -> None:
+    """Point ``champion`` at ``version``, ``by`` hand or a paired test, because of ``reason``; the move is
+    appended to the model's tag ``Tag.CHAMPION_MOVES`` (the last ``KEPT_MOVES``; a tag holds 5,000
+    characters) and the version is tagged with why."""
     client = client_for(_checked_uri())
     previous = champion_version(name)
     client.set_registered_model_alias(name, CHAMPION, version)
-    moves = json.loads(client.get_registered_model(name).tags.get(Tag.CHAMPION_MOVES, "[]"))
-    moves.append(
-        {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "from": previous, "to": version, "why": reason}
-    )
-    client.set_registered_model_tag(name, Tag.CHAMPION_MOVES, json.dumps(moves[-20:]))
-    client.set_model_version_tag(name, version, Tag.CHAMPION_SINCE, f"{moves[-1]['time']}: {reason}")
+    move = {"time": _now(), "from": previous, "to": version, "by": by, "why": reason}
+    moves = [*champion_moves(name), move][-KEPT_MOVES:]
+    client.set_registered_model_tag(name, Tag.CHAMPION_MOVES, json.dumps(moves))
+    client.set_model_version_tag(name, version, Tag.CHAMPION_SINCE, f"{move['time']} by {by}: {reason}")
 
 
-def describe_version(name: str, version: str, rewrite) -> None:
-    """Set ``version``'s description to ``rewrite(current description)``."""
+KEPT_MOVES = 10
+
+
+def pin_champion(name: str, reason: str) -> None:
+    """Hold the alias where it is: paired tests report but do not move it until ``unpin_champion``."""
+    pin = {"time": _now(), "version": champion_version(name), "reason": reason}
+    client_for(_checked_uri()).set_registered_model_tag(name, Tag.CHAMPION_PIN, json.dumps(pin))
+
+
+def unpin_champion(name: str, reason: str) -> None:
+    """Let paired tests move the alias again; the unpinning is kept in the moves' history."""
     client = client_for(_checked_uri())
-    current = client.get_model_version(name, version).description or ""
-    client.update_model_version(name, version, description=rewrite(current))
+    if champion_pin(name):
+        client.delete_registered_model_tag(name, Tag.CHAMPION_PIN)
+    holder = champion_version(name)
+    moves = [*champion_moves(name), {"time": _now(), "from": holder, "to": holder, "by": "unpin", "why": reason}]
+    client.set_registered_model_tag(name, Tag.CHAMPION_MOVES, json.dumps(moves[-KEPT_MOVES:]))
+
+
+def champion_pin(name: str) -> dict[str, Any] | None:
+    """The pin on the alias (time, version pinned, reason), None if it is not pinned."""
+    pin = client_for(_checked_uri()).get_registered_model(name).tags.get(Tag.CHAMPION_PIN)
+    return json.loads(pin) if pin else None
+
+
+def record_challenge(name: str, version: str, outcome: str) -> None:
+    """Tag ``version`` with its last paired test against the champion, in words."""
+    client_for(_checked_uri()).set_model_version_tag(name, version, Tag.CHAMPION_CHALLENGE, f"{_now()}: {outcome}")
+
+
+def champion_status(name: str) -> str:
+    """The holder, the pin and the recorded moves, one line each."""
+    if not client_for(_checked_uri()).search_registered_models(f"name = '{name}'"):
+        return f"{name}: no registered model in {displayed(tracking_uri())}"
+    holder, pin = champion_version(name), champion_pin(name)
+    lines = [f"{name}: champion {'v' + holder if holder else 'none'}"]
+    if pin:
+        lines.append(f"pinned since {pin['time']}: {pin['reason']}")
+    for move in champion_moves(name):
+        lines.append(f"{move['time']} v{move['from'] or '-'} -> v{move['to']} by {move.get('by', '?')}: {move['why']}")
+    return "\n".join(lines)
+
+
+SCORES_HEADING = "Scores:"  # the paragraph of a version's description the report rewrites
+
+
+def describe_scores(name: str, protocol: str, random_mean: float | None) -> None:
+    """Write each version's latest scores under ``protocol`` (its tags) into its description, beside random's."""
+    client = client_for(_checked_uri())
+    beside = f"; random scores {random_mean:.1f}" if random_mean is not None else ""
+    for entry in version_scores(name, protocol):
+        paragraph = (
+            f"{SCORES_HEADING} mean {entry['mean']:.1f}, CI [{entry['ci_low']:.1f}, {entry['ci_high']:.1f}]{beside} "
+            f"(protocol: {protocol})."
+        )
+        current = client.get_model_version(name, entry["version"]).description or ""
+        kept = [part for part in current.split("\n\n") if part and not part.startswith(SCORES_HEADING)]
+        client.update_model_version(name, entry["version"], description="\n\n".join([*kept, paragraph]))
