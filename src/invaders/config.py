@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from invaders.backends import REGISTRY as BACKEND_REGISTRY
+from invaders.backend_registry import REGISTRY as BACKEND_REGISTRY
 from invaders.errors import ConfigError
 
 
