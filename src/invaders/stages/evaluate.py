@@ -168,6 +168,19 @@ def _log_shipped_curve(path: Path, run: Run) -> None:
 EVALUATE = Step("evaluate", evaluate)
 
 
-def evaluate_shipped(agent_dir: Path, output: Path) -> Step:
-    """The evaluate step for an agent shipped in ``agent_dir``, writing into ``output``."""
+def evaluate_shipped(agent_dir: Path | str, output: Path) -> Step:
+    """The evaluate step for an agent shipped in ``agent_dir`` (or a model URI), writing into ``output``."""
     return Step("evaluate", functools.partial(evaluate, agent_dir=agent_dir, output=output))
+
+
+def evaluate_step(agent: str | None, output: Path | None) -> Step:
+    """The evaluate step of the command line: the trained agent without ``agent``, else a shipped agent's
+    folder or a model URI, whose model must exist (checked here, before any work)."""
+    from invaders.tracking.models import check_agent_uri, is_model_uri
+
+    if not agent:
+        return EVALUATE
+    if is_model_uri(agent):
+        check_agent_uri(agent)
+        return evaluate_shipped(agent, output)
+    return evaluate_shipped(Path(agent), output)
