@@ -7,6 +7,7 @@ import functools
 import hashlib
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from invaders.agents.card import AgentCard
@@ -54,8 +55,9 @@ def _evaluate(
     from invaders.agents.policy import EpsilonGreedyPolicy, GreedyPolicy
     from invaders.envs.atari import make_vector_env, num_actions, observation_shape
     from invaders.evaluation.protocol import play_episodes
+    from invaders.evaluation.recording import ActionRecorder
     from invaders.models.networks import check_fits, load_model
-    from invaders.reporting.animation import write_gif
+    from invaders.reporting.animation import write_watched_games
     from invaders.tracking.mlflow_tracking import run_name, short_steps
     from invaders.tracking.models import record_scores, register_evaluated
 
@@ -91,9 +93,9 @@ def _evaluate(
     version = version or register_evaluated(run, agent_dir, params.tracking.experiment, agent, weights_sha)
     if (agent_dir / SHIPPED_CURVE).is_file():
         _log_shipped_curve(agent_dir / SHIPPED_CURVE, run)
-    env = make_vector_env(params.env, min(evaluation.num_envs, evaluation.episodes))
+    env = ActionRecorder(make_vector_env(params.env, min(evaluation.num_envs, evaluation.episodes)))
     policy = EpsilonGreedyPolicy(GreedyPolicy(model), spec.num_actions, evaluation.epsilon, evaluation.seed)
-    episodes, frames = play_episodes(env, policy, evaluation.episodes, evaluation.seed, evaluation.gif_max_frames)
+    episodes, _ = play_episodes(env, policy, evaluation.episodes, evaluation.seed)
     summary = publish_scores(episodes, output, run, params, evaluation.epsilon)
     run.log_metrics({Metric.AGENT_TRAIN_STEPS: agent.train_steps, Metric.AGENT_WALL_TIME_S: agent.wall_time_s})
     if version:
@@ -101,9 +103,12 @@ def _evaluate(
         protocol = protocol_label(params, evaluation.epsilon)
         if protocol == default_protocol():  # a version's score tags are always under the default protocol
             record_scores(params.tracking.experiment, version, summary, protocol)
-    if frames:
-        write_gif(frames, output / "episode.gif")
-        run.log_artifact(output / "episode.gif")
+    began = time.monotonic()
+    watched = write_watched_games(params.env, env, evaluation.episodes, evaluation.gif_max_frames, output)
+    for path in watched:
+        run.log_artifact(path)
+    sizes = ", ".join(f"{path.name} {path.stat().st_size / 1e6:.1f} MB" for path in watched)
+    print(f"evaluate: {sizes} in {time.monotonic() - began:.0f} s")
     print(score_line(agent.label, summary))
     return summary
 
