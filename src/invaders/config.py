@@ -96,7 +96,9 @@ class EvaluationConfig:
     )
     seed: int = _field(1000, "seed of the evaluation environments and the epsilon draws", ge=0)
     num_envs: int = _field(6, "games played in parallel (each plays the same share of episodes)", ge=1, le=64)
-    gif_max_frames: int = _field(4000, "agent steps of the first game kept for the animated GIF", ge=1)
+    gif_max_frames: int = _field(
+        4000, "agent steps shown of the best and the median game (their videos, the best one's GIF)", ge=1
+    )
 
 
 @dataclass(frozen=True)
