@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,8 +18,9 @@ if TYPE_CHECKING:
     from invaders.config import EnvConfig
     from invaders.evaluation.recording import ActionRecorder
 
-# VP9 in MP4: browsers play it (the HTML report shows it) and OpenCV's wheel encodes it; its H.264 does not.
-VIDEO_CODEC = "vp09"
+# MPEG-4 Part 2: OpenCV's wheel has no H.264 encoder, and its VP9 (which browsers would play) encodes ~40x
+# slower, longer than the games take to play. VLC, QuickTime and Windows play it; the HTML report shows the GIF.
+VIDEO_CODEC = "mp4v"
 CAPTION_HEIGHT = 20  # pixels of the strip under the screen that shows the score
 
 
@@ -31,11 +33,11 @@ def captioned(frame: np.ndarray, caption: str) -> np.ndarray:
     return np.concatenate([frame, strip])
 
 
-def write_video(frames: Iterable[np.ndarray], path: Path, frames_per_second: float) -> int:
-    """Encode RGB frames of one size (even sides) as an MP4 at ``path`` as they come; returns how many."""
+def encoded_on_the_way(frames: Iterable[np.ndarray], path: Path, frames_per_second: float) -> Iterator[np.ndarray]:
+    """Yield RGB frames of one size (even sides) on while encoding them into an MP4 at ``path``, which
+    appears, complete, once they end: one pass over frames makes a video and, say, a GIF."""
     import cv2
 
-    count = 0
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as folder:
         encoded = Path(folder) / path.name  # OpenCV picks the container by the file's suffix
@@ -47,12 +49,11 @@ def write_video(frames: Iterable[np.ndarray], path: Path, frames_per_second: flo
                 if not writer.isOpened():
                     raise RuntimeError(f"OpenCV cannot encode {VIDEO_CODEC} into {path.suffix}")
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-            count += 1
+            yield frame
         if writer is not None:
             writer.release()
             with files.atomic_path(path) as temporary:
                 os.replace(encoded, temporary)
-    return count
 
 
 def write_gif(frames: Iterable[np.ndarray], path: Path, agent_steps_per_second: float = 15.0, scale: int = 3) -> None:
@@ -101,9 +102,7 @@ def write_watched_games(config: EnvConfig, recorder: ActionRecorder, episodes: i
 
     speed = agent_steps_per_second(config)
     chosen = best_and_median(recorder.games(episodes))
-    written = []
-    for name, game in chosen.items():
-        write_video(screen(name, game), output / f"{name}_game.mp4", speed)
-        written.append(output / f"{name}_game.mp4")
-    write_gif(screen("best", chosen["best"]), output / "episode.gif", speed)  # played again: no frames held
-    return [*written, output / "episode.gif"]
+    best, median = output / "best_game.mp4", output / "median_game.mp4"
+    collections.deque(encoded_on_the_way(screen("median", chosen["median"]), median, speed), maxlen=0)  # encode only
+    write_gif(encoded_on_the_way(screen("best", chosen["best"]), best, speed), output / "episode.gif", speed)
+    return [best, median, output / "episode.gif"]
