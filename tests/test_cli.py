@@ -35,7 +35,7 @@ def test_the_overview_lists_every_job_and_imports_nothing_heavy():
         ["experiment", "-S", "train.steps"],  # no value
         ["ship"],  # no name
         ["serve", "--port", "0"],
-        ["serve", "--model", "weights.npz"],
+        ["serve", "--agent", "weights.npz"],
         ["sweep"],  # no sweep file
         ["server"],  # no server command
         ["server", "start", "--port", "many"],

@@ -97,23 +97,25 @@ def _serve(argv: list[str]) -> None:
     parser = _Parser(
         prog=f"{PROG} serve", description="Serve a registered agent over HTTP (MLflow's model server, loopback only)."
     )
-    parser.add_argument("--model", default="models:/space-invaders-dqn@champion", help="default: %(default)s")
+    parser.add_argument(
+        "--agent", default="models:/space-invaders-dqn@champion", help="a registered agent; default: %(default)s"
+    )
     parser.add_argument("--port", type=int, default=5001, help="default: %(default)s")
     arguments = parser.parse_args(argv)
     if not 1 <= arguments.port <= 65535:
         parser.error(f"--port {arguments.port}: a TCP port, 1-65535")
-    if not arguments.model.startswith(("models:/", "runs:/")):
-        parser.error(f"--model {arguments.model}: a model URI, models:/NAME@ALIAS, models:/NAME/VERSION or runs:/")
+    if not arguments.agent.startswith(("models:/", "runs:/")):
+        parser.error(f"--agent {arguments.agent}: a model URI, models:/NAME@ALIAS, models:/NAME/VERSION or runs:/")
     from invaders.pipeline import exit_on_user_error
     from invaders.tracking.mlflow_tracking import tracking_uri
     from invaders.tracking.models import check_agent_uri
 
     with exit_on_user_error(f"{PROG} serve"):
-        check_agent_uri(arguments.model)
+        check_agent_uri(arguments.agent)
     environment = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri()}
     # mlflow models serve starts `uvicorn` by name: this environment's bin first.
     environment["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), environment.get("PATH", "")))
-    command = ["-m", "mlflow", "models", "serve", "-m", arguments.model, "--env-manager", "local"]
+    command = ["-m", "mlflow", "models", "serve", "-m", arguments.agent, "--env-manager", "local"]
     command += ["--host", "127.0.0.1", "--port", str(arguments.port)]
     os.execve(sys.executable, [sys.executable, *command], environment)
 
