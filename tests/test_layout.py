@@ -1,4 +1,4 @@
-"""The package's shape: its parts import each other without a circle, and only the tracking package
+"""The package's shape: its modules and its parts import each other without a circle, and only the tracking package
 talks to MLflow (the RL code returns numbers and never knows where they go)."""
 
 import ast
@@ -7,8 +7,9 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "invaders"
 
 
-def imports_of(path: Path) -> set[str]:
-    """Every module ``path`` imports at run time, at any depth of the file (not those for type hints only)."""
+def imports_of(path: Path, type_hints: bool = False) -> set[str]:
+    """Every module ``path`` imports at run time, at any depth of the file (inside functions too); with
+    ``type_hints``, also those under ``if TYPE_CHECKING:``."""
     tree = ast.parse(path.read_text())
     hints_only = {
         id(inner)
@@ -18,15 +19,20 @@ def imports_of(path: Path) -> set[str]:
     }
     names = set()
     for node in ast.walk(tree):
-        if id(node) in hints_only:
+        if id(node) in hints_only and not type_hints:
             continue
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
-            if node.module == "invaders":
-                names.update(f"invaders.{alias.name}" for alias in node.names)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)  # a module imported by name
     return names
+
+
+def module_name(path: Path) -> str:
+    """``src/invaders/agents/dqn.py`` -> ``invaders.agents.dqn``; a package's ``__init__.py`` -> the package."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(("invaders", *(parts[:-1] if parts[-1] == "__init__" else parts)))
 
 
 def part_of(module: str) -> str:
@@ -34,29 +40,53 @@ def part_of(module: str) -> str:
     return module.split(".")[1]
 
 
-def test_parts_of_the_package_import_each_other_without_a_circle():
-    graph: dict[str, set[str]] = {}
-    for path in PACKAGE.rglob("*.py"):
-        module = ".".join(("invaders", *path.relative_to(PACKAGE).with_suffix("").parts))
-        if module.endswith("__init__") or module == "invaders.__main__":
-            continue
-        part = part_of(module)
-        used = {part_of(name) for name in imports_of(path) if name.startswith("invaders.")}
-        graph.setdefault(part, set()).update(used - {part})
+def import_graph() -> dict[str, set[str]]:
+    """Each module of the package -> the package's modules it imports. Every import counts: at the top of
+    the file, inside a function (a lazy import defers the cost of a dependency, it does not remove it) and
+    for type hints only (a reader still follows it)."""
+    modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    return {
+        module: {name for name in imports_of(path, type_hints=True) if name in modules} - {module}
+        for module, path in modules.items()
+    }
 
-    def circle_through(start: str, node: str, seen: list[str]) -> list[str] | None:
+
+def circle_in(graph: dict[str, set[str]]) -> list[str] | None:
+    """One circle of ``graph`` (``[a, b, a]``), or None when it has none."""
+    state: dict[str, str] = {}  # "open" while on the current path, "done" once all it reaches is explored
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = "open"
         for following in sorted(graph.get(node, ())):
-            if following == start:
-                return [*seen, following]
-            if following not in seen:
-                found = circle_through(start, following, [*seen, following])
-                if found:
-                    return found
+            if state.get(following) == "open":
+                return [*path[path.index(following) :], following]
+            if following not in state and (found := visit(following, [*path, following])):
+                return found
+        state[node] = "done"
         return None
 
-    circles = [circle for part in sorted(graph) if (circle := circle_through(part, part, [part]))]
-    assert not circles, f"import circles: {circles}"
-    assert "agents" in graph["resume"] or "checkpoints" in graph["agents"], "the graph was read"
+    return next((found for node in sorted(graph) if node not in state and (found := visit(node, [node]))), None)
+
+
+def test_modules_of_the_package_import_each_other_without_a_circle():
+    graph = import_graph()
+    assert "invaders.config" in graph["invaders.backends"], "the graph was read"
+    assert circle_in(graph) is None, f"import circle: {' -> '.join(circle_in(graph))}"
+
+
+def test_parts_of_the_package_import_each_other_without_a_circle():
+    parts: dict[str, set[str]] = {}
+    for module, imported in import_graph().items():
+        if module != "invaders":
+            parts.setdefault(part_of(module), set()).update(part_of(name) for name in imported if name != "invaders")
+    parts = {part: used - {part} for part, used in parts.items()}
+    assert "replay" in parts["agents"], "the graph was read"
+    assert circle_in(parts) is None, f"import circle between the package's parts: {' -> '.join(circle_in(parts))}"
+
+
+def test_the_circle_check_finds_a_circle():
+    assert circle_in({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert circle_in({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
 
 
 def test_only_the_tracking_package_imports_mlflow():

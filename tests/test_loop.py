@@ -76,7 +76,7 @@ def test_training_scores_are_whole_unclipped_games(clip_rewards):
 def test_evaluation_and_random_play_score_whole_unclipped_games():
     env = GAME(num_envs=3, size=2)
     rng = np.random.default_rng(0)
-    episodes, _ = play_episodes(
+    episodes = play_episodes(
         env, lambda observations: rng.integers(0, 3, len(observations)), 7, first_seed=0, show_progress=False
     )
     assert [episode.score for episode in episodes] == [SCORE] * 7
@@ -84,31 +84,12 @@ def test_evaluation_and_random_play_score_whole_unclipped_games():
     assert not any(episode.truncated for episode in episodes)
 
 
-class _EnvMarkedGame(PointsAndLivesVectorEnv):
-    """Frames say which environment and step they show; environment ``e``'s games are ``2e`` steps shorter."""
-
-    def _step_number(self, env: int) -> np.ndarray:
-        return np.full((self.size, self.size), 50 * env + self.t[env] + 1, dtype=np.uint8)
-
-    def _play(self, env: int, action: int):
-        reward, _, frame = super()._play(env, action)
-        return reward, self.t[env] == TRANSITIONS - 2 * env, frame
-
-
-def test_the_gif_shows_the_first_game_of_the_first_environment():
-    _, frames = play_episodes(
-        _EnvMarkedGame(num_envs=3, size=2), lambda obs: np.zeros(len(obs), int), 6, first_seed=0, gif_max_frames=100,
-        show_progress=False,
-    )  # fmt: skip
-    assert [int(frame[0, 0]) for frame in frames] == list(range(1, TRANSITIONS + 1))
-
-
 def test_evaluation_with_the_same_seed_plays_the_same_games():
     from fake_env import DelayedRewardVectorEnv
 
     def scores(seed: int) -> list[float]:
         always_left = lambda observations: np.zeros(len(observations), int)  # noqa: E731
-        episodes, _ = play_episodes(DelayedRewardVectorEnv(2, size=8), always_left, 40, seed, show_progress=False)
+        episodes = play_episodes(DelayedRewardVectorEnv(2, size=8), always_left, 40, seed, show_progress=False)
         return [episode.score for episode in episodes]
 
     assert scores(5) == scores(5)

@@ -88,7 +88,7 @@ def test_a_game_is_the_same_whichever_environment_plays_it(games):
     played = {}
     for num_envs in (2, 3):
         env = make_vector_env(config, num_envs)
-        episodes, _ = play_episodes(env, pixel_policy, games, 1_000, show_progress=False)
+        episodes = play_episodes(env, pixel_policy, games, 1_000, show_progress=False)
         env.close()
         played[num_envs] = [(episode.seed, episode.score, episode.steps) for episode in episodes]
     assert played[2] == played[3]

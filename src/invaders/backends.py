@@ -2,8 +2,9 @@
 ``learn()`` do: the train stage calls ``get_backend(name)(job)`` and never branches on the name.
 
 A new backend is one module that defines ``train(job: TrainingJob) -> TrainedAgent`` plus one line in
-``REGISTRY``. This module imports no backend (nor TensorFlow) until one is asked for, so the
-params can be validated in well under a second.
+``REGISTRY`` (``invaders.backend_registry``, which ``config`` reads without importing this module). This
+module imports no backend (nor TensorFlow) until one is asked for, so the params can be validated in well
+under a second.
 """
 
 from __future__ import annotations
@@ -14,31 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from invaders.backend_registry import REGISTRY
+
 if TYPE_CHECKING:
     from invaders.config import Params
     from invaders.models.networks import NetworkSpec
 
 MetricsCallback = Callable[[dict[str, float], int], None]  # (metrics, agent step)
-
-
-@dataclass(frozen=True)
-class BackendEntry:
-    module: str  # defines train(job: TrainingJob) -> TrainedAgent
-    description: str  # one line, shown in the params docs
-    can_resume: bool  # checkpoints and continues an interrupted run (gets a ``Checkpoints``)
-    reads: tuple[str, ...] = ()  # the train.* fields only this backend reads (the others are common)
-
-
-REGISTRY: dict[str, BackendEntry] = {
-    "native": BackendEntry(
-        "invaders.agents.native_backend",
-        "this project's TensorFlow DQN",
-        True,
-        ("num_envs", "n_step", "terminal_on_life_loss", "checkpoint_interval", "precision"),
-    ),
-    # keras-rl2's fit keeps its memory and counters to itself: it cannot be checkpointed.
-    "keras-rl2": BackendEntry("invaders.agents.kerasrl_backend", "keras-rl2's DQNAgent", False, ("memory_window",)),
-}
 
 
 @dataclass

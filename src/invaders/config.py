@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from invaders.backends import REGISTRY as BACKEND_REGISTRY
+from invaders.backend_registry import REGISTRY as BACKEND_REGISTRY
 from invaders.errors import ConfigError
 from invaders.seeding import TRAINING_EMULATOR_SEED_FLOOR
 
@@ -112,7 +112,9 @@ class EvaluationConfig:
         "test", "which games the evaluate stage plays: test (reporting) or validation (choosing)", choices=SPLITS
     )
     num_envs: int = _field(6, "games played in parallel (each plays the same share of episodes)", ge=1, le=64)
-    gif_max_frames: int = _field(4000, "agent steps of the first game kept for the animated GIF", ge=1)
+    gif_max_frames: int = _field(
+        4000, "agent steps shown of the best and the median game (their videos, the best one's GIF)", ge=1
+    )
 
     def first_seed(self, split: str) -> int:
         """The first emulator seed of the ``split`` games (test or validation)."""

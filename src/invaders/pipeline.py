@@ -53,7 +53,7 @@ class Workspace:
         return self.root / "results/train"
 
     @property
-    def evaluation_results(self) -> Path:  # metrics.json, episodes.csv, episode.gif
+    def evaluation_results(self) -> Path:  # metrics.json, episodes.csv, best_game.mp4, median_game.mp4, episode.gif
         return self.root / "results/evaluate"
 
     @property

@@ -83,7 +83,7 @@ def build_trainer(params: Params, initial: Path, on_metrics: MetricsCallback) ->
 
 def validation_scores(params: Params, greedy: GreedyPolicy) -> dict[str, float]:
     """The agent acting by ``greedy`` on the first ``train.eval_episodes`` validation games: the mean score and its bootstrap CI."""
-    episodes, _ = play_evaluation(
+    episodes = play_evaluation(
         greedy, params.env, params.evaluation, "validation", params.train.eval_episodes, show_progress=False
     )
     scores = np.array([episode.score for episode in episodes])

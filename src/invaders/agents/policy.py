@@ -45,19 +45,22 @@ def play_evaluation(
     evaluation: EvaluationConfig,
     split: str,
     episodes: int | None = None,
-    gif_max_frames: int = 0,
     show_progress: bool = True,
-) -> tuple[list[Episode], list[np.ndarray]]:
+    env=None,
+) -> list[Episode]:
     """The agent acting by ``greedy`` plays the evaluation protocol on the ``split`` games (test or validation): the first
     ``episodes`` of them (``evaluation.episodes`` by default) at ``evaluation.epsilon``. The epsilon draws are
-    seeded by the range too, so the same agent on the same games plays the same way."""
+    seeded by the range too, so the same agent on the same games plays the same way. ``env``: the vector env
+    to play in (one of ``make_vector_env``'s, perhaps wrapped), else a new one, closed at the end."""
     from invaders.envs.atari import make_vector_env, num_actions
 
     episodes = episodes or evaluation.episodes
     first_seed = evaluation.first_seed(split)
-    env = make_vector_env(env_config, min(evaluation.num_envs, episodes))
+    own_env = env is None
+    env = make_vector_env(env_config, min(evaluation.num_envs, episodes)) if own_env else env
     policy = EpsilonGreedyPolicy(greedy, num_actions(env_config), evaluation.epsilon, first_seed)
     try:
-        return play_episodes(env, policy, episodes, first_seed, gif_max_frames, show_progress)
+        return play_episodes(env, policy, episodes, first_seed, show_progress)
     finally:
-        env.close()
+        if own_env:
+            env.close()

@@ -14,9 +14,13 @@ from ale_py.vector_env import AtariVectorEnv
 
 from invaders.config import EnvConfig
 
+SCREEN_HEIGHT, SCREEN_WIDTH = 210, 160  # the Atari 2600 screen, pixels
 
-def make_vector_env(config: EnvConfig, num_envs: int):
+
+def make_vector_env(config: EnvConfig, num_envs: int, screen: bool = False):
     """``num_envs`` games stepped together; observations are batched as ``observation_shape(config)``.
+    With ``screen``, for videos, the last frame of each observation (``[:, -1]``) is the game's colour
+    screen, 210x160 RGB; the games are the same for the same seeds and actions.
 
     Autoreset is ale-py's default ``next-step``: after a step that ends a game, the next step ignores
     its action and returns the first observation of a new game with reward 0. ``info`` carries
@@ -34,10 +38,10 @@ def make_vector_env(config: EnvConfig, num_envs: int):
         repeat_action_probability=config.repeat_action_probability,
         noop_max=config.noop_max,
         max_num_frames_per_episode=config.max_episode_frames,
-        img_height=config.screen_size,
-        img_width=config.screen_size,
-        grayscale=True,
-        stack_num=config.frame_stack,
+        img_height=SCREEN_HEIGHT if screen else config.screen_size,
+        img_width=SCREEN_WIDTH if screen else config.screen_size,
+        grayscale=not screen,
+        stack_num=1 if screen else config.frame_stack,
         maxpool=True,
         episodic_life=False,
         reward_clipping=False,

@@ -33,11 +33,10 @@ def play_episodes(
     choose_actions: ActionChooser,
     episodes: int,
     first_seed: int,
-    gif_max_frames: int = 0,
     show_progress: bool = True,
-) -> tuple[list[Episode], list[np.ndarray]]:
+) -> list[Episode]:
     """Play games ``first_seed``, ``first_seed + 1``, ... (``episodes`` of them) to their ends; return them in
-    seed order and up to ``gif_max_frames`` frames of game 0."""
+    seed order."""
     seeds = game_seeds(first_seed, episodes)
     starting = min(env.num_envs, episodes)
     # Environments beyond the games asked for replay one of them, never counted (game -1).
@@ -47,12 +46,9 @@ def play_episodes(
     scores = np.zeros(env.num_envs)
     steps = np.zeros(env.num_envs, dtype=int)
     results: dict[int, Episode] = {}
-    gif_frames: list[np.ndarray] = []
     bar = progress_bar(episodes, "episodes", show_progress)
     bar.unit = "game"
     while len(results) < episodes:
-        if game_of[0] == 0 and len(gif_frames) < gif_max_frames:
-            gif_frames.append(observations[0, -1].copy())
         observations, rewards, terminated, truncated, info = env.step(choose_actions(observations))
         scores += rewards
         steps += 1
@@ -77,4 +73,4 @@ def play_episodes(
         scores[ended] = 0.0
         steps[ended] = 0
     bar.close()
-    return [results[game] for game in range(episodes)], gif_frames
+    return [results[game] for game in range(episodes)]

@@ -132,7 +132,7 @@ def validation_games(params: Params) -> range:
 def play_version(params: Params, name: str, version: str) -> dict[int, float]:
     """Registered ``version`` of ``name`` plays the validation games now: ``{seed: game score}`` as played."""
     from invaders.agents.card import AgentCard
-    from invaders.agents.policy import play_evaluation
+    from invaders.agents.policy import GreedyPolicy, play_evaluation
     from invaders.envs.atari import num_actions, observation_shape
     from invaders.models.networks import check_fits, load_model
     from invaders.tracking.models import download_agent
@@ -141,7 +141,7 @@ def play_version(params: Params, name: str, version: str) -> dict[int, float]:
         agent_dir, _ = download_agent(f"models:/{name}/{version}", Path(folder))
         model, spec = load_model(agent_dir, precision=AgentCard.read(agent_dir).precision or "float32")
         check_fits(spec, agent_dir, observation_shape(params.env), num_actions(params.env))
-    episodes, _ = play_evaluation(model, params.env, params.evaluation, VALIDATION, show_progress=False)
+    episodes = play_evaluation(GreedyPolicy(model), params.env, params.evaluation, VALIDATION, show_progress=False)
     return {episode.seed: episode.score for episode in episodes}
 
 

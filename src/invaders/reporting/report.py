@@ -223,7 +223,7 @@ def _html(table: pd.DataFrame, directory: Path, best: AgentScores | None, gif: P
     )
     if gif is not None:
         label = html.escape(best.label)
-        images += f'<h2>Best agent playing: {label}</h2><img alt="best agent" src="{_embedded(gif, "image/gif")}">'
+        images += f'<h2>Best agent playing: {label}</h2><img alt="best agent" style="width:320px;image-rendering:pixelated" src="{_embedded(gif, "image/gif")}">'
     title = html.escape(f"{game} DQN")
     style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}"
     return (

@@ -27,7 +27,7 @@ def baseline(params: Params, run: Run, workspace: Workspace) -> dict[str, float]
     def random_actions(observations):
         return rng.integers(0, num_actions, len(observations)).astype(np.int32)
 
-    episodes, _ = play_episodes(env, random_actions, evaluation.episodes, first_seed)
+    episodes = play_episodes(env, random_actions, evaluation.episodes, first_seed)
     summary = publish_scores(episodes, workspace.baseline_results, run, params, epsilon=1.0)
     print(score_line("random agent", summary))
     return summary

@@ -7,6 +7,7 @@ import functools
 import hashlib
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from invaders.agents.card import AgentCard
@@ -52,9 +53,10 @@ def _evaluate(
     uri: str = "",
 ) -> dict[str, float]:
     from invaders.agents.policy import GreedyPolicy, play_evaluation
-    from invaders.envs.atari import num_actions, observation_shape
+    from invaders.envs.atari import make_vector_env, num_actions, observation_shape
+    from invaders.evaluation.recording import ActionRecorder
     from invaders.models.networks import check_fits, load_model
-    from invaders.reporting.animation import write_gif
+    from invaders.reporting.animation import write_watched_games
     from invaders.tracking.mlflow_tracking import run_name, short_steps
     from invaders.tracking.models import record_scores, register_evaluated
 
@@ -90,9 +92,8 @@ def _evaluate(
     version = version or register_evaluated(run, agent_dir, params.tracking.experiment, agent, weights_sha)
     if (agent_dir / SHIPPED_CURVE).is_file():
         _log_shipped_curve(agent_dir / SHIPPED_CURVE, run)
-    episodes, frames = play_evaluation(
-        GreedyPolicy(model), params.env, evaluation, evaluation.split, gif_max_frames=evaluation.gif_max_frames
-    )
+    recorder = ActionRecorder(make_vector_env(params.env, min(evaluation.num_envs, evaluation.episodes)))
+    episodes = play_evaluation(GreedyPolicy(model), params.env, evaluation, evaluation.split, env=recorder)
     summary = publish_scores(episodes, output, run, params, evaluation.epsilon)
     run.log_metrics({Metric.AGENT_TRAIN_STEPS: agent.train_steps, Metric.AGENT_WALL_TIME_S: agent.wall_time_s})
     if version:
@@ -100,9 +101,12 @@ def _evaluate(
         protocol = protocol_label(params, evaluation.epsilon)
         if protocol == default_protocol():  # a version's score tags are always under the default protocol
             record_scores(params.tracking.experiment, version, summary, protocol)
-    if frames:
-        write_gif(frames, output / "episode.gif")
-        run.log_artifact(output / "episode.gif")
+    began = time.monotonic()
+    watched = write_watched_games(params.env, recorder, episodes, evaluation.gif_max_frames, output)
+    for path in watched:
+        run.log_artifact(path)
+    sizes = ", ".join(f"{path.name} {path.stat().st_size / 1e6:.1f} MB" for path in watched)
+    print(f"evaluate: {sizes} in {time.monotonic() - began:.0f} s")
     print(score_line(agent.label, summary))
     return summary
 
@@ -169,6 +173,19 @@ def _log_shipped_curve(path: Path, run: Run) -> None:
 EVALUATE = Step("evaluate", evaluate)
 
 
-def evaluate_shipped(agent_dir: Path, output: Path) -> Step:
-    """The evaluate step for an agent shipped in ``agent_dir``, writing into ``output``."""
+def evaluate_shipped(agent_dir: Path | str, output: Path) -> Step:
+    """The evaluate step for an agent shipped in ``agent_dir`` (or a model URI), writing into ``output``."""
     return Step("evaluate", functools.partial(evaluate, agent_dir=agent_dir, output=output))
+
+
+def evaluate_step(agent: str | None, output: Path | None) -> Step:
+    """The evaluate step of the command line: the trained agent without ``agent``, else a shipped agent's
+    folder or a model URI, whose model must exist (checked here, before any work)."""
+    from invaders.tracking.models import check_agent_uri, is_model_uri
+
+    if not agent:
+        return EVALUATE
+    if is_model_uri(agent):
+        check_agent_uri(agent)
+        return evaluate_shipped(agent, output)
+    return evaluate_shipped(Path(agent), output)
