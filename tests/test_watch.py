@@ -10,8 +10,7 @@ from PIL import Image, ImageSequence
 
 from invaders.config import EnvConfig
 from invaders.envs.atari import make_vector_env
-from invaders.evaluation.protocol import play_episodes
-from invaders.evaluation.protocol import Episode
+from invaders.evaluation.protocol import Episode, play_episodes
 from invaders.evaluation.recording import ActionRecorder, best_and_median, replay_screen
 from invaders.reporting.animation import CAPTION_HEIGHT, agent_steps_per_second, write_watched_games
 

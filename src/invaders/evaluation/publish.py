@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -13,9 +12,6 @@ from invaders.config import EvaluationConfig, Params, as_flat_dict, build_params
 from invaders.evaluation.protocol import Episode
 from invaders.evaluation.statistics import bootstrap_ci, summarize
 from invaders.names import Metric, Tag
-
-if TYPE_CHECKING:  # the evaluation package logs through the run it is handed, never imports tracking
-    from invaders.tracking.run import Run
 
 
 def protocol_params(params: Params) -> dict[str, object]:
@@ -57,9 +53,7 @@ def default_protocol() -> str:
     return protocol_label(build_params({}), EvaluationConfig().epsilon)
 
 
-def publish_scores(
-    episodes: list[Episode], directory: Path, run: Run, params: Params, epsilon: float
-) -> dict[str, float]:
+def publish_scores(episodes: list[Episode], directory: Path, run, params: Params, epsilon: float) -> dict[str, float]:
     """Write ``metrics.json`` and ``episodes.csv`` into ``directory`` and log the same numbers."""
     scores = np.array([episode.score for episode in episodes])
     stats = summarize(scores)

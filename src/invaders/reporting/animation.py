@@ -16,8 +16,8 @@ from invaders import files
 
 if TYPE_CHECKING:
     from invaders.config import EnvConfig
-    from invaders.evaluation.recording import ActionRecorder
     from invaders.evaluation.protocol import Episode
+    from invaders.evaluation.recording import ActionRecorder
 
 # MPEG-4 Part 2: OpenCV's wheel has no H.264 encoder, and its VP9 (which browsers would play) encodes ~40x
 # slower, longer than the games take to play. VLC, QuickTime and Windows play it; the HTML report shows the GIF.
