@@ -2,6 +2,7 @@
 loopback addresses (token authentication) running a tiny sweep on the real emulator, one trial's worker
 killed mid-training."""
 
+import json
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -170,6 +172,41 @@ def test_closing_a_sweep_ends_what_killed_trials_left_running(tmp_path, monkeypa
     assert lost.info.status == "FAILED" and Tag.STOPPED_EARLY not in lost.data.tags
     assert [client.get_run(stage).info.status for stage in stages.values()] == ["KILLED", "KILLED"]
     assert client.get_run(sweep).info.status == "FINISHED"
+
+
+def _persisted(folder: Path, steps: int | None) -> Path:
+    """A trial's workspace as it hands it over: the initial network and, with ``steps``, a training checkpoint."""
+    from invaders.pipeline import Workspace
+    from invaders.sweeps.trial import _HANDED_OVER, _file_sizes
+
+    workspace = Workspace(folder)
+    workspace.initial.mkdir(parents=True)
+    (workspace.initial / "weights.npz").write_bytes(b"initial")
+    if steps is not None:
+        workspace.checkpoints.save(steps, {"checkpoint.steps": steps, "values": np.arange(steps)})
+    (folder / _HANDED_OVER).write_text(json.dumps(_file_sizes(folder)))
+    return folder
+
+
+def test_a_restarted_trial_restores_the_furthest_complete_checkpoint_its_attempts_left(tmp_path):
+    from invaders.pipeline import Workspace
+    from invaders.sweeps.trial import _restore
+
+    trial_folder = tmp_path / "storage" / "run_trial_00000"
+    _persisted(trial_folder / "checkpoint_000000", None)  # after build-model: what a killed driver recorded
+    _persisted(trial_folder / "checkpoint_000001", 300)
+    cut_short = _persisted(trial_folder / "checkpoint_000002", 600)  # the copy a dying trial did not finish
+    (Workspace(cut_short).checkpoints.latest_with_folder()[0] / "values.npy").unlink()
+
+    root = tmp_path / "restored"
+    _restore(root, trial_folder, [])
+    assert (root / "models/initial/weights.npz").is_file()
+    assert Workspace(root).checkpoints.latest()["checkpoint.steps"] == 300
+
+    left_behind = _persisted(tmp_path / "invaders-trial-00000-killed", 900)  # the killed attempt's own workspace
+    root = tmp_path / "restored-on-the-same-node"
+    _restore(root, trial_folder, [left_behind])
+    assert Workspace(root).checkpoints.latest()["checkpoint.steps"] == 900
 
 
 # --- a real Ray cluster -----------------------------------------------------------------------------------
@@ -444,3 +481,35 @@ def test_a_sweep_whose_driver_is_killed_resumes_into_the_same_runs_and_leaves_no
     # Both trials continue from their newest training checkpoint, not from Tune's older one.
     assert len(re.findall(r"train: resuming from the checkpoint at step [1-9]", output)) == 2, output[-3000:]
     _check_resumed_sweep(database, steps=800)
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.e2e
+def test_a_sweep_on_a_cluster_whose_driver_is_killed_resumes_there_and_its_trials_stop(ray_cluster, tmp_path):
+    command, env, database = _local_sweep(tmp_path, steps=800)
+    env = {**ray_cluster, "MLFLOW_TRACKING_URI": env["MLFLOW_TRACKING_URI"]}
+    first = _first_attempt_until_both_trials_checkpointed(command, env, database, tmp_path / "first.log")
+    trial_workers = [int(run.data.tags[Tag.PID]) for run in _train_runs_with_a_checkpoint(database)]
+    first.kill()
+    first.wait()
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in trial_workers):
+        assert time.monotonic() < deadline, "the dead driver's trials still run a minute later"
+        time.sleep(1)
+    second = _sweep_driver(command, env, tmp_path / "second.log")
+    output = _ended(second, tmp_path / "second.log", 900, "the driver left processes behind")
+    assert second.returncode == 0 and "resuming from" in output, output[-3000:]
+    assert len(re.findall(r"train: resuming from the checkpoint at step [1-9]", output)) == 2, output[-3000:]
+    _check_resumed_sweep(database, steps=800)
+    status = subprocess.run(
+        ["ray", "status", f"--address={ray_cluster['RAY_ADDRESS']}"], env=ray_cluster, capture_output=True
+    )
+    assert status.returncode == 0, "the cluster stays"
