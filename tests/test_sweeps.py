@@ -406,7 +406,7 @@ def _local_sweep(tmp_path: Path, steps: int) -> tuple[list[str], dict, Path]:
     """The command and environment of a sweep of two tiny trials on a local Ray instance, and its store."""
     path = sweep_file(tmp_path, steps=steps, params={"train.checkpoint_interval": 300})
     database = tmp_path / "mlflow.db"
-    token = tmp_path / "ray_token"
+    token = tmp_path / "local_ray_token"
     token.write_text(os.urandom(32).hex())
     token.chmod(0o600)
     env = {**os.environ, "RAY_AUTH_TOKEN_PATH": str(token), "MLFLOW_TRACKING_URI": f"sqlite:///{database}"}
@@ -423,6 +423,7 @@ def _first_attempt_until_both_trials_checkpointed(command: list[str], env: dict,
         while len(_train_runs_with_a_checkpoint(database)) < 2 and first.poll() is None:
             assert time.monotonic() < deadline, "no training checkpoints within 5 minutes"
             time.sleep(1)
+        assert first.poll() is None, log.read_text()[-3000:]
     except BaseException:
         _kill_session(first)
         raise
