@@ -409,7 +409,12 @@ def _local_sweep(tmp_path: Path, steps: int) -> tuple[list[str], dict, Path]:
     token = tmp_path / "local_ray_token"
     token.write_text(os.urandom(32).hex())
     token.chmod(0o600)
-    env = {**os.environ, "RAY_AUTH_TOKEN_PATH": str(token), "MLFLOW_TRACKING_URI": f"sqlite:///{database}"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{database}",
+        "RAY_DEDUP_LOGS": "0",  # every trial's lines in the driver's output, none folded into "[repeated 2x]"
+    }
     env.pop("RAY_ADDRESS", None)  # a local Ray instance, started and stopped by the driver
     command = [sys.executable, "-m", "invaders.sweeps.driver", str(path), "--storage", str(tmp_path / "results")]
     return command, env, database
@@ -496,7 +501,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.e2e
 def test_a_sweep_on_a_cluster_whose_driver_is_killed_resumes_there_and_its_trials_stop(ray_cluster, tmp_path):
     command, env, database = _local_sweep(tmp_path, steps=800)
-    env = {**ray_cluster, "MLFLOW_TRACKING_URI": env["MLFLOW_TRACKING_URI"]}
+    env = {**ray_cluster, "MLFLOW_TRACKING_URI": env["MLFLOW_TRACKING_URI"], "RAY_DEDUP_LOGS": "0"}
     first = _first_attempt_until_both_trials_checkpointed(command, env, database, tmp_path / "first.log")
     trial_workers = [int(run.data.tags[Tag.PID]) for run in _train_runs_with_a_checkpoint(database)]
     first.kill()
