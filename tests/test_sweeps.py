@@ -209,6 +209,37 @@ def test_a_restarted_trial_restores_the_furthest_complete_checkpoint_its_attempt
     assert Workspace(root).checkpoints.latest()["checkpoint.steps"] == 900
 
 
+def test_the_guard_stops_what_it_started_when_the_drivers_pipe_closes():
+    import psutil
+
+    # A stand-in for `ray start`: a child in the guard's process group and a grandchild in a group of its own.
+    command = [
+        sys.executable,
+        "-c",
+        "import subprocess, time; subprocess.Popen(['sleep', '300'], start_new_session=True); time.sleep(300)",
+    ]
+    guard = subprocess.Popen(
+        [sys.executable, "-m", "invaders.sweeps.local_ray", *command], stdin=subprocess.PIPE, process_group=0
+    )
+    started = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(psutil.Process(guard.pid).children(recursive=True)) < 2:
+            assert time.monotonic() < deadline, "the stand-in did not start"
+            time.sleep(0.1)
+        started = psutil.Process(guard.pid).children(recursive=True)
+        guard.stdin.close()  # what the driver's death does
+        guard.wait(timeout=30)
+        assert not [process.pid for process in started if process.is_running() and process.status() != "zombie"]
+    finally:
+        guard.kill()
+        for process in started:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
 # --- a real Ray cluster -----------------------------------------------------------------------------------
 
 
