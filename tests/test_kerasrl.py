@@ -304,3 +304,64 @@ def test_target_q_cache_trains_the_same_weights_with_fewer_target_predicts():
     assert report["plain_calls"] == report["plain_rows"] // 8 and report["plain_rows"] >= 280 * 8
     assert report["cached_rows"] < report["plain_rows"] // 4
     assert report["identical"]  # the same targets, so the same updates, bit for bit
+
+
+# Runs in its own interpreter (graph mode): the backend's training, every target sync and update counted.
+_TARGET_SYNC_SCRIPT = """
+import json, sys
+from pathlib import Path
+from invaders.agents import kerasrl_compat
+kerasrl_compat.apply()
+from rl.agents.dqn import DQNAgent
+from invaders.agents.kerasrl_backend import _train_in_child
+from invaders.config import build_params
+
+updates, syncs = [0], []
+update_target_model_hard = DQNAgent.update_target_model_hard
+
+def counted_sync(self):
+    if not syncs:  # the first sync comes at step 0, before any update: count them from here
+        train_on_batch = self.trainable_model.train_on_batch
+        def counted_train_on_batch(*args, **kwargs):
+            updates[0] += 1
+            return train_on_batch(*args, **kwargs)
+        self.trainable_model.train_on_batch = counted_train_on_batch
+    syncs.append(updates[0])
+    update_target_model_hard(self)
+
+DQNAgent.update_target_model_hard = counted_sync
+params = build_params(json.loads(Path(sys.argv[1]).read_text()))
+done = _train_in_child(params, Path(sys.argv[2]), Path(sys.argv[2]), False, lambda message: None)
+print(json.dumps({"updates": done["updates"], "syncs_at_updates": syncs}))
+"""
+
+
+def test_kerasrl_syncs_its_target_network_every_target_sync_updates_updates(tmp_path):
+    import dataclasses
+
+    # 240 agent steps, no game ends (a random game lasts longer): an update every 4 steps after 40 of warm-up.
+    params = make_params(
+        train={
+            "steps": 240,
+            "warmup_steps": 40,
+            "replay_capacity": 500,
+            "replay_ratio": 0.25,
+            "target_sync_updates": 10,
+        }
+    )
+    save_initial(params, tmp_path)
+    (tmp_path / "params.json").write_text(json.dumps(dataclasses.asdict(params)))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(
+        [sys.executable, "-c", _TARGET_SYNC_SCRIPT, str(tmp_path / "params.json"), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["updates"] == len(range(44, 240, 4))  # keras-rl2 counts steps from 0 and trains after step 40
+    # keras-rl2 copies every target_model_update agent steps from step 0, warm-up included: 10 updates x 4 steps
+    assert report["syncs_at_updates"] == [0, 0, 10, 20, 30, 40], "a sync every 10 updates, not every 10 agent steps"

@@ -23,6 +23,7 @@ from invaders.models.networks import NetworkSpec, build_q_network
 from invaders.replay.frame_replay import FrameReplay
 from invaders.resume import CheckpointWriter
 from invaders.tracking import mlflow_tracking as tracking
+from invaders.tracking.run import HeldMetrics, RecordingRun
 
 SPEC = NetworkSpec("nature", False, (4, 44, 44), 3)
 CONFIG = TrainConfig(steps=500, num_envs=2, replay_capacity=2_000, warmup_fraction=0.2, log_interval=100, n_step=2)
@@ -300,3 +301,72 @@ def test_the_newest_complete_checkpoint_wins_over_a_killed_writers_folder_and_an
     (older / "meta.json").write_text('{"steps": 200}')
     assert store.latest()["steps"] == 100
     assert capsys.readouterr().err.strip() == f"checkpoint {older}: written by an older version of invaders; skipped"
+
+
+# --- the metrics hand-over between an interrupted run and its resumption, driven directly --------------------
+
+
+class _Killed(Exception):
+    """The process died here."""
+
+
+class _DyingRun(RecordingRun):
+    """A stored run whose process dies after ``writes`` more writes of metric rows."""
+
+    def __init__(self, writes: int):
+        super().__init__("run-1")
+        self.writes = writes
+
+    def write_rows(self, rows, tags):
+        if self.writes == 0:
+            raise _Killed
+        self.writes -= 1
+        super().write_rows(rows, tags)
+
+
+class _Trainer:
+    """A trainer at 300 agent steps whose state is one array; it keeps what a checkpoint gives back."""
+
+    steps = 300
+    loaded: dict | None = None
+
+    def state_dict(self):
+        return {"values": np.arange(3)}
+
+    def load_state_dict(self, state):
+        self.loaded = state
+
+
+def _held_rows(count: int) -> HeldMetrics:
+    """A held run ``count`` metric rows long (one per agent step), on a store that takes one write of them."""
+    held = HeldMetrics(_DyingRun(writes=1))
+    for step in range(count):
+        held.log_metrics({"train/loss": 0.5}, step=step)
+    return held
+
+
+def test_a_flush_cut_short_marks_only_the_rows_that_arrived_as_delivered():
+    held = _held_rows(250)  # three writes of ROWS_PER_WRITE; the store gets the first only
+    rows = held.take_pending()
+    with pytest.raises(_Killed):
+        held.flush_checkpoint("300", rows)
+    assert [step for step, _ in held.run.history("train/loss")] == list(range(HeldMetrics.ROWS_PER_WRITE))
+    assert held.flushed_through("300") == HeldMetrics.ROWS_PER_WRITE, "the rows that never arrived count as missing"
+    assert held.flushed_through("600") == 0, "another checkpoint's count says nothing about this one's"
+
+
+def test_a_resumed_run_sends_the_rows_its_checkpoint_holds_that_the_store_never_got(tmp_path):
+    store = CheckpointStore(tmp_path, keep=2)
+    held = _held_rows(250)
+    with pytest.raises(_Killed):  # killed mid-flush, right after the checkpoint was committed
+        CheckpointWriter(store, held, {"train.seed": "0"}, fresh=True)(_Trainer())
+    stored = held.run
+    assert len(stored.rows) == HeldMetrics.ROWS_PER_WRITE
+
+    stored.writes = -1  # the resumed process: its store takes every write
+    resumed = CheckpointWriter(store, HeldMetrics(stored), {"train.seed": "0"}, fresh=False)
+    trainer = _Trainer()
+    resumed.restore(trainer)
+    assert trainer.loaded["checkpoint.steps"] == 300
+    assert [step for step, _ in stored.history("train/loss")] == list(range(250)), "every step once, none lost"
+    assert HeldMetrics(stored).flushed_through("300") == 250

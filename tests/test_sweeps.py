@@ -2,6 +2,7 @@
 loopback addresses (token authentication) running a tiny sweep on the real emulator, one trial's worker
 killed mid-training."""
 
+import json
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -171,6 +173,72 @@ def test_closing_a_sweep_ends_what_killed_trials_left_running(tmp_path, monkeypa
     assert client.get_run(sweep).info.status == "FINISHED"
 
 
+def _persisted(folder: Path, steps: int | None) -> Path:
+    """A trial's workspace as it hands it over: the initial network and, with ``steps``, a training checkpoint."""
+    from invaders.pipeline import Workspace
+    from invaders.sweeps.trial import _HANDED_OVER, _file_sizes
+
+    workspace = Workspace(folder)
+    workspace.initial.mkdir(parents=True)
+    (workspace.initial / "weights.npz").write_bytes(b"initial")
+    if steps is not None:
+        workspace.checkpoints.save(steps, {"checkpoint.steps": steps, "values": np.arange(steps)})
+    (folder / _HANDED_OVER).write_text(json.dumps(_file_sizes(folder)))
+    return folder
+
+
+def test_a_restarted_trial_restores_the_furthest_complete_checkpoint_its_attempts_left(tmp_path):
+    from invaders.pipeline import Workspace
+    from invaders.sweeps.trial import _restore
+
+    trial_folder = tmp_path / "storage" / "run_trial_00000"
+    _persisted(trial_folder / "checkpoint_000000", None)  # after build-model: what a killed driver recorded
+    _persisted(trial_folder / "checkpoint_000001", 300)
+    cut_short = _persisted(trial_folder / "checkpoint_000002", 600)  # the copy a dying trial did not finish
+    (Workspace(cut_short).checkpoints.latest_with_folder()[0] / "values.npy").unlink()
+
+    root = tmp_path / "restored"
+    _restore(root, trial_folder, [])
+    assert (root / "models/initial/weights.npz").is_file()
+    assert Workspace(root).checkpoints.latest()["checkpoint.steps"] == 300
+
+    left_behind = _persisted(tmp_path / "invaders-trial-00000-killed", 900)  # the killed attempt's own workspace
+    root = tmp_path / "restored-on-the-same-node"
+    _restore(root, trial_folder, [left_behind])
+    assert Workspace(root).checkpoints.latest()["checkpoint.steps"] == 900
+
+
+def test_the_guard_stops_what_it_started_when_the_drivers_pipe_closes():
+    import psutil
+
+    # A stand-in for `ray start`: a child in the guard's process group and a grandchild in a group of its own.
+    command = [
+        sys.executable,
+        "-c",
+        "import subprocess, time; subprocess.Popen(['sleep', '300'], start_new_session=True); time.sleep(300)",
+    ]
+    guard = subprocess.Popen(
+        [sys.executable, "-m", "invaders.sweeps.local_ray", *command], stdin=subprocess.PIPE, process_group=0
+    )
+    started = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(psutil.Process(guard.pid).children(recursive=True)) < 2:
+            assert time.monotonic() < deadline, "the stand-in did not start"
+            time.sleep(0.1)
+        started = psutil.Process(guard.pid).children(recursive=True)
+        guard.stdin.close()  # what the driver's death does
+        guard.wait(timeout=30)
+        assert not [process.pid for process in started if process.is_running() and process.status() != "zombie"]
+    finally:
+        guard.kill()
+        for process in started:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
 # --- a real Ray cluster -----------------------------------------------------------------------------------
 
 
@@ -318,62 +386,87 @@ def test_a_sweep_on_two_nodes_gives_one_run_per_trial_and_survives_a_killed_work
 
 
 def _sweep_driver(command: list[str], env: dict, log: Path) -> subprocess.Popen:
-    """The sweep command in a process group of its own, which holds its local Ray instance's processes."""
+    """The sweep command in a session of its own, which holds every process of its local Ray instance."""
     with open(log, "w") as output:
         return subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=output, start_new_session=True)
 
 
-def _group_alive(process: subprocess.Popen) -> bool:
-    try:
-        os.killpg(process.pid, 0)
-    except ProcessLookupError:
-        return False
+def _alive_in_session(process: subprocess.Popen) -> list[int]:
+    """The live processes of ``process``'s session (Ray's own and the trials' workers among them)."""
+    import psutil
+
+    alive = []
+    for other in psutil.process_iter(["status"]):
+        try:
+            if os.getsid(other.pid) == process.pid and other.info["status"] != psutil.STATUS_ZOMBIE:
+                alive.append(other.pid)
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return alive
+
+
+def _session_gone(process: subprocess.Popen, within_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while _alive_in_session(process):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
     return True
+
+
+def _kill_session(process: subprocess.Popen) -> None:
+    for pid in _alive_in_session(process):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _ended(process: subprocess.Popen, log: Path, timeout: float, leftovers: str) -> str:
     """Wait for the driver to exit, its Ray processes gone with it (else stop them); its output."""
     try:
         process.wait(timeout=timeout)
-        assert not _group_alive(process), leftovers
+        assert _session_gone(process), leftovers
     finally:
-        _kill_group(process)
+        _kill_session(process)
     return log.read_text()
 
 
-def _kill_group(process: subprocess.Popen) -> None:
-    if _group_alive(process):
-        os.killpg(process.pid, signal.SIGKILL)
-
-
-@pytest.mark.e2e
-def test_an_interrupted_sweep_resumes_with_the_same_command(tmp_path):
-    path = sweep_file(tmp_path, steps=800, params={"train.checkpoint_interval": 300})
+def _local_sweep(tmp_path: Path, steps: int) -> tuple[list[str], dict, Path]:
+    """The command and environment of a sweep of two tiny trials on a local Ray instance, and its store."""
+    path = sweep_file(tmp_path, steps=steps, params={"train.checkpoint_interval": 300})
     database = tmp_path / "mlflow.db"
-    token = tmp_path / "ray_token"
+    token = tmp_path / "local_ray_token"
     token.write_text(os.urandom(32).hex())
     token.chmod(0o600)
-    env = {**os.environ, "RAY_AUTH_TOKEN_PATH": str(token), "MLFLOW_TRACKING_URI": f"sqlite:///{database}"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{database}",
+        "RAY_DEDUP_LOGS": "0",  # every trial's lines in the driver's output, none folded into "[repeated 2x]"
+    }
     env.pop("RAY_ADDRESS", None)  # a local Ray instance, started and stopped by the driver
     command = [sys.executable, "-m", "invaders.sweeps.driver", str(path), "--storage", str(tmp_path / "results")]
-    first = _sweep_driver(command, env, tmp_path / "first.log")
+    return command, env, database
+
+
+def _first_attempt_until_both_trials_checkpointed(command: list[str], env: dict, database: Path, log: Path):
+    """Start the sweep and return once both trials are mid-training with a checkpoint's metrics sent."""
+    first = _sweep_driver(command, env, log)
     try:
         deadline = time.monotonic() + 300
-        # both trials mid-training, each with a checkpoint (one without would start a new train run)
         while len(_train_runs_with_a_checkpoint(database)) < 2 and first.poll() is None:
             assert time.monotonic() < deadline, "no training checkpoints within 5 minutes"
             time.sleep(1)
-        first.send_signal(signal.SIGINT)  # Ctrl-C
+        assert first.poll() is None, log.read_text()[-3000:]
     except BaseException:
-        _kill_group(first)
+        _kill_session(first)
         raise
-    output = _ended(first, tmp_path / "first.log", 120, "the interrupted driver left Ray processes behind")
-    assert first.returncode == 130 and "\nsweep: interrupted\n" in output, output[-3000:]
+    return first
 
-    second = _sweep_driver(command, env, tmp_path / "second.log")
-    output = _ended(second, tmp_path / "second.log", 900, "the driver left Ray processes behind")
-    assert second.returncode == 0 and "resuming from" in output, output[-3000:]
 
+def _check_resumed_sweep(database: Path, steps: int) -> None:
+    """One sweep run, one run per trial with 2 attempts, one FINISHED train run per trial, each step once."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{database}")
@@ -390,5 +483,75 @@ def test_an_interrupted_sweep_resumes_with_the_same_command(tmp_path):
         assert trial.data.tags[Tag.TRIAL_ATTEMPTS] == "2"
         (train,) = [run for run in by_parent[trial.info.run_id] if run.data.tags[Tag.STAGE] == "train"]
         assert train.info.status == "FINISHED", "a resumed trial continues its train run"
-        steps = [metric.step for metric in client.get_metric_history(train.info.run_id, Metric.TRAIN_UPDATES)]
-        assert steps == [200, 400, 600, 800], "no metric step lost or duplicated"
+        history = client.get_metric_history(train.info.run_id, Metric.TRAIN_UPDATES)
+        assert [metric.step for metric in history] == list(range(200, steps + 1, 200)), "each step once"
+
+
+def _resumed_trainings(output: str) -> set[str]:
+    """The trial processes that resumed training from a training checkpoint (on one machine, each node's
+    log monitor may forward a line of another's: counted by process)."""
+    return set(re.findall(r"run_trial pid=(\d+)[^\n]*train: resuming from the checkpoint at step [1-9]", output))
+
+
+@pytest.mark.e2e
+def test_an_interrupted_sweep_resumes_with_the_same_command(tmp_path):
+    command, env, database = _local_sweep(tmp_path, steps=800)
+    first = _first_attempt_until_both_trials_checkpointed(command, env, database, tmp_path / "first.log")
+    first.send_signal(signal.SIGINT)  # Ctrl-C
+    output = _ended(first, tmp_path / "first.log", 120, "the interrupted driver left Ray processes behind")
+    assert first.returncode == 130 and "\nsweep: interrupted\n" in output, output[-3000:]
+
+    second = _sweep_driver(command, env, tmp_path / "second.log")
+    output = _ended(second, tmp_path / "second.log", 900, "the driver left Ray processes behind")
+    assert second.returncode == 0 and "resuming from" in output, output[-3000:]
+    _check_resumed_sweep(database, steps=800)
+
+
+@pytest.mark.e2e
+def test_a_sweep_whose_driver_is_killed_resumes_into_the_same_runs_and_leaves_no_process(tmp_path):
+    command, env, database = _local_sweep(tmp_path, steps=800)
+    first = _first_attempt_until_both_trials_checkpointed(command, env, database, tmp_path / "first.log")
+    first.kill()  # kill -9 of the driver alone: a closed session, an OOM kill
+    first.wait()
+    try:
+        second = _sweep_driver(command, env, tmp_path / "second.log")
+        output = _ended(second, tmp_path / "second.log", 900, "the driver left Ray processes behind")
+        assert _session_gone(first), "the killed driver's Ray instance outlived it"
+    finally:
+        _kill_session(first)
+    assert second.returncode == 0 and "resuming from" in output, output[-3000:]
+    # Both trials continue from their newest training checkpoint, not from Tune's older one.
+    assert len(_resumed_trainings(output)) == 2, output[-3000:]
+    _check_resumed_sweep(database, steps=800)
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.e2e
+def test_a_sweep_on_a_cluster_whose_driver_is_killed_resumes_there_and_its_trials_stop(ray_cluster, tmp_path):
+    command, env, database = _local_sweep(tmp_path, steps=800)
+    env = {**ray_cluster, "MLFLOW_TRACKING_URI": env["MLFLOW_TRACKING_URI"], "RAY_DEDUP_LOGS": "0"}
+    first = _first_attempt_until_both_trials_checkpointed(command, env, database, tmp_path / "first.log")
+    trial_workers = [int(run.data.tags[Tag.PID]) for run in _train_runs_with_a_checkpoint(database)]
+    first.kill()
+    first.wait()
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in trial_workers):
+        assert time.monotonic() < deadline, "the dead driver's trials still run a minute later"
+        time.sleep(1)
+    second = _sweep_driver(command, env, tmp_path / "second.log")
+    output = _ended(second, tmp_path / "second.log", 900, "the driver left processes behind")
+    assert second.returncode == 0 and "resuming from" in output, output[-3000:]
+    assert len(_resumed_trainings(output)) == 2, output[-3000:]
+    _check_resumed_sweep(database, steps=800)
+    status = subprocess.run(
+        ["ray", "status", f"--address={ray_cluster['RAY_ADDRESS']}"], env=ray_cluster, capture_output=True
+    )
+    assert status.returncode == 0, "the cluster stays"

@@ -111,6 +111,11 @@ class CheckpointStore:
     def latest(self) -> dict[str, Any] | None:
         """The newest readable checkpoint's state, or None. Arrays are memory-mapped: reading the headers
         checks every file is complete, and nothing is loaded until used. Unreadable ones are skipped, saying so."""
+        found = self.latest_with_folder()
+        return found[1] if found else None
+
+    def latest_with_folder(self) -> tuple[Path, dict[str, Any]] | None:
+        """The newest readable checkpoint's folder and state (see ``latest``), or None."""
         for path in reversed(self._committed()):
             if not (path / _VALUES).exists() and (path / "meta.json").exists():
                 print(f"checkpoint {path}: written by an older version of invaders; skipped", file=sys.stderr)
@@ -120,7 +125,7 @@ class CheckpointStore:
                 state.update(
                     {file.stem: np.load(file, mmap_mode="r", allow_pickle=False) for file in path.glob("*.npy")}
                 )
-                return state
+                return path, state
             except (OSError, ValueError) as error:
                 print(f"checkpoint {path}: unreadable ({type(error).__name__}: {error}); skipped", file=sys.stderr)
         return None

@@ -18,6 +18,8 @@ import shlex
 import socket
 import sys
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +31,12 @@ from invaders.config import ConfigError, build_params, read_params_file
 from invaders.errors import ResourceError
 from invaders.names import Metric
 from invaders.pipeline import exit_on_user_error
+from invaders.sweeps.local_ray import local_instance
 from invaders.sweeps.spec import SweepSpec, load_sweep
 from invaders.sweeps.trial import AGENT_STEPS, EVALUATED, TRAIN_SCORE, SweepContext, run_trial
 
 TOKEN_FILE = Path(".ray/auth_token")  # git-ignored, mode 0600: Ray's token for the local instance
+LOCAL_INSTANCE_LOG = Path(".ray/local_instance.log")  # git-ignored: what the local instance's `ray start` printed
 LOCAL_NODE_ADDRESS = "127.0.0.2"  # with 127.0.0.1 Ray advertises the machine's network address instead
 EXPERIMENT_KEY = "tracking.experiment"  # the params key naming the trials' MLflow experiment
 
@@ -72,9 +76,10 @@ def check_cluster_answers(address: str) -> None:
         raise ResourceError(f"RAY_ADDRESS = {address}: no Ray cluster answers there ({error})") from None
 
 
-def start_ray(root: Path, commit: str) -> None:
-    """Connect to ``RAY_ADDRESS``'s cluster, or start a local instance on loopback (token auth set by
-    ``use_token_auth``)."""
+@contextmanager
+def connected_ray(root: Path, commit: str) -> Iterator[None]:
+    """Connect to ``RAY_ADDRESS``'s cluster, or to a local instance on loopback that lives as long as this
+    process (token auth set by ``use_token_auth``); disconnect after."""
     import ray
 
     address = os.environ.get("RAY_ADDRESS")
@@ -83,23 +88,25 @@ def start_ray(root: Path, commit: str) -> None:
     runtime_env: dict[str, Any] = {
         "env_vars": {"DVC_EXP_BASELINE_REV": commit, "MLFLOW_TRACKING_URI": tracking_uri_for_workers(root)}
     }
-    try:
+    with ExitStack() as stack:
         if address:
             # The workers import this checkout's package (before their own install); the venv is theirs.
             runtime_env["py_modules"] = [str(root / "src" / "invaders")]
-            ray.init(address=address, runtime_env=runtime_env, logging_level="WARNING")
         else:
-            ray.init(
-                address="local",  # else Ray joins the host's last `ray start` cluster, anyone's, or fails on a stale one
-                _node_ip_address=LOCAL_NODE_ADDRESS,
-                include_dashboard=False,
-                runtime_env=runtime_env,
-                logging_level="WARNING",
-                object_store_memory=256 * 2**20,  # the trials pass files, not objects
+            instance = local_instance(
+                LOCAL_NODE_ADDRESS,
+                os.cpu_count() or 1,
+                256 * 2**20,  # object store bytes: the trials pass files, not objects
+                root / LOCAL_INSTANCE_LOG,
             )
-    except (ConnectionError, RuntimeError) as error:
-        where = f"RAY_ADDRESS = {address}" if address else "a local Ray instance"
-        raise ResourceError(f"{where}: Ray did not start or answer ({str(error).splitlines()[0]})") from None
+            address = stack.enter_context(instance)
+        try:
+            ray.init(address=address, runtime_env=runtime_env, logging_level="WARNING")
+        except (ConnectionError, RuntimeError) as error:
+            where = f"RAY_ADDRESS = {address}" if os.environ.get("RAY_ADDRESS") else "a local Ray instance"
+            raise ResourceError(f"{where}: Ray did not start or answer ({str(error).splitlines()[0]})") from None
+        stack.callback(ray.shutdown)
+        yield
 
 
 def tracking_uri_for_workers(root: Path) -> str:
@@ -193,58 +200,58 @@ def run_sweep(sweep_file: Path, root: Path, storage: Path) -> pd.DataFrame:
         "commit": git_commit(root),
     }
     state = _sweep_state(storage, spec, sweep_file, started_from)
-    start_ray(root, started_from["commit"])
-    parent_run_id = open_sweep_run(experiment, spec.name, sweep_file, root, state.get("parent_run_id"))
-    files.write_json(_state_file(storage, spec), {"parent_run_id": parent_run_id, **started_from})
-    print(f"sweep {spec.name}: {spec.trials} trials of {spec.steps:,} agent steps; MLflow run {parent_run_id}")
-    context = SweepContext(parent_run_id, raw_params, tuple(d.key for d in spec.search))
-    trainable = tune.with_resources(tune.with_parameters(run_trial, sweep=context), {"cpu": spec.trial_cpus})
-    path = storage / spec.name
-    if tune.Tuner.can_restore(str(path)):
-        print(f"sweep {spec.name}: resuming from {path}")
-        tuner = tune.Tuner.restore(str(path), trainable, resume_errored=True)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=search_space(spec),
-            tune_config=tune.TuneConfig(
-                num_samples=spec.samples,
-                scheduler=_scheduler(spec),
-                # the same random draws for every seed: a configuration is trained once per seed
-                search_alg=BasicVariantGenerator(constant_grid_search=True),
-            ),
-            run_config=tune.RunConfig(
-                name=spec.name,
-                storage_path=str(storage),
-                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                verbose=1,
-            ),
-        )
-    try:
-        results = tuner.fit()
-        # Tune takes the first Ctrl-C itself: it saves its state and returns, the interrupted trials not done
-        if any(not result.error and not (result.metrics or {}).get("done") for result in results):
-            raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        close_trials(parent_run_id, set(), "KILLED", sweep_status="KILLED")  # the same command resumes them
-        raise
-    except BaseException:
-        close_trials(parent_run_id, set(), "FAILED", sweep_status="FAILED")
-        raise
-    table = trials_table(results, spec)
-    stopped = {result.metrics["trial_id"] for result in results if result.metrics and not result.error}
-    close_trials(parent_run_id, stopped, "FAILED", sweep_status="FINISHED")
-    table_file = storage / f"{spec.name}.trials.csv"
-    with files.atomic_path(table_file) as temporary:
-        table.to_csv(temporary, index=False)
-    best = best_configuration(table, spec)
-    log_sweep_outcome(parent_run_id, table_file, {f"best_{spec.metric}": best[spec.metric]} if best else {})
-    print(table.to_string(index=False))
-    if best:
-        print(f"best configuration: {spec.metric} {best[spec.metric]:.1f} over {best['seeds']} seeds")
-        print("reproduce it in the pipeline: " + reproduce_command(spec, best["overrides"]))
-    return table
+    with connected_ray(root, started_from["commit"]):
+        parent_run_id = open_sweep_run(experiment, spec.name, sweep_file, root, state.get("parent_run_id"))
+        files.write_json(_state_file(storage, spec), {"parent_run_id": parent_run_id, **started_from})
+        print(f"sweep {spec.name}: {spec.trials} trials of {spec.steps:,} agent steps; MLflow run {parent_run_id}")
+        path = storage / spec.name
+        context = SweepContext(parent_run_id, raw_params, tuple(d.key for d in spec.search), str(path))
+        trainable = tune.with_resources(tune.with_parameters(run_trial, sweep=context), {"cpu": spec.trial_cpus})
+        if tune.Tuner.can_restore(str(path)):
+            print(f"sweep {spec.name}: resuming from {path}")
+            tuner = tune.Tuner.restore(str(path), trainable, resume_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=search_space(spec),
+                tune_config=tune.TuneConfig(
+                    num_samples=spec.samples,
+                    scheduler=_scheduler(spec),
+                    # the same random draws for every seed: a configuration is trained once per seed
+                    search_alg=BasicVariantGenerator(constant_grid_search=True),
+                ),
+                run_config=tune.RunConfig(
+                    name=spec.name,
+                    storage_path=str(storage),
+                    failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    verbose=1,
+                ),
+            )
+        try:
+            results = tuner.fit()
+            # Tune takes the first Ctrl-C itself: it saves its state and returns, the interrupted trials not done
+            if any(not result.error and not (result.metrics or {}).get("done") for result in results):
+                raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            close_trials(parent_run_id, set(), "KILLED", sweep_status="KILLED")  # the same command resumes them
+            raise
+        except BaseException:
+            close_trials(parent_run_id, set(), "FAILED", sweep_status="FAILED")
+            raise
+        table = trials_table(results, spec)
+        stopped = {result.metrics["trial_id"] for result in results if result.metrics and not result.error}
+        close_trials(parent_run_id, stopped, "FAILED", sweep_status="FINISHED")
+        table_file = storage / f"{spec.name}.trials.csv"
+        with files.atomic_path(table_file) as temporary:
+            table.to_csv(temporary, index=False)
+        best = best_configuration(table, spec)
+        log_sweep_outcome(parent_run_id, table_file, {f"best_{spec.metric}": best[spec.metric]} if best else {})
+        print(table.to_string(index=False))
+        if best:
+            print(f"best configuration: {spec.metric} {best[spec.metric]:.1f} over {best['seeds']} seeds")
+            print("reproduce it in the pipeline: " + reproduce_command(spec, best["overrides"]))
+        return table
 
 
 def trials_table(results, spec: SweepSpec) -> pd.DataFrame:

@@ -4,14 +4,19 @@ exactly the pipeline's steps, each in a stage run nested under the trial's MLflo
 Tune gets a checkpoint after build-model, at every training checkpoint of the project (with the training
 score, which ASHA judges) and after training. A trial whose worker dies restarts from the newest on another
 worker: the workspace comes back from it, training resumes from the project's checkpoint in the same
-train run, and the trial's MLflow run is found again by Tune's trial id.
+train run, and the trial's MLflow run is found again by Tune's trial id. A trial restarted after its driver
+died (``kill -9``, a closed session) is given the checkpoint the driver last recorded, up to ~10 s older
+than the newest its trial persisted: it restores from the newest in its storage folder instead, and from a
+newer training checkpoint a killed attempt left on the same node.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +36,7 @@ TRAIN_SCORE = "train_score"  # mean unclipped score of the last 20 training game
 AGENT_STEPS = "agent_steps"  # agent steps trained when a result is reported: ASHA's clock
 EVALUATED = "evaluated"  # 1 in a trial's last result when it trained and evaluated all its budget
 _TRAINED = "trained.json"  # in a Tune checkpoint: training finished, only the evaluation is left
+_HANDED_OVER = "handed_over.json"  # in a Tune checkpoint, written last: each file's size, to tell a complete copy
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class SweepContext:
     parent_run_id: str  # the sweep's MLflow run
     raw_params: dict  # the parsed params.yaml the sweep started from (the workers need no copy of it)
     searched: tuple[str, ...]  # the keys that vary between trials, for the trial's name
+    storage: str  # Tune's folder of the sweep: one folder per trial, holding its persisted checkpoints
 
 
 def trial_name(overrides: dict[str, Any], searched: tuple[str, ...]) -> str:
@@ -73,7 +80,60 @@ def _hand_over(workspace: Workspace, metrics: dict[str, float], training_checkpo
             _link_tree(training_checkpoint, staging / training_checkpoint.relative_to(workspace.root))
         if workspace.trained.is_dir():
             (staging / _TRAINED).write_text("{}")
+        (staging / _HANDED_OVER).write_text(json.dumps(_file_sizes(staging)))
         _report(metrics, staging)
+
+
+def _file_sizes(folder: Path) -> dict[str, int]:
+    return {
+        str(path.relative_to(folder)): path.stat().st_size
+        for path in folder.rglob("*")
+        if path.is_file() and path.name != _HANDED_OVER
+    }
+
+
+def _complete(checkpoint: Path) -> bool:
+    """Whether a persisted Tune checkpoint holds every file its trial handed over (a copy cut short does not)."""
+    try:
+        listed = json.loads((checkpoint / _HANDED_OVER).read_text())
+    except (OSError, ValueError):
+        return False
+    return all(
+        (checkpoint / name).is_file() and (checkpoint / name).stat().st_size == size for name, size in listed.items()
+    )
+
+
+def _training_steps(workspace_root: Path) -> int:
+    """Agent steps of the newest training checkpoint under ``workspace_root``; -1 without one."""
+    found = Workspace(workspace_root).checkpoints.latest_with_folder()
+    return int(found[1]["checkpoint.steps"]) if found else -1
+
+
+def _progress(checkpoint: Path) -> tuple[bool, int]:
+    """How far the trial had got in a Tune checkpoint: trained, and its training checkpoint's agent steps."""
+    return (checkpoint / _TRAINED).is_file(), _training_steps(checkpoint)
+
+
+def _restore(root: Path, trial_folder: Path, left_behind: list[Path]) -> None:
+    """Fill the new workspace ``root`` from the furthest complete Tune checkpoint of the trial, Tune's own or
+    one in its storage ``trial_folder``; then take a newer training checkpoint from the workspaces a killed
+    attempt left on this node (``left_behind``)."""
+    from ray import tune
+
+    given = tune.get_checkpoint()
+    with given.as_directory() if given else contextlib.nullcontext() as folder:
+        persisted = [Path(folder)] if folder else []
+        persisted += [path for path in sorted(trial_folder.glob("checkpoint_*")) if _complete(path)]
+        if persisted:
+            shutil.copytree(max(persisted, key=_progress), root, dirs_exist_ok=True)
+    trained, steps = _progress(root)
+    newest = max(left_behind, key=_training_steps, default=None)
+    if not trained and newest is not None and _training_steps(newest) > steps:
+        folder, _ = Workspace(newest).checkpoints.latest_with_folder()
+        print(
+            f"trial: resuming from the newer training checkpoint {folder.name} a killed attempt left", file=sys.stderr
+        )
+        shutil.copytree(folder, Workspace(root).checkpoints.directory / folder.name)
 
 
 def _training_score(checkpoint: Path) -> dict[str, float]:
@@ -92,27 +152,26 @@ def run_trial(config: dict[str, Any], sweep: SweepContext) -> None:
     params = build_params(with_overrides(sweep.raw_params, overrides))
     # Not in the trial's folder, which Tune copies to its storage: the workspace reaches it only as checkpoints.
     prefix = f"invaders-trial-{context.get_trial_id()}-"
-    for stale in Path(tempfile.gettempdir()).glob(f"{prefix}*"):  # a killed attempt of this trial left it here
-        shutil.rmtree(stale, ignore_errors=True)
+    left_behind = list(Path(tempfile.gettempdir()).glob(f"{prefix}*"))  # by killed attempts of this trial
     root = Path(tempfile.mkdtemp(prefix=prefix))
     try:
+        # The trial's folder in Tune's storage has the name of its local folder
+        _restore(root, Path(sweep.storage) / Path(context.get_trial_dir()).name, left_behind)
+        for stale in left_behind:
+            shutil.rmtree(stale, ignore_errors=True)
         _run(root, params, overrides, sweep)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
 def _run(root: Path, params, overrides: dict[str, Any], sweep: SweepContext) -> None:
-    """The trial's steps in the workspace at ``root``, from Tune's checkpoint if the trial is restarted."""
+    """The trial's steps in the workspace at ``root``, restored from the trial's checkpoints if it restarted."""
     import ray
     from ray import tune
 
     from invaders.tracking.sweep_runs import finish_trial_run, nested_stage_runs, open_trial_run
 
     context = tune.get_context()
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            shutil.copytree(folder, root, dirs_exist_ok=True)
     trained = (root / _TRAINED).is_file()
 
     trial_run_id = open_trial_run(
