@@ -180,8 +180,12 @@ def end_to_end(params, initial: Path, train_steps: int, settle_steps: int = 0) -
 
     config = params.train
     start_at = config.warmup_steps + settle_steps
+    total = start_at + train_steps  # the warm-up is a share of the budget: keep its length in agent steps
     run_params = dataclasses.replace(
-        params, train=dataclasses.replace(config, steps=start_at + train_steps, log_interval=start_at)
+        params,
+        train=dataclasses.replace(
+            config, steps=total, warmup_fraction=config.warmup_steps / total, log_interval=start_at
+        ),
     )
     timings = {}
 

@@ -40,7 +40,9 @@ def project_figures(params_path: str, warmup: int, settle: int, steps: int) -> d
     from invaders.models.networks import NetworkSpec, build_q_network, save_weights
 
     params = benchmark_params(params_path)
-    params = dataclasses.replace(params, train=dataclasses.replace(params.train, warmup_steps=warmup))
+    params = dataclasses.replace(
+        params, train=dataclasses.replace(params.train, steps=2 * warmup, warmup_fraction=0.5)
+    )  # warm-up: warmup steps
     spec = NetworkSpec(
         params.model.network, params.model.dueling, observation_shape(params.env), num_actions(params.env)
     )

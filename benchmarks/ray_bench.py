@@ -36,7 +36,7 @@ TRIAL = {
     "evaluation.num_envs": 2,
     "evaluation.gif_max_frames": 30,
     "train.steps": 600,
-    "train.warmup_steps": 200,
+    "train.warmup_fraction": 0.33,
     "train.replay_capacity": 4000,
     "train.log_interval": 200,
     "train.num_envs": 2,

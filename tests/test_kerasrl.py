@@ -343,7 +343,7 @@ def test_kerasrl_syncs_its_target_network_every_target_sync_updates_updates(tmp_
     params = make_params(
         train={
             "steps": 240,
-            "warmup_steps": 40,
+            "warmup_fraction": 40 / 240,
             "replay_capacity": 500,
             "replay_ratio": 0.25,
             "target_sync_updates": 10,
