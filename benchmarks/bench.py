@@ -187,7 +187,7 @@ def update_paths(params, spec, batches, observations) -> dict[str, tuple[float, 
     return figures
 
 
-def head_update_costs(params, spec, batches, rounds: int = 3) -> dict[str, tuple[float, int, float]]:
+def head_update_costs(params, spec, batches, rounds: int = 5) -> dict[str, tuple[float, int, float]]:
     """Per head of ``spec``'s network: seconds per float32 update (as training compiles it, on the same
     batches), parameters and forward FLOPs. The heads take turns, ``rounds`` times, so a load that comes
     and goes on a shared machine falls on each of them."""
