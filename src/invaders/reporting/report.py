@@ -143,7 +143,7 @@ X_MARGIN = 0.05  # of the steps this project's curves reach: how far the axis (a
 
 
 def published_curves_path(root: Path, env_id: str) -> Path:
-    """Where Dopamine's curves of the game are kept: ``ALE/SpaceInvaders-v5`` -> data/anchors/dopamine-spaceinvaders.csv."""
+    """Where Dopamine's curves of the game are kept (``ALE/SpaceInvaders-v5``: ``dopamine-spaceinvaders.csv``)."""
     return root / "data" / "anchors" / f"dopamine-{rom_name(env_id).replace('_', '')}.csv"
 
 
@@ -169,8 +169,8 @@ def _evaluations(agent: AgentScores) -> pd.DataFrame | None:
 
 def _row_evaluations(row: Row) -> tuple[pd.DataFrame, str] | None:
     """A row's evaluation points (columns step, mean, low, high) and what their bars are: one agent's CI, or
-    for several seeds the mean of the seeds' scores at the steps all of them were evaluated, bars from the
-    lowest to the highest seed."""
+    for several seeds (if every one was evaluated) the mean of the seeds' scores at the steps all of them were
+    evaluated at, bars from the lowest to the highest seed."""
     seeds = [points for agent in row.seeds if (points := _evaluations(agent)) is not None]
     if not seeds:
         return None
