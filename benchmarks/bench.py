@@ -2,9 +2,11 @@
 
     make bench                       # default Atari setup from params.yaml
     python benchmarks/bench.py --capacity 1000000 --train-steps 4000
+    python benchmarks/bench.py --capacity 10000 --train-steps 500 --kerasrl-steps 0   # a short run
 
 Figures: agent steps/s end to end (training at params' replay ratio and batch), ms per compiled update,
-ms per batched action, ms per replay sample, the environment's cost, the share of each in one vector
+ms per update of the network with each head (plain, dueling-shared, dueling-streams), ms per batched
+action, ms per replay sample, the environment's cost, the share of each in one vector
 step, how much the loop adds on top of the bare update, peak RSS with a full replay memory of the
 capacity reported, and the fraction of the CPU's fp32 peak that an update reaches.
 """
@@ -225,6 +227,27 @@ def update_paths(params, spec, batches, observations) -> dict[str, tuple[float, 
     return figures
 
 
+def head_update_costs(params, spec, batches, rounds: int = 5) -> dict[str, tuple[float, int, float]]:
+    """Per head of ``spec``'s network: seconds per float32 update (as training compiles it, on the same
+    batches), parameters and forward FLOPs. The heads take turns, ``rounds`` times, so a load that comes
+    and goes on a shared machine falls on each of them."""
+    from invaders.agents.dqn import DQNLearner
+    from invaders.models.networks import HEADS, build_q_network, forward_flops, parameter_count
+
+    learners = {}
+    for head in HEADS:
+        with_head = dataclasses.replace(spec, dueling=head != "plain", head=head)
+        learners[head] = DQNLearner(build_q_network(with_head), build_q_network(with_head), params.train)
+    samples = {head: [] for head in HEADS}
+    for _ in range(rounds):
+        for head, learner in learners.items():
+            samples[head].append(timed(lambda learner=learner: learner.update(next(batches)), repeats=20, warmup=5))
+    return {
+        head: (float(np.median(samples[head])), parameter_count(learner.online), forward_flops(learner.online))
+        for head, learner in learners.items()
+    }
+
+
 def matmul_peak_gflops() -> float:
     import tensorflow as tf
 
@@ -268,7 +291,7 @@ def main() -> None:
     )
     envs = config.num_envs
     say(
-        f"setup: {params.env.id}, {spec.network}{' dueling' if spec.dueling else ''}, batch {config.batch_size}, "
+        f"setup: {params.env.id}, {spec.network} network, {spec.head} head, batch {config.batch_size}, "
         f"replay ratio {config.replay_ratio}, {envs} envs, double DQN {config.double_dqn}, n-step {config.n_step}, "
         f"precision {config.precision} = {learner_precision(config.precision)} here"
     )
@@ -299,6 +322,7 @@ def main() -> None:
     update_s = timed(lambda: learner.update(next(batches)), repeats=100, warmup=5)
     online = learner.online
     paths = update_paths(params, spec, batches, observations)
+    heads = head_update_costs(params, spec, batches)
 
     # End to end: the real training loop, timed from 500 steps after the warm-up (the first updates compile).
     run = end_to_end(params, initial, args.train_steps, settle_steps=500)
@@ -332,6 +356,13 @@ def main() -> None:
     say(f"ms per compiled update (bare):          {update_s * 1e3:8.2f}")
     for label, (path_update_s, path_act_s) in paths.items():
         say(f"  {label + ':':<36} {path_update_s * 1e3:8.2f}   (action {path_act_s * 1e3:.2f} ms)")
+    say("ms per update by head (float32):")
+    for head, (head_update_s, parameters, flops) in heads.items():
+        mark = " (this setup's)" if head == spec.head else ""
+        say(
+            f"  {head + ':':<36} {head_update_s * 1e3:8.2f}   ({parameters:,} parameters, "
+            f"{flops / 1e6:.1f} MFLOP forward){mark}"
+        )
     say(f"ms per batched action ({envs} games):        {act_s * 1e3:8.2f}")
     say(f"ms per replay sample (batch {config.batch_size}):        {sample_s * 1e3:8.2f}")
     say(f"ms per vector step of the env ({envs} games): {env_s * 1e3:8.2f}   ({envs / env_s:.0f} agent steps/s alone)")

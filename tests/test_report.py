@@ -15,7 +15,16 @@ from invaders.config import build_params
 from invaders.evaluation.statistics import bootstrap_ci
 from invaders.names import Metric, Tag
 from invaders.pipeline import Workspace
-from invaders.reporting.report import AgentScores, plot_learning_curves, results_table, seed_rows, write_report
+from invaders.reporting.report import (
+    AgentScores,
+    learning_curves_figure,
+    plot_learning_curves,
+    published_curves_path,
+    read_published_curves,
+    results_table,
+    seed_rows,
+    write_report,
+)
 from invaders.reporting.seeds import curve_band, iqm, stratified_bootstrap_ci
 from invaders.stages.report import report
 from invaders.tracking.mlflow_tracking import StageRun
@@ -148,6 +157,58 @@ def test_learning_curves_draw_a_group_as_its_mean_in_a_band(agents, tmp_path, mo
     assert len(bands) == 1  # the group under this protocol; its seed under another has no curve
     low, high = bands[0]
     assert low.tolist() == [80.0, 85.0, 90.0] and high.tolist() == [120.0, 125.0, 130.0]  # rolling mean of 5
+
+
+def evaluated_curve(steps, returns, evaluations):
+    """A curve as the train stage writes it: evaluations (mean, low, high) on some rows, NaN on the others."""
+    mean, low, high = (np.full(len(steps), np.nan) for _ in range(3))
+    for index, (score, lowest, highest) in evaluations.items():
+        mean[index], low[index], high[index] = score, lowest, highest
+    columns = {Metric.EVAL_SCORE_MEAN: mean, Metric.EVAL_SCORE_CI_LOW: low, Metric.EVAL_SCORE_CI_HIGH: high}
+    return pd.DataFrame({"step": steps, "value": returns, **columns})
+
+
+def test_learning_curves_show_evaluations_while_training_over_dopamines_curves_as_far_as_ours_reach():
+    steps = [250_000, 500_000, 750_000, 1_000_000]
+    single = evaluated_curve(steps, [200.0, np.nan, 400.0, 500.0], {1: (300.0, 250.0, 350.0), 3: (600.0, 550.0, 650.0)})
+    seeds = [evaluated_curve(steps[:2], [100.0, 150.0], {1: (score, score - 9, score + 9)}) for score in (180.0, 220.0)]
+    rows = seed_rows(
+        [
+            agent("random", [100.0, 200.0], steps=0, wall=0.0),
+            agent("1M agent", [500.0], sha="1m", steps=1_000_000, curve=single),
+            *(agent("500k", [200.0], sha=f"seed{index}", curve=curve) for index, curve in enumerate(seeds)),
+            agent("old agent", [300.0], sha="old", curve=curve(100)),  # trained before evaluations while training
+        ],
+        {"500k x2 seeds": frozenset({"seed0", "seed1"})},
+    )
+    published = read_published_curves(published_curves_path(REPO, "ALE/SpaceInvaders-v5"))
+    axes = learning_curves_figure(rows, window=1, published=published).axes[0]
+
+    lines = {line.get_label(): line for line in axes.get_lines()}
+    for name in ["DQN", "Rainbow", "IQN"]:
+        dopamine = lines[f"Dopamine {name} (JAX, Nature CNN)"]
+        assert dopamine.get_xdata().tolist() == [250_000, 500_000, 750_000, 1_000_000, 1_250_000]  # one past the edge
+    assert lines["Dopamine DQN (JAX, Nature CNN)"].get_ydata()[3] == 415.9  # jaxCNN DQN at 1M (data/anchors)
+    assert axes.get_xlim() == (0.0, 1_050_000.0)
+    assert lines["1M agent"].get_xdata().tolist() == [250_000, 750_000, 1_000_000]  # no game ended by 500k
+
+    points = {container.get_label(): container for container in axes.containers}
+    assert set(points) == {
+        "1M agent: evaluation while training (validation games; bars: CI over its games)",
+        "500k x2 seeds: evaluation while training (validation games; mean of 2 seeds, bars: lowest to highest)",
+    }
+    marker, _, (bars,) = points["1M agent: evaluation while training (validation games; bars: CI over its games)"]
+    assert marker.get_xdata().tolist() == [500_000, 1_000_000] and marker.get_ydata().tolist() == [300.0, 600.0]
+    assert [segment[:, 1].tolist() for segment in bars.get_segments()] == [[250.0, 350.0], [550.0, 650.0]]
+    group = points[
+        "500k x2 seeds: evaluation while training (validation games; mean of 2 seeds, bars: lowest to highest)"
+    ]
+    assert group[0].get_ydata().tolist() == [200.0] and group[2][0].get_segments()[0][:, 1].tolist() == [180.0, 220.0]
+    assert "not a final evaluation" in axes.get_legend().get_title().get_text()
+
+    short = learning_curves_figure(rows[-1:], published=published).axes[0]  # 3,000 steps: no published point inside
+    assert not [line for line in short.get_lines() if "Dopamine" in line.get_label()]
+    assert not short.get_legend().get_title().get_text()
 
 
 def test_report_files_name_the_group_and_how_its_score_is_made(agents, tmp_path):

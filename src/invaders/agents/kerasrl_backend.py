@@ -4,16 +4,18 @@ keras-rl2 needs tf_keras and TF1 graph mode for the whole process (see ``kerasrl
 in a child process (``python -m invaders.agents.kerasrl_backend``) and this process keeps its Keras 3
 and eager TensorFlow. The child streams metrics back over a pipe, one JSON object per line; they are
 forwarded to ``on_metrics`` as they arrive. At the end it writes the trained weights, which are loaded
-into the Keras 3 network of the same layout (keras-rl2's ``avg`` dueling head has the same weight list
-as this project's dueling head) and returned.
+into the Keras 3 network of the same layout and returned.
 
 How ``params`` map onto keras-rl2:
 
 - ``train.steps`` -> ``fit(nb_steps)``: agent steps; ``warmup_steps`` -> ``nb_steps_warmup``;
   ``replay_capacity`` -> ``SequentialMemory(limit)``; ``batch_size``, ``gamma``; ``target_sync_updates``
   -> ``target_model_update`` (a hard copy every that many updates, counted in agent steps as keras-rl2
-  does: updates x ``train_interval``); ``double_dqn`` -> ``enable_double_dqn``,
-  ``model.dueling`` -> ``enable_dueling_network`` with ``dueling_type='avg'``.
+  does: updates x ``train_interval``); ``double_dqn`` -> ``enable_double_dqn``.
+- The network's head (``NetworkSpec.head``): ``dueling-shared`` is keras-rl2's own head
+  (``enable_dueling_network`` with ``dueling_type='avg'`` on the plain network: one Dense(actions + 1) on
+  the last hidden layer, the same weight list as this project's ``dueling-shared``); any other head
+  (``plain``, ``dueling-streams``) comes built in the model keras-rl2 is given.
 - ``replay_ratio`` -> ``train_interval = 1 / replay_ratio`` (config accepts only 1/k: keras-rl2 makes
   at most one update per step).
 - ``epsilon_start/end/decay_steps`` -> ``LinearAnnealedPolicy(EpsGreedyQPolicy(), value_max, value_min,
@@ -34,13 +36,14 @@ How ``params`` map onto keras-rl2:
   cut by the frame cap is learned as terminal.
 
 Initial weights: the network saved by build-model (``initial``) is loaded whole into keras-rl2's model
-(same layout). If ``model.dueling`` differs from the saved network's head (a stale ``initial``), the
-body is loaded and keras-rl2's freshly initialised head is kept, with a warning.
+(same layout). If ``model.dueling`` differs from the saved network's (a stale ``initial``), the leading
+layers that fit (the body) are loaded and the freshly initialised rest is kept, with a warning.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -99,7 +102,7 @@ def train(job: TrainingJob) -> TrainedAgent:
     result.steps = int(done["steps"])
     result.updates = int(done["updates"])
     result.wall_time_s = float(done["wall_time_s"])
-    trained_spec = dataclasses.replace(spec, dueling=params.model.dueling)
+    trained_spec = spec.with_dueling(params.model.dueling)
     model = _keras3_model(trained_spec, arrays)
     q_values = np.asarray(model(_probe_batch(trained_spec), training=False))
     if not np.allclose(q_values, probe_q, rtol=1e-3, atol=1e-3 * max(1.0, float(np.abs(probe_q).max()))):
@@ -193,21 +196,22 @@ def _keras3_model(spec: NetworkSpec, arrays: list[np.ndarray]):
 # The child process: everything below runs under tf_keras and graph mode.
 
 
-def _initial_weights(initial: Path, spec: NetworkSpec, model, dueling: bool) -> list[np.ndarray]:
+def _initial_weights(initial: Path, saved: NetworkSpec, trained: NetworkSpec, model) -> list[np.ndarray]:
     """The saved weights, laid out for keras-rl2's ``model``; a changed head is left as initialised."""
-    if spec.dueling == dueling:
+    if saved.head == trained.head:
         return load_weight_arrays(initial, model)
     arrays = read_weight_arrays(initial)
     current = model.get_weights()
-    body = arrays[:-2]
-    if [a.shape for a in body] != [w.shape for w in current[:-2]]:
+    fitting = itertools.takewhile(lambda pair: pair[0].shape == pair[1].shape, zip(arrays, current))
+    body = [array for array, _ in fitting]
+    if not body:
         raise InputError(f"{initial / 'weights.npz'}: weights do not fit the network; rerun build-model (dvc repro)")
     warnings.warn(
-        f"{initial}: saved with dueling={spec.dueling} but model.dueling={dueling}; "
-        "loaded the body, the output head starts from keras-rl2's initialisation",
+        f"{initial}: saved with the {saved.head} head but model.dueling={trained.dueling} builds {trained.head}; "
+        f"loaded the {len(body)} leading weight arrays that fit, the rest starts from its initialisation",
         stacklevel=2,
     )
-    return body + current[-2:]
+    return body + current[len(body) :]
 
 
 def _train_in_child(params: Params, initial: Path, output: Path, show_progress: bool, send) -> dict:
@@ -235,6 +239,7 @@ def _train_in_child(params: Params, initial: Path, output: Path, show_progress: 
     emulator_seed = int(emulator_seeds(seeds.emulators, 1, 0)[0])
     env = kerasrl_compat.GymnasiumAdapter(make_single_env(params.env), seed=emulator_seed)
     spec = load_spec(initial)
+    trained = spec.with_dueling(params.model.dueling)
     num_actions = int(env.action_space.n)
     window = memory_window(params)
     # The parent checked the spec against the config; this checks the config's env really gives those frames.
@@ -254,8 +259,10 @@ def _train_in_child(params: Params, initial: Path, output: Path, show_progress: 
         value_test=params.evaluation.epsilon,
         nb_steps=config.epsilon_decay_steps,
     )
+    # keras-rl2 adds its own dueling head to a plain network; the other heads come built in the model.
+    kerasrl_head = trained.head == "dueling-shared"
     agent = DQNAgent(
-        model=build_q_network(spec, keras=tf_keras, dueling=False),
+        model=build_q_network(trained, keras=tf_keras, head="plain" if kerasrl_head else None),
         nb_actions=num_actions,
         memory=SequentialMemory(limit=config.replay_capacity, window_length=window),
         policy=policy,
@@ -266,12 +273,12 @@ def _train_in_child(params: Params, initial: Path, output: Path, show_progress: 
         target_model_update=config.target_sync_updates * train_interval(config.replay_ratio),
         delta_clip=1.0,
         enable_double_dqn=config.double_dqn,
-        enable_dueling_network=params.model.dueling,
+        enable_dueling_network=kerasrl_head,
         dueling_type="avg",
         processor=RewardProcessor(),
     )
     # Before compile: compile clones the target network from the model, so both start from these weights.
-    agent.model.set_weights(_initial_weights(initial, spec, agent.model, params.model.dueling))
+    agent.model.set_weights(_initial_weights(initial, spec, trained, agent.model))
     agent.compile(
         kerasrl_compat.legacy_adam(config.learning_rate, config.adam_epsilon, config.max_grad_norm), metrics=[]
     )

@@ -1,14 +1,15 @@
-"""Q-networks: the Nature 2015 CNN and the notebook's CNN, with an optional dueling head.
+"""Q-networks: the Nature 2015 CNN and the notebook's CNN, with a plain or a dueling head.
 
 ``build_q_network`` works with Keras 3 (the native backend) and with tf_keras (keras-rl2): both take
 the same ``NetworkSpec`` and produce the same list of weight arrays, so weights move between them.
-The dueling head is keras-rl2's ``avg`` form: one Dense(actions + 1) on the last hidden layer, then
-Q = V + A - mean(A). Inputs are frame-major, ``(stack, H, W)`` for stacked grayscale frames or
-``(window, H, W, 3)`` for raw RGB frames, in 0..255; the network scales them itself.
+The spec's ``head`` names the output head (``HEADS``); a dueling head computes Q = V + A - mean(A).
+Inputs are frame-major, ``(stack, H, W)`` for stacked grayscale frames or ``(window, H, W, 3)`` for
+raw RGB frames, in 0..255; the network scales them itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import zipfile
@@ -23,6 +24,22 @@ from invaders.errors import InputError
 # Bytes at the start of every .npz (a zip archive): a cheap check before numpy parses a foreign file.
 _ZIP_MAGIC = b"PK\x03\x04"
 
+HEADS = {
+    "plain": "Dense(actions) on the last hidden layer",
+    "dueling-shared": "keras-rl2's dueling_type='avg': one Dense(actions + 1) (V, then A) on the last hidden layer",
+    "dueling-streams": "Wang et al. 2016: a value and an advantage stream, each with its own copy of the last "
+    "hidden layer (512 units after the Nature CNN's convolutions)",
+}
+# The dueling head a network gets: the paper's streams for the Nature CNN; for the notebook's network,
+# the head keras-rl2 adds itself, which its notebook preset trains with.
+DUELING_HEADS = {"nature": "dueling-streams", "notebook": "dueling-shared"}
+# Hidden Dense layers after each network's convolutions, in units; a two-stream head copies the last one.
+_HIDDEN_UNITS = {"nature": (512,), "notebook": (512, 256)}
+
+
+def default_head(network: str, dueling: bool) -> str:
+    return DUELING_HEADS[network] if dueling else "plain"
+
 
 @dataclass(frozen=True)
 class NetworkSpec:
@@ -32,6 +49,17 @@ class NetworkSpec:
     dueling: bool
     input_shape: tuple[int, ...]  # frame-major observation shape
     num_actions: int
+    head: str | None = None  # one of HEADS; None: the network's head for ``dueling`` (default_head)
+
+    def __post_init__(self):
+        if self.head is None:
+            object.__setattr__(self, "head", default_head(self.network, self.dueling))
+        if self.head not in HEADS or (self.head != "plain") != self.dueling:
+            raise ValueError(f"head {self.head!r} with dueling={self.dueling}; heads: {', '.join(HEADS)}")
+
+    def with_dueling(self, dueling: bool) -> NetworkSpec:
+        """This network, or, if ``dueling`` differs from it, the network's default head for ``dueling``."""
+        return self if dueling == self.dueling else dataclasses.replace(self, dueling=dueling, head=None)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -39,10 +67,15 @@ class NetworkSpec:
     @classmethod
     def from_json(cls, text: str) -> NetworkSpec:
         values = json.loads(text)
-        return cls(values["network"], values["dueling"], tuple(values["input_shape"]), values["num_actions"])
+        dueling = values["dueling"]
+        # Specs written before the head had a name all had keras-rl2's form of the dueling head.
+        head = values.get("head", "dueling-shared" if dueling else "plain")
+        return cls(values["network"], dueling, tuple(values["input_shape"]), values["num_actions"], head)
 
 
-def _body_layers(keras: Any, network: str, dtype: str | None) -> list:
+def _torso_layers(keras: Any, network: str, dtype: str | None) -> list:
+    """The convolutions, flattened."""
+
     def conv(filters: int, size: int, stride: int):
         return keras.layers.Conv2D(filters, size, strides=stride, activation="relu", dtype=dtype)
 
@@ -54,7 +87,6 @@ def _body_layers(keras: Any, network: str, dtype: str | None) -> list:
             conv(64, 4, 2),
             conv(64, 3, 1),
             keras.layers.Flatten(dtype=dtype),
-            keras.layers.Dense(512, activation="relu", dtype=dtype),
         ]
     # The notebook's network: the same convolutions applied to each of the window's RGB frames.
     return [
@@ -62,48 +94,61 @@ def _body_layers(keras: Any, network: str, dtype: str | None) -> list:
         keras.layers.TimeDistributed(conv(64, 4, 2), dtype=dtype),
         keras.layers.TimeDistributed(conv(64, 3, 1), dtype=dtype),
         keras.layers.Flatten(dtype=dtype),
-        keras.layers.Dense(512, activation="relu", dtype=dtype),
-        keras.layers.Dense(256, activation="relu", dtype=dtype),
     ]
 
 
-def build_q_network(spec: NetworkSpec, keras: Any = None, dueling: bool | None = None, precision: str = "float32"):
+def build_q_network(spec: NetworkSpec, keras: Any = None, head: str | None = None, precision: str = "float32"):
     """Build the Q-network of ``spec`` with the given Keras module (Keras 3 by default).
 
-    ``dueling=False`` builds the plain body with a Dense(actions) output whatever the spec says, as
-    keras-rl2 wants it (its agent adds the dueling head itself). ``precision="bfloat16"`` computes the
-    body in bfloat16 (Keras' ``mixed_bfloat16``: float32 weights, cast at each layer) and the Q-value head
-    in float32, where bf16's 8-bit mantissa would blur the small gaps between actions' values; the
-    weights are the same float32 arrays either way.
+    ``head`` builds another head than the spec's: keras-rl2 wants ``plain`` where it adds its own
+    dueling head. ``precision="bfloat16"`` computes the body in bfloat16 (Keras' ``mixed_bfloat16``:
+    float32 weights, cast at each layer) and the Q-value head in float32, where bf16's 8-bit mantissa
+    would blur the small gaps between actions' values; the weights are the same float32 arrays either way.
     """
     if keras is None:
         import keras
-    dueling = spec.dueling if dueling is None else dueling
+    head = head or spec.head
     body_dtype = "mixed_bfloat16" if precision == "bfloat16" else None
+
+    def hidden(units: int, name: str | None = None):
+        return keras.layers.Dense(units, activation="relu", dtype=body_dtype, name=name)
+
     inputs = keras.Input(shape=spec.input_shape, name="observation")
     x = keras.layers.Rescaling(1.0 / 255.0, dtype=body_dtype)(inputs)
-    for layer in _body_layers(keras, spec.network, body_dtype):
+    for layer in _torso_layers(keras, spec.network, body_dtype):
         x = layer(x)
-    if dueling:
-        x = keras.layers.Dense(spec.num_actions + 1, name="value_and_advantages")(x)
-        outputs = _dueling_combine_class()(name="dueling_q")(x)
+    *shared_units, last_units = _HIDDEN_UNITS[spec.network]
+    for units in shared_units:
+        x = hidden(units)(x)
+    if head == "dueling-streams":
+        value = keras.layers.Dense(1, name="value")(hidden(last_units, "value_hidden")(x))
+        advantages = keras.layers.Dense(spec.num_actions, name="advantages")(hidden(last_units, "advantage_hidden")(x))
+        x = keras.layers.Concatenate(name="value_and_advantages")([value, advantages])
     else:
+        x = hidden(last_units)(x)
+    if head == "dueling-shared":
+        x = keras.layers.Dense(spec.num_actions + 1, name="value_and_advantages")(x)
+    if head == "plain":
         outputs = keras.layers.Dense(spec.num_actions, name="q")(x)
-    return keras.Model(inputs, outputs, name=f"{spec.network}{'_dueling' if dueling else ''}")
+    else:
+        outputs = dueling_combine_class(keras)(name="dueling_q")(x)
+    return keras.Model(inputs, outputs, name=f"{spec.network}_{head.replace('-', '_')}")
 
 
 @functools.cache
-def _dueling_combine_class():
-    """Keras 3's layer class, made on first use so importing this module does not start TensorFlow."""
-    import keras
+def dueling_combine_class(keras: Any):
+    """The dueling combination as a layer class of ``keras`` (Keras 3 or tf_keras), made on first use so
+    importing this module does not start TensorFlow."""
+    mean = keras.ops.mean if hasattr(keras, "ops") else keras.backend.mean  # tf_keras has no ops module
 
+    # Registered so keras-rl2 can clone a network that holds it (it round-trips the model's config).
     @keras.saving.register_keras_serializable(package="invaders")
     class DuelingCombine(keras.layers.Layer):
         """Q = V + A - mean(A) from a (value, advantages...) vector."""
 
         def call(self, x):
             value, advantages = x[:, :1], x[:, 1:]
-            return value + advantages - keras.ops.mean(advantages, axis=1, keepdims=True)
+            return value + advantages - mean(advantages, axis=1, keepdims=True)
 
     return DuelingCombine
 

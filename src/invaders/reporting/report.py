@@ -3,6 +3,7 @@
 Input is plain pandas frames (one row per agent, the per-game scores, the learning curves) so the
 report can be built and tested without a tracking store; ``gather.gather_agents`` reads them from MLflow.
 A row is one agent, or the agents of one seed group (``seed_rows``): one setting trained with several seeds.
+The learning curves are drawn over Dopamine's published curves of the game where ``data/anchors/`` has them.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import EngFormatter  # noqa: E402
 
 from invaders.config import rom_name  # noqa: E402
 from invaders.evaluation.statistics import bootstrap_ci, summarize  # noqa: E402
+from invaders.names import Metric  # noqa: E402
 from invaders.reporting.seeds import curve_band, iqm, stratified_bootstrap_ci  # noqa: E402
 
 
@@ -36,7 +39,9 @@ class AgentScores:
     experiment: str  # DVC experiment that produced the evaluation
     commit: str
     scores: np.ndarray  # unclipped game score of each evaluation game
-    curve: pd.DataFrame | None = None  # mean training game score per log interval: columns step, value
+    # Per log interval (rows by step): ``value``, the mean training game score (NaN if no game ended), and for
+    # an agent evaluated while training Metric.EVAL_SCORE_MEAN, _CI_LOW, _CI_HIGH (NaN between evaluations).
+    curve: pd.DataFrame | None = None
     run_id: str = ""  # the MLflow run of the evaluation, which holds its GIF
     weights_sha256: str = ""  # of the evaluated weights.npz (Tag.WEIGHTS_SHA256); "" for the random agent
 
@@ -126,33 +131,156 @@ def _duration(seconds: float) -> str:
     return f"{minutes:.1f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
 
 
-def plot_learning_curves(rows: list[Row], path: Path, window: int = 5) -> None:
-    """A line per agent; a row of several seeds is their mean in a band from the lowest to the highest seed."""
-    figure, axes = plt.subplots(figsize=(8, 4.5))
-    random_mean = next((r.scores.mean() for r in rows if r.seeds[0].train_steps == 0), None)  # the first: this protocol
-    for row in rows:
-        curves = [agent.curve for agent in row.seeds if agent.curve is not None and not agent.curve.empty]
-        if not curves:
+# Dopamine's curves drawn under this project's (data/anchors/README.md): (set, agent) -> legend name.
+PUBLISHED_AGENTS = {("jaxCNN", "DQN"): "DQN", ("jaxCNN", "Rainbow"): "Rainbow", ("jaxCNN", "IQN"): "IQN"}
+# The legend's title when Dopamine's curves are drawn: how their numbers were measured.
+PUBLISHED_NOTE = (
+    "dotted: Dopamine's published curves, mean training return of 5 seeds per 250k-step iteration (band: lowest\n"
+    "to highest seed), at the training epsilon under sticky actions: training returns, not a final evaluation"
+)
+EVALUATION_COLUMNS = [Metric.EVAL_SCORE_MEAN, Metric.EVAL_SCORE_CI_LOW, Metric.EVAL_SCORE_CI_HIGH]
+X_MARGIN = 0.05  # of the steps this project's curves reach: how far the axis (and the published curves) go past
+
+
+def published_curves_path(root: Path, env_id: str) -> Path:
+    """Where Dopamine's curves of the game are kept (``ALE/SpaceInvaders-v5``: ``dopamine-spaceinvaders.csv``)."""
+    return root / "data" / "anchors" / f"dopamine-{rom_name(env_id).replace('_', '')}.csv"
+
+
+def read_published_curves(path: Path) -> pd.DataFrame | None:
+    """The published curves in ``path`` (columns of data/anchors/README.md), None for a game without them."""
+    return pd.read_csv(path) if path.exists() else None
+
+
+def _training_curve(agent: AgentScores) -> pd.DataFrame | None:
+    if agent.curve is None:
+        return None
+    curve = agent.curve[["step", "value"]].dropna()
+    return None if curve.empty else curve
+
+
+def _evaluations(agent: AgentScores) -> pd.DataFrame | None:
+    """The agent's evaluations while training (step and the EVALUATION_COLUMNS), None if it had none."""
+    if agent.curve is None or Metric.EVAL_SCORE_MEAN not in agent.curve:
+        return None
+    points = agent.curve.reindex(columns=["step", *EVALUATION_COLUMNS]).dropna(subset=[Metric.EVAL_SCORE_MEAN])
+    return None if points.empty else points
+
+
+def _row_evaluations(row: Row) -> tuple[pd.DataFrame, str] | None:
+    """A row's evaluation points (columns step, mean, low, high) and what their bars are: one agent's CI, or
+    for several seeds (if every one was evaluated) the mean of the seeds' scores at the steps all of them were
+    evaluated at, bars from the lowest to the highest seed."""
+    seeds = [points for agent in row.seeds if (points := _evaluations(agent)) is not None]
+    if not seeds:
+        return None
+    if len(row.seeds) == 1:
+        mean, low, high = (seeds[0][column].to_numpy() for column in EVALUATION_COLUMNS)
+        # a missing interval end draws no bar on that side
+        points = {"step": seeds[0]["step"], "mean": mean, "low": np.fmin(low, mean), "high": np.fmax(high, mean)}
+        return pd.DataFrame(points), "bars: CI over its games"
+    if len(seeds) < len(row.seeds):
+        return None
+    means = pd.concat([points.set_index("step")[Metric.EVAL_SCORE_MEAN] for points in seeds], axis=1, join="inner")
+    if means.empty:
+        return None
+    points = {"step": means.index, "mean": means.mean(axis=1), "low": means.min(axis=1), "high": means.max(axis=1)}
+    return pd.DataFrame(points).reset_index(drop=True), f"mean of {len(seeds)} seeds, bars: lowest to highest"
+
+
+def _draw_published(axes, published: pd.DataFrame, x_max: float) -> bool:
+    """Dopamine's curves up to ``x_max`` (and their next point, so a line runs to the axis' edge); False if
+    none of their points falls inside."""
+    drawn = False
+    for (curve_set, agent), name in PUBLISHED_AGENTS.items():
+        curve = published[(published["set"] == curve_set) & (published["agent"] == agent)]
+        curve = curve.sort_values("agent_steps_end")
+        inside = int((curve["agent_steps_end"] <= x_max).sum())
+        if inside == 0:
             continue
-        if len(row.seeds) == 1:
-            smooth = curves[0]["value"].rolling(window, min_periods=1).mean()
-            axes.plot(curves[0]["step"], smooth, label=row.label)
-            continue
-        band = curve_band(curves, window)
+        curve = curve.iloc[: inside + 1]
         (line,) = axes.plot(
-            band["step"], band["mean"], label=f"{row.label} (mean, band: lowest to highest of {len(curves)} seeds)"
+            curve["agent_steps_end"],
+            curve["mean"],
+            linestyle=":",
+            marker=".",
+            linewidth=1.2,
+            zorder=1,
+            label=f"Dopamine {name} (JAX, Nature CNN)",
         )
-        axes.fill_between(band["step"], band["low"], band["high"], color=line.get_color(), alpha=0.2)
+        axes.fill_between(
+            curve["agent_steps_end"], curve["min_seed"], curve["max_seed"], color=line.get_color(), alpha=0.1, zorder=1
+        )
+        drawn = True
+    return drawn
+
+
+def learning_curves_figure(rows: list[Row], window: int = 5, published: pd.DataFrame | None = None):
+    """A line per agent; a row of several seeds is their mean in a band from the lowest to the highest seed.
+    Beside a line, its agent's evaluations while training (points with bars); under the lines, Dopamine's
+    ``published`` curves, as far as this project's curves reach."""
+    figure, axes = plt.subplots(figsize=(8, 6))
+    random_mean = next((r.scores.mean() for r in rows if r.seeds[0].train_steps == 0), None)  # the first: this protocol
+    reach = 0.0
+    for row in rows:
+        curves = [curve for agent in row.seeds if (curve := _training_curve(agent)) is not None]
+        color = None
+        if len(curves) == 1 and len(row.seeds) == 1:
+            smooth = curves[0]["value"].rolling(window, min_periods=1).mean()
+            (line,) = axes.plot(curves[0]["step"], smooth, label=row.label, zorder=3)
+            color, reach = line.get_color(), max(reach, float(curves[0]["step"].max()))
+        elif curves:
+            band = curve_band(curves, window)
+            (line,) = axes.plot(
+                band["step"],
+                band["mean"],
+                label=f"{row.label} (mean, band: lowest to highest of {len(curves)} seeds)",
+                zorder=3,
+            )
+            axes.fill_between(band["step"], band["low"], band["high"], color=line.get_color(), alpha=0.2, zorder=2)
+            color, reach = line.get_color(), max(reach, float(band["step"].max()))
+        evaluations = _row_evaluations(row)
+        if evaluations is not None:
+            points, bars = evaluations
+            axes.errorbar(
+                points["step"],
+                points["mean"],
+                yerr=[points["mean"] - points["low"], points["high"] - points["mean"]],
+                fmt="o",
+                markersize=4,
+                capsize=3,
+                color=color,
+                zorder=4,
+                label=f"{row.label}: evaluation while training (validation games; {bars})",
+            )
+            reach = max(reach, float(points["step"].max()))
+    x_max = reach * (1 + X_MARGIN)
+    with_published = published is not None and reach > 0 and _draw_published(axes, published, x_max)
+    if reach > 0:
+        axes.set_xlim(0, x_max)
     if random_mean is not None:
         axes.axhline(random_mean, color="grey", linestyle="--", label="random agent (evaluation mean)")
     axes.set_xlabel("agent steps")
-    axes.set_ylabel(f"game score while training\n(rolling mean of {window} log intervals)")
+    axes.xaxis.set_major_formatter(EngFormatter(sep=""))  # 250k, 1M
+    axes.set_ylabel(f"game score\n(training: rolling mean of {window} log intervals)")
     axes.set_title("Learning curves")
-    if axes.get_legend_handles_labels()[0]:
-        axes.legend(fontsize=8)
+    if axes.get_legend_handles_labels()[0]:  # under the axes: the curves fill them
+        axes.legend(
+            fontsize=7,
+            title=PUBLISHED_NOTE if with_published else None,
+            title_fontsize=7,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.12),
+        )
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    return figure
+
+
+def plot_learning_curves(rows: list[Row], path: Path, window: int = 5, published: pd.DataFrame | None = None) -> None:
+    """``learning_curves_figure`` as a PNG in ``path``."""
+    figure = learning_curves_figure(rows, window, published)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
 
 
@@ -181,10 +309,12 @@ def write_report(
     gif: Path | None,
     *,
     game: str,
+    published: pd.DataFrame | None = None,
 ) -> str:
-    """Write report.md, report.html and the plots into ``directory``, titled for ``game``; return the Markdown."""
+    """Write report.md, report.html and the plots into ``directory``, titled for ``game``, the learning curves
+    over Dopamine's ``published`` curves of the game if given; return the Markdown."""
     table = results_table(rows, confidence, samples)
-    plot_learning_curves(rows, directory / "learning_curves.png")
+    plot_learning_curves(rows, directory / "learning_curves.png", published=published)
     plot_score_distributions(rows, directory / "score_distributions.png")
     markdown = [
         f"# {game} DQN: results",
