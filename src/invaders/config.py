@@ -139,7 +139,11 @@ class ModelConfig:
         "nature: the 2015 DQN CNN on stacked 84x84 frames; notebook: the notebook's CNN on raw frames",
         choices=NETWORKS,
     )
-    dueling: bool = _field(True, "dueling head: Q = V + A - mean(A) on a shared hidden layer (keras-rl2's 'avg')")
+    dueling: bool = _field(
+        True,
+        "dueling head, Q = V + A - mean(A): nature has a value and an advantage stream, each with its own "
+        "512-unit hidden layer (Wang et al. 2016); notebook has keras-rl2's 'avg' head on the shared layer",
+    )
 
 
 @dataclass(frozen=True)
