@@ -184,7 +184,7 @@ def test_seed_groups_name_their_row_and_members_and_the_project_ships_five_seeds
     group = {"dqn-100k x3 seeds": list(SEEDS)}
     assert seed_groups(shipped_with(tmp_path, group, SEEDS)) == [SeedGroup("dqn-100k x3 seeds", tuple(SEEDS))]
     five = tuple(f"dqn-100k-seed{seed}" for seed in range(5))
-    assert seed_groups(REPO) == [SeedGroup("dqn-100k x5 seeds", five)]  # checked like any other group
+    assert seed_groups(REPO) == [SeedGroup("dqn-100k x5 seeds, shared init", five)]  # checked like any other group
 
 
 @pytest.mark.parametrize(
