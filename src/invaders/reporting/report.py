@@ -1,7 +1,8 @@
-"""The comparison report: every evaluated agent beside the random one, from the runs in MLflow.
+"""The comparison report: every evaluated agent beside the random one.
 
 Input is plain pandas frames (one row per agent, the per-game scores, the learning curves) so the
-report can be built and tested without a tracking store; ``gather.gather_agents`` reads them from MLflow.
+report can be built and tested without a tracking store; ``gather.gather_evaluations`` reads them from the
+evaluation stages' files (the report stage), ``compare.gather_runs`` from every run in MLflow (the command).
 A row is one agent, or the agents of one seed group (``seed_rows``): one setting trained with several seeds.
 """
 
@@ -37,7 +38,7 @@ class AgentScores:
     commit: str
     scores: np.ndarray  # unclipped game score of each evaluation game
     curve: pd.DataFrame | None = None  # mean training game score per log interval: columns step, value
-    run_id: str = ""  # the MLflow run of the evaluation, which holds its GIF
+    run_id: str = ""  # the MLflow run of the evaluation, which holds its GIF ("" when read from files)
     weights_sha256: str = ""  # of the evaluated weights.npz (Tag.WEIGHTS_SHA256); "" for the random agent
 
 
@@ -181,15 +182,17 @@ def write_report(
     gif: Path | None,
     *,
     game: str,
+    source: str,
 ) -> str:
-    """Write report.md, report.html and the plots into ``directory``, titled for ``game``; return the Markdown."""
+    """Write report.md, report.html and the plots into ``directory``, titled for ``game``, saying under the
+    title which evaluations it compares (``source``); return the Markdown."""
     table = results_table(rows, confidence, samples)
     plot_learning_curves(rows, directory / "learning_curves.png")
     plot_score_distributions(rows, directory / "score_distributions.png")
     markdown = [
         f"# {game} DQN: results",
         "",
-        "Every evaluated agent in the MLflow experiment, latest evaluation of each, beside the random agent.",
+        source,
         "Scores are unclipped game scores of whole games under the protocol shown.",
         "",
         table.to_markdown(index=False),
