@@ -19,8 +19,8 @@ from invaders import files
 from invaders.config import load_params
 from invaders.errors import UserError
 from invaders.names import Metric, Tag, metric_column, tag_column
-from invaders.shipping import AGENTS_LIST, seed_groups
 from invaders.reporting.report import AgentScores, game_title, seed_rows, write_report
+from invaders.shipping import AGENTS_LIST, seed_groups
 from invaders.tracking.mlflow_tracking import download_artifact, metric_history, stage_runs
 
 PROTOCOL = tag_column(Tag.PROTOCOL)
