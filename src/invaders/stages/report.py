@@ -20,14 +20,18 @@ def report(params: Params, run: Run, workspace: Workspace) -> str:
     """Compare the agents the evaluation stages wrote (the stage's DVC deps, ``gather``), the agents of each
     seed group of ``shipped/agents.yaml`` in one row, beside the random agent."""
     from invaders.evaluation.publish import default_protocol
-    from invaders.reporting.gather import gather_evaluations
+    from invaders.reporting.gather import SHIPPED_RESULTS, gather_evaluations, read_evaluation
     from invaders.reporting.report import game_title, seed_rows, write_report
     from invaders.shipping import seed_groups, shipped_agents
 
     evaluations = gather_evaluations(workspace.root, shipped_agents(workspace.root))
     random, trained = evaluations[0].agent, evaluations[1:]
-    weights = {evaluation.folder.name: evaluation.agent.weights_sha256 for evaluation in trained}
-    groups = {group.label: frozenset(weights[name] for name in group.members) for group in seed_groups(workspace.root)}
+    groups = {
+        group.label: frozenset(
+            read_evaluation(workspace.root / SHIPPED_RESULTS / name).agent.weights_sha256 for name in group.members
+        )
+        for group in seed_groups(workspace.root)
+    }
     rows = seed_rows([evaluation.agent for evaluation in evaluations], groups)
     protocol = next(e.agent.protocol for e in trained if e.folder == workspace.evaluation_results)  # this run's
     comparable = [evaluation for evaluation in trained if evaluation.agent.protocol == protocol]
