@@ -176,9 +176,9 @@ def test_push_pull_over_ssh_leaves_nothing_to_rerun_and_an_experiment_travels_wi
 def test_a_param_set_already_run_is_restored_from_the_run_cache_without_training(team):
     env = team["env"]
     third = clone(team, "third")
-    run(["dvc", "pull", "--run-cache"], third, env)
+    run(["dvc", "pull", "--run-cache"], third, env)  # the runs' records; --pull fetches the outputs they name
     started = time.monotonic()
-    restored = run(["dvc", "exp", "run", "-S", "train.seed=1"], third, env)
+    restored = run(["dvc", "exp", "run", "--pull", "-S", "train.seed=1"], third, env)
     seconds = time.monotonic() - started
     assert "Running stage" not in restored and "Stage 'train' is cached - skipping run" in restored, restored
     assert not (third / "mlflow.db").exists(), "no stage ran: no train run was logged"
