@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
+from conftest import REPO
 from matplotlib.axes import Axes
 from shipped_seeds import SEEDS, shipped_with
 
@@ -228,3 +229,31 @@ def test_the_report_is_a_function_of_its_deps_not_of_the_tracking_store(evaluati
     )
     text = report(build_params({}), RecordingRun(), Workspace(evaluations))
     assert written(evaluations)["report.md"] != before["report.md"] and "330.0" in text
+
+
+def test_compare_reads_every_evaluation_in_the_store(tmp_path, monkeypatch):
+    """`python -m invaders.reporting.compare`: the runs in MLflow, not the files, into a folder of its own."""
+    from invaders.evaluation.publish import protocol_label
+    from invaders.reporting.compare import main
+
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "shipped").mkdir()
+    (tmp_path / "shipped/agents.yaml").write_text("shipped: []\n")
+    (tmp_path / "episode.gif").write_bytes(b"GIF89a")
+    params = build_params({})
+    for label, steps, score, epsilon in [
+        ("random", 0, 150.0, 1.0),
+        ("native nature 1,000,000 steps", 10**6, 900.0, 0.05),
+    ]:
+        with StageRun("baseline" if steps == 0 else "evaluate", "space-invaders-dqn") as run:
+            run.set_tags({Tag.AGENT: label, Tag.TRAIN_RUN_ID: run.run_id, Tag.WEIGHTS_SHA256: label})
+            run.set_tags({Tag.PROTOCOL: protocol_label(params, epsilon)})
+            run.log_metrics({Metric.AGENT_TRAIN_STEPS: steps, Metric.AGENT_WALL_TIME_S: 9_000.0})
+            run.log_metrics({Metric.GAME_SCORE: score}, step=0)
+            run.log_artifact(tmp_path / "episode.gif")
+    assert main(["--params", str(REPO / "params.yaml"), "--output", "comparison"]) == 0
+    text = (tmp_path / "comparison/report.md").read_text()
+    assert "native nature 1,000,000 steps" in text and "MLflow experiment" in text
+    assert (tmp_path / "comparison/best_agent.gif").read_bytes() == b"GIF89a"
