@@ -95,6 +95,20 @@ remote-ssh: setup
 	$(if $(SSH_PORT),dvc remote modify --local team port "$(SSH_PORT)")
 	$(if $(SSH_KEY),dvc remote modify --local team keyfile "$(SSH_KEY)")
 
+# Outputs and run-cache to the team remote. `dvc push --run-cache` leaves out the run-cache's copies of the
+# `cache: false` files (metrics, curves), without which a colleague's `dvc exp run --pull` runs the stage
+# again: tools/push_run_cache.py sends them. make exp-push EXP=name [GIT_REMOTE=origin]: an experiment, the same way.
+GIT_REMOTE ?= origin
+.PHONY: push exp-push
+push: setup
+	dvc push --run-cache
+	python tools/push_run_cache.py
+
+exp-push: setup
+	@[ -n "$(EXP)" ] || { echo "exp-push: EXP=... is missing (the experiment's name, dvc exp show)" >&2; exit 2; }
+	dvc exp push --run-cache "$(GIT_REMOTE)" "$(EXP)"
+	python tools/push_run_cache.py
+
 # OpenSSH's server, for the test of the SSH remote (tests/test_dvc_remote.py starts its own on loopback).
 SSHD_STAMP := $(VENV)/.sshd-installed
 sshd-setup: $(SSHD_STAMP)

@@ -104,7 +104,7 @@ def team(tmp_path_factory):
         run(["git", "add", "-A"], first, env)
         run(["git", "commit", "-qm", "outputs"], first, env)
         main_files = files(first)
-        run(["dvc", "push", "--run-cache"], first, env)
+        run(["make", "-o", "setup", "push"], first, env)
         assert any(path.is_file() for path in store.rglob("*")), "the remote holds the outputs"
 
         origin = tmp / "origin.git"
@@ -112,7 +112,7 @@ def team(tmp_path_factory):
         run(["git", "remote", "add", "origin", str(origin)], first, env)
         run(["git", "push", "-q", "origin", "HEAD:main"], first, env)
         run(["dvc", "exp", "run", "-n", EXPERIMENT, "-S", "train.seed=1"], first, env)
-        run(["dvc", "exp", "push", "--run-cache", "origin", EXPERIMENT], first, env)
+        run(["make", "-o", "setup", "exp-push", f"EXP={EXPERIMENT}"], first, env)
         run(["dvc", "exp", "branch", EXPERIMENT, EXPERIMENT], first, env)
         run(["git", "push", "-q", "origin", EXPERIMENT], first, env)
         yield {
