@@ -37,10 +37,10 @@ $(STAMP): requirements.lock pyproject.toml
 run: setup
 	dvc repro
 
-test: setup server-setup
+test: setup server-setup sshd-setup
 	pytest -q -rs
 
-test-fast: setup server-setup
+test-fast: setup server-setup sshd-setup
 	pytest -q -m "not e2e"
 
 # Mutation testing of the core modules (mutmut; not part of `make test`): ~1,170 mutants at 1.5-3 s each
@@ -77,6 +77,48 @@ $(PG_STAMP): | $(STAMP)
 	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then echo "PostgreSQL is installed"; else \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; fi
+	touch $@
+
+# The team's DVC remote (docs/dvc.md), the `team` remote of .dvc/config, the default: a folder on this
+# machine or a shared disk (make remote-folder REMOTE_DIR=/mnt/shared/invaders-dvc; default: beside the clone),
+# or a server reached over SSH (make remote-ssh HOST=storage.example.org REMOTE_DIR=/srv/invaders-dvc), the
+# usual shared storage of a small team. SSH_USER, SSH_PORT and SSH_KEY go to .dvc/config.local (yours only).
+# Commit .dvc/config afterwards so the team shares the remote.
+REMOTE_DIR ?= ../invaders-dvc-remote
+.PHONY: remote-folder remote-ssh sshd-setup
+remote-folder: setup
+	dvc remote add --force --default team "$(REMOTE_DIR)"
+
+remote-ssh: setup
+	@[ -n "$(HOST)" ] || { echo "remote-ssh: HOST=... is missing (the SSH server holding the remote)" >&2; exit 2; }
+	@case "$(REMOTE_DIR)" in /*) ;; *) echo "remote-ssh: REMOTE_DIR=$(REMOTE_DIR): must be an absolute path on $(HOST)" >&2; exit 2;; esac
+	dvc remote add --force --default team "ssh://$(HOST)$(REMOTE_DIR)"
+	$(if $(SSH_USER),dvc remote modify --local team user "$(SSH_USER)")
+	$(if $(SSH_PORT),dvc remote modify --local team port "$(SSH_PORT)")
+	$(if $(SSH_KEY),dvc remote modify --local team keyfile "$(SSH_KEY)")
+
+# Outputs and run-cache to the team remote. `dvc push --run-cache` leaves out the run-cache's copies of the
+# `cache: false` files (metrics, curves), without which a colleague's `dvc exp run --pull` runs the stage
+# again: tools/push_run_cache.py sends them. make exp-push EXP=name [GIT_REMOTE=origin]: an experiment, the same way.
+GIT_REMOTE ?= origin
+.PHONY: push exp-push
+push: setup
+	dvc push --run-cache
+	python tools/push_run_cache.py
+
+exp-push: setup
+	@[ -n "$(EXP)" ] || { echo "exp-push: EXP=... is missing (the experiment's name, dvc exp show)" >&2; exit 2; }
+	dvc exp push --run-cache "$(GIT_REMOTE)" "$(EXP)"
+	python tools/push_run_cache.py
+
+# OpenSSH's server, for the test of the SSH remote (tests/test_dvc_remote.py starts its own on loopback).
+SSHD_STAMP := $(VENV)/.sshd-installed
+sshd-setup: $(SSHD_STAMP)
+
+$(SSHD_STAMP): | $(STAMP)
+	@if [ -x /usr/sbin/sshd ]; then echo "OpenSSH server is installed"; else \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y openssh-server; fi
 	touch $@
 
 server: setup server-setup

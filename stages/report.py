@@ -1,5 +1,5 @@
-"""Stage report: read every baseline and evaluation run back from MLflow and compare them
-(``invaders.stages.report.report``)."""
+"""Stage report: compare the agents the evaluation stages wrote, from their files, the stage's DVC deps
+(``invaders.stages.report.report``). Every evaluation in MLflow: python -m invaders.reporting.compare."""
 
 from invaders.pipeline import run_stage
 from invaders.stages.report import REPORT

@@ -129,19 +129,98 @@ def files_run_by(script: Path) -> set[Path]:
     return seen
 
 
-def test_every_stage_depends_on_the_code_it_runs():
-    """dvc.yaml lists, for each stage, every module its script runs: a change there reruns the stage."""
+REPO = PACKAGE.parents[1]
+
+
+def dvc_stages() -> dict[str, dict]:
+    """dvc.yaml's stages, a ``foreach`` stage by its ``do`` body."""
     import yaml
 
-    repo = PACKAGE.parents[1]
-    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
-    for name, stage in stages.items():
-        stage = stage.get("do", stage)
-        script = repo / next(word for word in stage["cmd"].split() if word.startswith("stages/"))
-        deps = [repo / dep for dep in stage["deps"] if "${" not in dep]
-        missing = sorted(
-            str(path.relative_to(repo))
-            for path in files_run_by(script)
-            if path.name != "__init__.py" and not any(path == dep or dep in path.parents for dep in deps)
-        )
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    return {name: stage.get("do", stage) for name, stage in stages.items()}
+
+
+def code_run_by(stage: dict) -> set[Path]:
+    """The files a stage's script runs; train's also every backend of the registry, which it loads by name."""
+    from invaders.backends import REGISTRY
+
+    script = REPO / next(word for word in stage["cmd"].split() if word.startswith("stages/"))
+    roots = [script]
+    if script.name == "train.py":
+        roots += [module_file(entry.module) for entry in REGISTRY.values()]
+    return {path for root in roots for path in files_run_by(root) if path.name != "__init__.py"}
+
+
+def code_deps(stage: dict) -> list[Path]:
+    """A stage's deps that are code (in ``stages/`` or ``src/``)."""
+    return [REPO / dep for dep in stage["deps"] if "${" not in dep and dep.startswith(("stages/", "src/"))]
+
+
+def covered(path: Path, deps: list[Path]) -> bool:
+    return any(path == dep or dep in path.parents for dep in deps)
+
+
+def test_every_stage_depends_on_the_code_it_runs_and_on_no_other():
+    """dvc.yaml lists, for each stage, every module its script runs: a change there reruns the stage; and
+    nothing else: a change elsewhere (the team server, the report's code for train) leaves it alone."""
+    for name, stage in dvc_stages().items():
+        runs, deps = code_run_by(stage), code_deps(stage)
+        missing = sorted(str(path.relative_to(REPO)) for path in runs if not covered(path, deps))
         assert not missing, f"dvc.yaml stage {name} runs these without depending on them: {missing}"
+        listed = {path for dep in deps for path in ([dep] if dep.is_file() else dep.rglob("*.py"))}
+        extra = sorted(str(path.relative_to(REPO)) for path in listed - runs if path.name != "__init__.py")
+        assert not extra, f"dvc.yaml stage {name} depends on code it never runs: {extra}"
+
+
+# What a checkpoint survives (invaders.resume): how often training logs, evaluates and saves, not what it learns.
+LOGGING_ONLY = {"train.log_interval", "train.checkpoint_interval", "train.eval_interval", "train.eval_episodes"}
+
+
+def read_params(stage: dict) -> set[str]:
+    """A stage's params as dotted keys, a whole section as every key in it."""
+    import yaml
+
+    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    keys = set()
+    for entry in stage.get("params", []):
+        section, _, key = entry.partition(".")
+        assert section in values and (not key or key in values[section]), f"{entry}: not in params.yaml"
+        keys |= {entry} if key else {f"{section}.{name}" for name in values[section]}
+    return keys
+
+
+def test_every_stage_depends_only_on_params_its_code_reads():
+    """A param a stage lists is read by the code it runs (``.<key>`` or ``.<section>`` in that code)."""
+    for name, stage in dvc_stages().items():
+        source = "\n".join(path.read_text() for path in code_run_by(stage))
+        for entry in stage.get("params", []):
+            attribute = entry.split(".")[-1]
+            assert f".{attribute}" in source, f"dvc.yaml stage {name} depends on {entry}, which its code never reads"
+
+
+def test_train_reruns_only_for_what_changes_the_trained_weights():
+    """Editing the team server, its auth app, the report, a logging interval or the tracking experiment
+    leaves train up to date; every other train key and the game's settings rerun it."""
+    import yaml
+
+    train = dvc_stages()["train"]
+    deps = code_deps(train)
+    for edited in ("tracking/server.py", "tracking/auth_app.py", "stages/report.py", "reporting/report.py"):
+        assert not covered(PACKAGE / edited, deps), f"train depends on {edited}"
+    params = read_params(train)
+    assert not params & (LOGGING_ONLY | {"tracking.experiment"}), params & LOGGING_ONLY
+    every_train_key = {f"train.{key}" for key in yaml.safe_load((REPO / "params.yaml").read_text())["train"]}
+    assert every_train_key - LOGGING_ONLY <= params, every_train_key - LOGGING_ONLY - params
+    assert {"env.id", "train.seed", "train.steps"} <= params
+
+
+def test_no_output_is_persistent_and_small_files_travel_in_git():
+    """No ``persist`` output (DVC's run-cache skips stages with one); metrics, curves and game tables are
+    ``cache: false`` (committed), weights and GIFs cached."""
+    for name, stage in dvc_stages().items():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind, []):
+                path, options = next(iter(entry.items())) if isinstance(entry, dict) else (entry, {})
+                assert not options.get("persist"), f"{name}: {path} is persistent"
+                small = path.endswith((".json", ".csv"))
+                assert options.get("cache", True) is not small, f"{name}: {path} cache should be {not small}"

@@ -1,7 +1,5 @@
 """The report: seeds as one row (IQM, stratified bootstrap CI, a band of curves), the rest one row per agent;
-from plain frames, and as the report stage reads them from a tracking store."""
-
-import hashlib
+from plain frames, and as the report stage reads them from the evaluation stages' files (its DVC deps)."""
 
 import numpy as np
 import pandas as pd
@@ -212,31 +210,111 @@ def test_learning_curves_show_evaluations_while_training_over_dopamines_curves_a
 
 
 def test_report_files_name_the_group_and_how_its_score_is_made(agents, tmp_path):
-    text = write_report(seed_rows(agents, GROUPS), tmp_path, 0.95, 500, None, None, game="Space Invaders")
+    text = write_report(seed_rows(agents, GROUPS), tmp_path, 0.95, 500, None, None, game="Space Invaders", source="S.")
     assert "| dqn-100k x3 seeds" in text and "interquartile mean (IQM)" in text and "Agarwal et al. 2021" in text
     assert "dqn-100k x3 seeds" in (tmp_path / "report.html").read_text()
     assert {"learning_curves.png", "score_distributions.png"} <= {path.name for path in tmp_path.iterdir()}
 
 
-def test_the_report_stage_makes_one_row_of_the_seeds_it_finds_evaluated_in_the_store(tmp_path, monkeypatch):
-    """The evaluations in MLflow are matched to the group's shipped agents by their weights' SHA-256."""
+def evaluated(root, folder, label, scores, sha="", steps=100_000, curve_rows=None):
+    """An evaluation stage's files in ``root / folder``, written as the stage writes them (``publish_scores``),
+    and the agent's training curve beside its weights."""
+    from invaders.evaluation.protocol import Episode
+    from invaders.evaluation.publish import publish_scores
+
+    episodes = [Episode(score, 500, 2_000, False, seed) for seed, score in enumerate(scores, start=1000)]
+    agent = {"agent": label, "train_steps": steps, "train_wall_time_s": 1_500.0 * bool(steps), "weights_sha256": sha}
+    epsilon = 0.05 if steps else 1.0
+    publish_scores(episodes, root / folder, RecordingRun(), build_params({}), epsilon, agent | PROVENANCE)
+    if curve_rows is not None:
+        pd.DataFrame(curve_rows, columns=["step", Metric.TRAIN_EPISODE_RETURN]).to_csv(root / curve_rows_at(folder))
+
+
+PROVENANCE = {"experiment": "workspace", "commit": "4cfda13aaaa"}
+
+
+def curve_rows_at(folder: str) -> str:
+    """Where the agent evaluated in ``folder`` keeps its training curve."""
+    return "results/train/curve.csv" if folder == "results/evaluate" else f"shipped/{folder.split('/')[-1]}/curve.csv"
+
+
+@pytest.fixture
+def evaluations(tmp_path, monkeypatch):
+    """A repository's evaluation files: random, the pipeline's 10k agent, dqn-100k and a group of 3 seeds."""
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
     shipped_with(tmp_path, {"dqn-100k x3 seeds": list(SEEDS)}, SEEDS)
-    weights = {name: tmp_path / "shipped" / name / "weights.npz" for name in SEEDS}
-    weights["dqn-100k"] = REPO / "shipped/dqn-100k/weights.npz"
-    for index, path in enumerate(weights.values()):
-        with StageRun("evaluate", "space-invaders-dqn") as run:
-            sha = hashlib.sha256(path.read_bytes()).hexdigest()
-            run.set_tags({Tag.AGENT: "native nature-dueling 100,000 steps", Tag.TRAIN_RUN_ID: run.run_id})
-            run.set_tags({Tag.WEIGHTS_SHA256: sha, Tag.PROTOCOL: PROTOCOL})  # not this run's: no GIF to fetch
-            run.log_metrics({Metric.AGENT_TRAIN_STEPS: 100_000, Metric.AGENT_WALL_TIME_S: 1_500.0})
-            for game, score in enumerate([200.0 + 50 * index, 300.0]):
-                run.log_metrics({Metric.GAME_SCORE: score}, step=game)
-            run.log_metrics({Metric.TRAIN_EPISODE_RETURN: 100.0}, step=1_000)
-    text = report(build_params({}), RecordingRun(), Workspace(tmp_path))
-    rows = [line.split("|")[1:3] for line in text.splitlines() if "100,000" in line]
-    assert [(label.strip(), seeds.strip()) for label, seeds in rows] == [
-        ("dqn-100k x3 seeds", "3"),
-        ("native nature-dueling 100,000 steps", "1"),
+    (tmp_path / "shipped/dqn-100k").mkdir()
+    (tmp_path / "results/train").mkdir(parents=True)
+    evaluated(tmp_path, "results/baseline", "random", [140.0, 160.0], steps=0)
+    evaluated(tmp_path, "results/evaluate", "native nature-dueling 10,000 steps", [150.0, 170.0], "train", 10_000, [])
+    evaluated(tmp_path, "results/shipped/dqn-100k", "native nature-dueling 100,000 steps", [300.0, 340.0], "dqn-100k")
+    for index, name in enumerate(SEEDS):
+        scores, rows = [200.0 + 50 * index, 300.0], [(1_000, 100.0 + index), (2_000, 150.0)]
+        evaluated(
+            tmp_path, f"results/shipped/{name}", "native nature-dueling 100,000 steps", scores, name, 100_000, rows
+        )
+    return tmp_path
+
+
+def written(root) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted((root / "report").iterdir())}
+
+
+def test_the_report_stage_reads_the_evaluations_its_deps_hold_and_makes_one_row_of_a_seed_group(evaluations):
+    text = report(build_params({}), RecordingRun(), Workspace(evaluations))
+    rows = [[cell.strip() for cell in line.split("|")[1:3]] for line in text.splitlines() if "| " in line][1:]
+    assert rows == [
+        ["random", "1"],
+        ["native nature-dueling 10,000 steps", "1"],
+        ["native nature-dueling 100,000 steps", "1"],
+        ["dqn-100k x3 seeds", "3"],
     ]
+    assert "results/evaluate, results/shipped/*" in text and "MLflow" not in text
+
+
+def test_the_report_is_a_function_of_its_deps_not_of_the_tracking_store(evaluations):
+    """Another evaluation logged to MLflow leaves the report byte for byte as it was; a changed dep changes it."""
+    report(build_params({}), RecordingRun(), Workspace(evaluations))
+    before = written(evaluations)
+    with StageRun("evaluate", "space-invaders-dqn") as run:  # someone's ad-hoc evaluation, on the same store
+        run.set_tags({Tag.AGENT: "native nature-dueling 1,000,000 steps", Tag.TRAIN_RUN_ID: run.run_id})
+        run.set_tags({Tag.WEIGHTS_SHA256: "elsewhere", Tag.PROTOCOL: PROTOCOL})
+        run.log_metrics({Metric.AGENT_TRAIN_STEPS: 1_000_000, Metric.AGENT_WALL_TIME_S: 9_000.0})
+        run.log_metrics({Metric.GAME_SCORE: 900.0}, step=0)
+    report(build_params({}), RecordingRun(), Workspace(evaluations))
+    assert written(evaluations) == before
+    evaluated(
+        evaluations, "results/shipped/dqn-100k", "native nature-dueling 100,000 steps", [300.0, 360.0], "dqn-100k"
+    )
+    text = report(build_params({}), RecordingRun(), Workspace(evaluations))
+    assert written(evaluations)["report.md"] != before["report.md"] and "330.0" in text
+
+
+def test_compare_reads_every_evaluation_in_the_store(tmp_path, monkeypatch):
+    """`python -m invaders.reporting.compare`: the runs in MLflow, not the files, into a folder of its own."""
+    from invaders.evaluation.publish import protocol_label
+    from invaders.reporting.compare import main
+
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "shipped").mkdir()
+    (tmp_path / "shipped/agents.yaml").write_text("shipped: []\n")
+    (tmp_path / "episode.gif").write_bytes(b"GIF89a")
+    params = build_params({})
+    for label, steps, score, epsilon in [
+        ("random", 0, 150.0, 1.0),
+        ("native nature 1,000,000 steps", 10**6, 900.0, 0.05),
+    ]:
+        with StageRun("baseline" if steps == 0 else "evaluate", "space-invaders-dqn") as run:
+            run.set_tags({Tag.AGENT: label, Tag.TRAIN_RUN_ID: run.run_id, Tag.WEIGHTS_SHA256: label})
+            run.set_tags({Tag.PROTOCOL: protocol_label(params, epsilon)})
+            run.log_metrics({Metric.AGENT_TRAIN_STEPS: steps, Metric.AGENT_WALL_TIME_S: 9_000.0})
+            run.log_metrics({Metric.GAME_SCORE: score}, step=0)
+            run.log_artifact(tmp_path / "episode.gif")
+    assert main(["--params", str(REPO / "params.yaml"), "--output", "comparison"]) == 0
+    text = (tmp_path / "comparison/report.md").read_text()
+    assert "native nature 1,000,000 steps" in text and "MLflow experiment" in text
+    assert (tmp_path / "comparison/best_agent.gif").read_bytes() == b"GIF89a"

@@ -53,8 +53,16 @@ def default_protocol() -> str:
     return protocol_label(build_params({}), EvaluationConfig().epsilon)
 
 
-def publish_scores(episodes: list[Episode], directory: Path, run, params: Params, epsilon: float) -> dict[str, float]:
-    """Write ``metrics.json`` and ``episodes.csv`` into ``directory`` and log the same numbers."""
+# Beside metrics.json: what played (``agent``: label, training steps and time, weights' SHA-256, the
+# experiment and commit that evaluated it) and under which protocol: the report's row, read from the file.
+EVALUATED = "evaluated.json"
+
+
+def publish_scores(
+    episodes: list[Episode], directory: Path, run, params: Params, epsilon: float, agent: dict[str, object]
+) -> dict[str, float]:
+    """Write ``metrics.json``, ``episodes.csv`` and ``evaluated.json`` (``agent`` and the protocol) into
+    ``directory`` and log the same numbers through ``run`` (the stage's tracking run)."""
     scores = np.array([episode.score for episode in episodes])
     stats = summarize(scores)
     low, high = bootstrap_ci(scores, params.report.confidence, params.report.bootstrap_samples, seed=0)
@@ -79,10 +87,12 @@ def publish_scores(episodes: list[Episode], directory: Path, run, params: Params
             "truncated": [episode.truncated for episode in episodes],
         }
     )
+    protocol = protocol_label(params, epsilon)
     files.write_json(directory / "metrics.json", summary)
+    files.write_json(directory / EVALUATED, {**agent, "protocol": protocol})
     with files.atomic_path(directory / "episodes.csv") as temporary:
         table.to_csv(temporary, index=False)
-    run.set_tags({Tag.PROTOCOL: protocol_label(params, epsilon)})
+    run.set_tags({Tag.PROTOCOL: protocol})
     run.log_metrics(summary)
     for episode, score in enumerate(scores):
         run.log_metrics({Metric.GAME_SCORE: float(score)}, step=episode)

@@ -1,53 +1,89 @@
-"""The report's agents, read back from the MLflow runs of the baseline and evaluate stages."""
+"""The report's agents, read from the files the evaluation stages wrote (the report stage's DVC deps).
+
+Each evaluation folder (``results/baseline``, ``results/evaluate``, ``results/shipped/<name>``) holds
+``evaluated.json`` (the agent and the protocol it played), ``episodes.csv`` (one row per game) and, for
+a trained agent, ``episode.gif``; its training curve is the train stage's ``curve.csv`` or the one shipped
+beside the agent. Nothing here reads the tracking store, so the same files give the same report anywhere.
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
 import pandas as pd
 
-from invaders.names import Metric, Tag, metric_column, tag_column
+from invaders.errors import InputError
+from invaders.evaluation.publish import EVALUATED
+from invaders.names import Metric
 from invaders.reporting.report import AgentScores
-from invaders.tracking.mlflow_tracking import metric_history, stage_runs
 
-PROTOCOL = tag_column(Tag.PROTOCOL)
-WEIGHTS = tag_column(Tag.WEIGHTS_SHA256)
-TRAIN_STEPS = metric_column(Metric.AGENT_TRAIN_STEPS)
-
-
-def latest(runs: pd.DataFrame, *columns: str) -> pd.DataFrame:
-    """The newest run of each distinct ``columns`` combination (runs arrive oldest first)."""
-    return runs.drop_duplicates(subset=list(columns), keep="last") if not runs.empty else runs
+BASELINE = Path("results/baseline")
+EVALUATE = Path("results/evaluate")
+TRAIN_CURVE = Path("results/train/curve.csv")
+SHIPPED_RESULTS = Path("results/shipped")  # one folder per shipped agent (evaluate-shipped@NAME)
+SHIPPED_AGENTS = Path("shipped")  # the agents themselves, each with the curve.csv of its training
+GIF = "episode.gif"
 
 
-def gather_agents(experiment: str, random_protocol: str) -> list[AgentScores]:
-    """Random agents first, the one under ``random_protocol`` (this run's) leading, then every evaluated agent."""
-    baselines = latest(stage_runs(experiment, "baseline"), PROTOCOL)
-    if not baselines.empty:
-        baselines = baselines.sort_values(PROTOCOL, key=lambda column: column != random_protocol, kind="stable")
-    evaluations = latest(stage_runs(experiment, "evaluate"), WEIGHTS, PROTOCOL)
-    if not evaluations.empty:
-        evaluations = evaluations.sort_values(TRAIN_STEPS, kind="stable")
-    randoms = [_scores(run, label="random", train_steps=0, train_wall_time_s=0.0) for _, run in baselines.iterrows()]
-    trained = [
-        _scores(
-            run,
-            label=run[tag_column(Tag.AGENT)],
-            train_steps=int(run[TRAIN_STEPS]),
-            train_wall_time_s=float(run[metric_column(Metric.AGENT_WALL_TIME_S)]),
-            curve=metric_history(run[tag_column(Tag.TRAIN_RUN_ID)], Metric.TRAIN_EPISODE_RETURN),
-            run_id=run["run_id"],
-            weights_sha256=run[WEIGHTS],
-        )
-        for _, run in evaluations.iterrows()
-    ]
-    return randoms + trained
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation stage's output folder and the agent it scored."""
+
+    folder: Path
+    agent: AgentScores
+
+    @property
+    def gif(self) -> Path | None:
+        """The first evaluation game as a GIF, if the stage drew one."""
+        path = self.folder / GIF
+        return path if path.is_file() else None
 
 
-def _scores(run: pd.Series, **agent) -> AgentScores:
-    """``run``'s evaluation games, under the protocol, experiment and commit it was tagged with."""
-    return AgentScores(
-        protocol=run[PROTOCOL],
-        experiment=run[tag_column(Tag.DVC_EXP_NAME)],
-        commit=run[tag_column(Tag.GIT_COMMIT)],
-        scores=metric_history(run["run_id"], Metric.GAME_SCORE)["value"].to_numpy(),
-        **agent,
+def read_curve(path: Path) -> pd.DataFrame | None:
+    """A training curve (``curve.csv``) as the report plots it: columns step, value (the mean training game
+    score, NaN where no game ended) and the evaluations while training where the run made them; None if none."""
+    if not path.is_file():
+        return None
+    curve = pd.read_csv(path)
+    if Metric.TRAIN_EPISODE_RETURN not in curve:
+        return None
+    evaluated = [Metric.EVAL_SCORE_MEAN, Metric.EVAL_SCORE_CI_LOW, Metric.EVAL_SCORE_CI_HIGH]
+    kept = ["step", Metric.TRAIN_EPISODE_RETURN, *(column for column in evaluated if column in curve)]
+    curve = curve[kept].dropna(subset=[Metric.TRAIN_EPISODE_RETURN, *kept[2:]], how="all")
+    return curve.rename(columns={Metric.TRAIN_EPISODE_RETURN: "value"}).reset_index(drop=True)
+
+
+def read_evaluation(folder: Path, curve: Path | None = None) -> Evaluation:
+    """The agent an evaluation stage wrote into ``folder``; a missing or unreadable file is one line."""
+    try:
+        about = json.loads((folder / EVALUATED).read_text())
+        scores = pd.read_csv(folder / "episodes.csv")[Metric.GAME_SCORE].to_numpy(dtype=float)
+    except (OSError, ValueError, KeyError) as error:
+        raise InputError(f"{folder}: not a complete evaluation ({error}); rerun it: dvc repro") from None
+    agent = AgentScores(
+        label=about["agent"],
+        train_steps=int(about["train_steps"]),
+        train_wall_time_s=float(about["train_wall_time_s"]),
+        protocol=about["protocol"],
+        experiment=about["experiment"],
+        commit=about["commit"],
+        scores=scores,
+        curve=read_curve(curve) if curve else None,
+        weights_sha256=about.get("weights_sha256", ""),
     )
+    return Evaluation(folder, agent)
+
+
+def gather_evaluations(root: Path, shipped: list[str]) -> list[Evaluation]:
+    """The random agent first, then the pipeline's trained agent and each of ``shipped`` by training steps;
+    an agent evaluated twice under one protocol (same weights) counts once."""
+    random = read_evaluation(root / BASELINE)
+    trained = [read_evaluation(root / EVALUATE, root / TRAIN_CURVE)] + [
+        read_evaluation(root / SHIPPED_RESULTS / name, root / SHIPPED_AGENTS / name / "curve.csv") for name in shipped
+    ]
+    distinct = {}
+    for evaluation in trained:
+        distinct.setdefault((evaluation.agent.weights_sha256, evaluation.agent.protocol), evaluation)
+    return [random, *sorted(distinct.values(), key=lambda evaluation: evaluation.agent.train_steps)]

@@ -1,7 +1,8 @@
-"""The comparison report: every evaluated agent beside the random one, from the runs in MLflow.
+"""The comparison report: every evaluated agent beside the random one.
 
 Input is plain pandas frames (one row per agent, the per-game scores, the learning curves) so the
-report can be built and tested without a tracking store; ``gather.gather_agents`` reads them from MLflow.
+report can be built and tested without a tracking store; ``gather.gather_evaluations`` reads them from the
+evaluation stages' files (the report stage), ``compare.gather_runs`` from every run in MLflow (the command).
 A row is one agent, or the agents of one seed group (``seed_rows``): one setting trained with several seeds.
 The learning curves are drawn over Dopamine's published curves of the game where ``data/anchors/`` has them.
 """
@@ -42,7 +43,7 @@ class AgentScores:
     # Per log interval (rows by step): ``value``, the mean training game score (NaN if no game ended), and for
     # an agent evaluated while training Metric.EVAL_SCORE_MEAN, _CI_LOW, _CI_HIGH (NaN between evaluations).
     curve: pd.DataFrame | None = None
-    run_id: str = ""  # the MLflow run of the evaluation, which holds its GIF
+    run_id: str = ""  # the MLflow run of the evaluation, which holds its GIF ("" when read from files)
     weights_sha256: str = ""  # of the evaluated weights.npz (Tag.WEIGHTS_SHA256); "" for the random agent
 
 
@@ -309,17 +310,19 @@ def write_report(
     gif: Path | None,
     *,
     game: str,
+    source: str,
     published: pd.DataFrame | None = None,
 ) -> str:
-    """Write report.md, report.html and the plots into ``directory``, titled for ``game``, the learning curves
-    over Dopamine's ``published`` curves of the game if given; return the Markdown."""
+    """Write report.md, report.html and the plots into ``directory``, titled for ``game``, saying under the
+    title which evaluations it compares (``source``), the learning curves over Dopamine's ``published`` curves
+    of the game if given; return the Markdown."""
     table = results_table(rows, confidence, samples)
     plot_learning_curves(rows, directory / "learning_curves.png", published=published)
     plot_score_distributions(rows, directory / "score_distributions.png")
     markdown = [
         f"# {game} DQN: results",
         "",
-        "Every evaluated agent in the MLflow experiment, latest evaluation of each, beside the random agent.",
+        source,
         "Scores are unclipped game scores of whole games under the protocol shown.",
         "",
         table.to_markdown(index=False),

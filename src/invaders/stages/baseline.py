@@ -15,6 +15,7 @@ def baseline(params: Params, run: Run, workspace: Workspace) -> dict[str, float]
     """A uniformly random agent plays the evaluation protocol."""
     from invaders.envs.atari import make_vector_env
     from invaders.evaluation.protocol import play_episodes
+    from invaders.tracking.mlflow_tracking import provenance
 
     evaluation = params.evaluation
     run.log_params({**protocol_params(params), "agent": "random"})
@@ -28,7 +29,8 @@ def baseline(params: Params, run: Run, workspace: Workspace) -> dict[str, float]
         return rng.integers(0, num_actions, len(observations)).astype(np.int32)
 
     episodes = play_episodes(env, random_actions, evaluation.episodes, first_seed)
-    summary = publish_scores(episodes, workspace.baseline_results, run, params, epsilon=1.0)
+    random_agent = {"agent": "random", "train_steps": 0, "train_wall_time_s": 0.0, **provenance()}
+    summary = publish_scores(episodes, workspace.baseline_results, run, params, 1.0, random_agent)
     print(score_line("random agent", summary))
     return summary
 

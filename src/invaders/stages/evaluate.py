@@ -94,7 +94,7 @@ def _evaluate(
         _log_shipped_curve(agent_dir / SHIPPED_CURVE, run)
     recorder = ActionRecorder(make_vector_env(params.env, min(evaluation.num_envs, evaluation.episodes)))
     episodes = play_evaluation(GreedyPolicy(model), params.env, evaluation, evaluation.split, env=recorder)
-    summary = publish_scores(episodes, output, run, params, evaluation.epsilon)
+    summary = publish_scores(episodes, output, run, params, evaluation.epsilon, _evaluated(agent, weights_sha))
     run.log_metrics({Metric.AGENT_TRAIN_STEPS: agent.train_steps, Metric.AGENT_WALL_TIME_S: agent.wall_time_s})
     if version:
         run.set_tags({Tag.MODEL_VERSION: version})
@@ -138,26 +138,40 @@ def _publish_recorded(params: Params, run: Run, agent_dir: Path, output: Path) -
             f"evaluation.episodes = {recorded.evaluation.episodes}"
         )
     epsilon = recorded.evaluation.epsilon
+    weights_sha = (agent_dir / WEIGHTS_SHA256).read_text().split()[0]
     training = {**as_flat_dict(trained_with.train.applied(), "train"), **as_flat_dict(trained_with.model, "model")}
     run.log_params({**protocol_params(recorded), "evaluation.epsilon": epsilon, **agent.as_params(), **training})
     run.set_tags(
         {
             Tag.AGENT: agent.label,
             Tag.TRAIN_RUN_ID: agent.train_run_id,
-            Tag.WEIGHTS_SHA256: (agent_dir / WEIGHTS_SHA256).read_text().split()[0],
+            Tag.WEIGHTS_SHA256: weights_sha,
             Tag.RECORDED: "true",
             Tag.RUN_NAME: run_name(f"evaluate {agent_dir.name} (recorded)"),
         }
     )
     if (agent_dir / SHIPPED_CURVE).is_file():
         _log_shipped_curve(agent_dir / SHIPPED_CURVE, run)
-    summary = publish_scores(episodes, output, run, recorded, epsilon)
+    summary = publish_scores(episodes, output, run, recorded, epsilon, _evaluated(agent, weights_sha))
     run.log_metrics({Metric.AGENT_TRAIN_STEPS: agent.train_steps, Metric.AGENT_WALL_TIME_S: agent.wall_time_s})
     if (agent_dir / RECORDED_GIF).is_file():
         shutil.copyfile(agent_dir / RECORDED_GIF, output / "episode.gif")
         run.log_artifact(output / "episode.gif")
     print(score_line(f"{agent.label} (recorded: {protocol_label(recorded, epsilon)})", summary))
     return summary
+
+
+def _evaluated(agent: AgentCard, weights_sha256: str) -> dict[str, object]:
+    """The agent as the report's row names it (``evaluated.json``, beside the scores)."""
+    from invaders.tracking.mlflow_tracking import provenance
+
+    return {
+        "agent": agent.label,
+        "train_steps": agent.train_steps,
+        "train_wall_time_s": agent.wall_time_s,
+        "weights_sha256": weights_sha256,
+        **provenance(),
+    }
 
 
 def _log_shipped_curve(path: Path, run: Run) -> None:

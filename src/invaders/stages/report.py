@@ -1,9 +1,8 @@
-"""What the report stage does: compare every evaluated agent in the tracking store."""
+"""What the report stage does: compare the agents the evaluation stages evaluated, from their files."""
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
+import shutil
 
 from invaders import files
 from invaders.config import Params
@@ -11,56 +10,61 @@ from invaders.names import Metric
 from invaders.pipeline import Step, Workspace
 from invaders.tracking.run import Run
 
+SOURCE = (
+    "The agents this pipeline evaluated (results/evaluate, results/shipped/*: the report stage's DVC deps), "
+    "beside the random agent (results/baseline)."
+)
+
 
 def report(params: Params, run: Run, workspace: Workspace) -> str:
-    """Read every baseline and evaluation run back from the tracking store and compare them, the agents of
-    each seed group of ``shipped/agents.yaml`` in one row."""
-    import tempfile
-
-    from invaders.evaluation.publish import default_protocol, protocol_label
-    from invaders.reporting.gather import gather_agents
-    from invaders.reporting.report import game_title, seed_rows, write_report
-    from invaders.shipping import AGENTS_LIST, seed_groups
-    from invaders.tracking.mlflow_tracking import download_artifact
+    """Compare the agents the evaluation stages wrote (the stage's DVC deps, ``gather``), the agents of each
+    seed group of ``shipped/agents.yaml`` in one row, beside the random agent."""
+    from invaders.evaluation.publish import default_protocol
+    from invaders.reporting.gather import SHIPPED_RESULTS, gather_evaluations, read_evaluation
+    from invaders.reporting.report import (
+        game_title,
+        published_curves_path,
+        read_published_curves,
+        seed_rows,
+        write_report,
+    )
+    from invaders.shipping import seed_groups, shipped_agents
     from invaders.tracking.models import describe_scores
 
+    evaluations = gather_evaluations(workspace.root, shipped_agents(workspace.root))
+    random, trained = evaluations[0].agent, evaluations[1:]
     groups = {
-        group.label: frozenset(_weights_sha256(workspace.root / AGENTS_LIST.parent / name) for name in group.members)
+        group.label: frozenset(
+            read_evaluation(workspace.root / SHIPPED_RESULTS / name).agent.weights_sha256 for name in group.members
+        )
         for group in seed_groups(workspace.root)
     }
-    agents = gather_agents(params.tracking.experiment, protocol_label(params, epsilon=1.0))
-    rows = seed_rows(agents, groups)
-    protocol = protocol_label(params, params.evaluation.epsilon)
-    comparable = [agent for agent in agents if agent.train_steps > 0 and agent.protocol == protocol]
+    rows = seed_rows([evaluation.agent for evaluation in evaluations], groups)
+    protocol = next(e.agent.protocol for e in trained if e.folder == workspace.evaluation_results)  # this run's
+    comparable = [evaluation for evaluation in trained if evaluation.agent.protocol == protocol]
+    best = max(comparable, key=lambda evaluation: evaluation.agent.scores.mean()) if comparable else None
     with files.atomic_directory(workspace.report) as staging:
-        best, gif = None, None
-        if comparable:
-            best = max(comparable, key=lambda agent: agent.scores.mean())
-            with tempfile.TemporaryDirectory() as downloads:
-                source = download_artifact(best.run_id, "episode.gif", Path(downloads))
-                gif = staging / "best_agent.gif"
-                gif.write_bytes(source.read_bytes())
+        gif = None
+        if best is not None and best.gif:
+            gif = staging / "best_agent.gif"
+            shutil.copyfile(best.gif, gif)
         text = write_report(
             rows,
             staging,
             params.report.confidence,
             params.report.bootstrap_samples,
-            best,
+            best and best.agent,
             gif,
             game=game_title(params.env.id),
+            source=SOURCE,
+            published=read_published_curves(published_curves_path(workspace.root, params.env.id)),
         )
     run.log_metrics({Metric.AGENTS_COMPARED: len(rows)})
-    randoms = [agent for agent in agents if agent.train_steps == 0 and agent.protocol == agents[0].protocol]
     if protocol == default_protocol():  # version descriptions carry scores under the default protocol only
-        describe_scores(params.tracking.experiment, protocol, float(randoms[0].scores.mean()) if randoms else None)
+        describe_scores(params.tracking.experiment, protocol, float(random.scores.mean()))
     run.log_artifact(workspace.report, "report")
     print(text)
     return text
-
-
-def _weights_sha256(agent_dir: Path) -> str:
-    """How the evaluation of the agent in ``agent_dir`` is tagged (``Tag.WEIGHTS_SHA256``): one row per agent."""
-    return hashlib.sha256((agent_dir / "weights.npz").read_bytes()).hexdigest()
 
 
 REPORT = Step("report", report)

@@ -203,14 +203,20 @@ def git_commit(root: Path) -> str:
         return "unknown"
 
 
+def provenance(root: Path | None = None) -> dict[str, str]:
+    """The DVC experiment a stage runs in ("workspace" outside `dvc exp run`) and the commit it started from."""
+    commit = os.environ.get("DVC_EXP_BASELINE_REV") or git_commit(root or project_root())
+    return {"experiment": os.environ.get("DVC_EXP_NAME", "workspace"), "commit": commit}
+
+
 def _run_tags(stage: str, root: Path) -> dict[str, str]:
-    commit = os.environ.get("DVC_EXP_BASELINE_REV") or git_commit(root)
+    source = provenance(root)
     return {
         Tag.STAGE: stage,
         Tag.DVC_STAGE: os.environ.get("DVC_STAGE", stage),
-        Tag.DVC_EXP_NAME: os.environ.get("DVC_EXP_NAME", "workspace"),
-        Tag.DVC_BASELINE_REV: os.environ.get("DVC_EXP_BASELINE_REV", commit),
-        Tag.GIT_COMMIT: commit,
+        Tag.DVC_EXP_NAME: source["experiment"],
+        Tag.DVC_BASELINE_REV: os.environ.get("DVC_EXP_BASELINE_REV", source["commit"]),
+        Tag.GIT_COMMIT: source["commit"],
         Tag.SOURCE_NAME: f"stages/{stage.replace('-', '_')}.py",
         Tag.SOURCE_TYPE: "LOCAL",
         Tag.HOST: socket.gethostname(),
@@ -411,19 +417,28 @@ def stage_runs(experiment: str, stage: str) -> pd.DataFrame:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return pd.DataFrame()
-    rows = []
-    for run in client.search_runs(
-        [found.experiment_id],
-        filter_string=f"attributes.status = 'FINISHED' and tags.`{Tag.STAGE}` = '{stage}'",
-        max_results=5000,
-        order_by=["attributes.start_time ASC"],
-    ):
-        row = {"run_id": run.info.run_id, "start_time": run.info.start_time}
-        row.update({param_column(key): value for key, value in run.data.params.items()})
-        row.update({metric_column(key): value for key, value in run.data.metrics.items()})
-        row.update({tag_column(key): value for key, value in run.data.tags.items()})
-        rows.append(row)
-    return pd.DataFrame(rows)
+    rows, page = [], None
+    while True:  # page by page: no cap on how many runs a store holds
+        runs = client.search_runs(
+            [found.experiment_id],
+            filter_string=f"attributes.status = 'FINISHED' and tags.`{Tag.STAGE}` = '{stage}'",
+            max_results=1000,
+            order_by=["attributes.start_time ASC"],
+            page_token=page,
+        )
+        rows.extend(_row(run) for run in runs)
+        page = runs.token
+        if not page:
+            return pd.DataFrame(rows)
+
+
+def _row(run) -> dict[str, Any]:
+    """A run as one row of ``stage_runs``' table."""
+    row = {"run_id": run.info.run_id, "start_time": run.info.start_time}
+    row.update({param_column(key): value for key, value in run.data.params.items()})
+    row.update({metric_column(key): value for key, value in run.data.metrics.items()})
+    row.update({tag_column(key): value for key, value in run.data.tags.items()})
+    return row
 
 
 def run_in_experiment(run_id: str, experiment: str) -> bool:
