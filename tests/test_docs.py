@@ -124,7 +124,7 @@ def test_the_tool_reads_the_table_the_report_stage_writes(tmp_path):
         AgentScores("native 10,000 steps", 10_000, 120.0, "v5 eps 0.05", "workspace", "4cfda13aaaa", np.array([5.0])),
     ]
     rows = seed_rows(agents, {})
-    write_report(rows, tmp_path, 0.95, 100, None, None, game="Space Invaders")
+    write_report(rows, tmp_path, 0.95, 100, None, None, game="Space Invaders", source="S.")
     tool = _tool()
     table = tool.report_table((tmp_path / "report.md").read_text())
     assert table == results_table(rows, 0.95, 100).to_markdown(index=False)

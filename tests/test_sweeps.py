@@ -84,7 +84,8 @@ def test_a_sweep_file_reads_into_trials(tmp_path, raw_params):
         # valid in params.yaml; not with the sweep's budget of 600 agent steps
         (
             {"search": {"train.batch_size": {"grid": [32, 4000]}}},
-            "train.batch_size = 4000: must not exceed train.replay_capacity (4000)",
+            "train.warmup_fraction = 0.33: leaves 402 of train.steps (600) to learn in; at least train.batch_size "
+            "(4000) are needed (searching train.batch_size=4000)",
         ),
     ],
 )
