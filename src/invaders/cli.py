@@ -160,6 +160,13 @@ JOBS: dict[str, Job] = {
     ),
     "ship": Job("keep a finished run's agent in shipped/NAME", _entry_point("invaders.shipping:main")),
     "serve": Job("serve a registered agent over HTTP", _serve),
+    "champion": Job(
+        "the champion alias: a paired challenge on the validation games, or a move or pin by hand",
+        _entry_point("invaders.reporting.champion:main"),
+    ),
+    "compare": Job(
+        "every evaluation in the MLflow experiment, side by side", _entry_point("invaders.reporting.compare:main")
+    ),
     "sweep": Job("run a sweep file on Ray Tune", _entry_point("invaders.sweeps.driver:main")),
     "server": Job(
         "the team's MLflow server: start, stop, status, add-user", _entry_point("invaders.tracking.server:main")
