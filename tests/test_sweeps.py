@@ -372,7 +372,8 @@ def test_a_sweep_on_two_nodes_gives_one_run_per_trial_and_survives_a_killed_work
         trains = [run for run in stage_runs if run.data.tags[Tag.STAGE] == "train"]
         assert len(trains) == 1 and trains[0].info.status == "FINISHED", "a restarted trial continues its train run"
         steps = [metric.step for metric in client.get_metric_history(trains[0].info.run_id, Metric.TRAIN_UPDATES)]
-        assert steps == sorted(set(steps)) and steps[-1] == 1000, "no metric step lost or duplicated"
+        # the last vector step of 2 games may pass the 1,000-step budget by one agent step
+        assert steps == sorted(set(steps)) and steps[-1] in (1000, 1001), "no metric step lost or duplicated"
     (restarted,) = [
         trial
         for trial in trials
