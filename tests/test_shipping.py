@@ -119,6 +119,11 @@ def test_an_agent_ships_from_its_dvc_experiment_with_the_experiment_and_the_trai
     committed = train_md5(workspace)
     dvc(workspace, "exp", "run", "-q", "-n", "seed-one", "-S", "train.seed=1")
     assert run_in(workspace, "git", "status", "--porcelain").split() == ["M", "dvc.lock", "M", "params.yaml"]
+    # refs of DVC's own, as an interrupted run leaves them: at the (root) baseline commit and at the experiment
+    listed = run_in(workspace, "git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps")
+    seed_one = next(line.split()[1] for line in listed.splitlines() if line.split()[0].endswith("/seed-one"))
+    run_in(workspace, "git", "update-ref", "refs/exps/exec/EXEC_HEAD", head)
+    run_in(workspace, "git", "update-ref", "refs/exps/exec/EXEC_BRANCH", seed_one)
     agent = AgentCard.read(ship(workspace, "dqn-seed-one", tmp_path / "shipped"))
     assert (agent.git_commit, agent.experiment) == (head, "seed-one")
     assert agent.dvc_train_md5 == train_md5(workspace) == committed, "the stand-in stage copies the same weights"

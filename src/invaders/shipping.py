@@ -236,13 +236,23 @@ def experiment_of(workspace: Path, commit: str) -> str:
     changed = changed_paths(workspace)
     if not changed:
         return COMMITTED
-    for ref in _git(workspace, "for-each-ref", "--format=%(refname)", EXPERIMENT_REFS).split():
-        if _git(workspace, "rev-parse", f"{ref}^").strip() == commit and _holds(workspace, commit, ref, changed):
+    listed = _git(workspace, "for-each-ref", "--format=%(refname) %(parent)", EXPERIMENT_REFS).splitlines()
+    for ref, _, parents in (line.partition(" ") for line in listed):
+        if _is_experiment(ref) and parents.split()[:1] == [commit] and _holds(workspace, commit, ref, changed):
             return ref.rpartition("/")[2]
     shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
     raise ShippingError(
         f"{workspace} has uncommitted changes no DVC experiment on {commit[:10]} holds ({shown}): ship only what "
         "`dvc exp run` trained on a clean commit (commit the change, then run the experiment)"
+    )
+
+
+def _is_experiment(ref: str) -> bool:
+    """Whether ``ref`` names an experiment, refs/exps/<2 hex>/<38 hex>/<name>, not one of DVC's own refs
+    (refs/exps/exec/EXEC_HEAD and the like, which may point at the baseline or at a root commit)."""
+    parts = ref.split("/")
+    return len(parts) == 5 and len(parts[2]) == 2 and len(parts[3]) == 38 and all(
+        c in "0123456789abcdef" for c in parts[2] + parts[3]
     )
 
 
