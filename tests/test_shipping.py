@@ -13,7 +13,7 @@ from shipped_seeds import SEEDS, shipped_with
 
 from invaders.agents.card import AgentCard
 from invaders.errors import InputError
-from invaders.shipping import SeedGroup, ShippingError, main, seed_groups, ship
+from invaders.shipping import SeedGroup, ShippingError, is_experiment, main, seed_groups, ship
 
 SHIPPED = REPO / "shipped" / "dqn-100k"
 
@@ -122,11 +122,18 @@ def test_an_agent_ships_from_its_dvc_experiment_with_the_experiment_and_the_trai
     # refs of DVC's own, as an interrupted run leaves them: at the (root) baseline commit and at the experiment
     listed = run_in(workspace, "git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps")
     seed_one = next(line.split()[1] for line in listed.splitlines() if line.split()[0].endswith("/seed-one"))
-    run_in(workspace, "git", "update-ref", "refs/exps/exec/EXEC_HEAD", head)
+    root = run_in(workspace, "git", "rev-list", "--max-parents=0", "HEAD").split()[0]
+    run_in(workspace, "git", "update-ref", "refs/exps/exec/EXEC_HEAD", root)
     run_in(workspace, "git", "update-ref", "refs/exps/exec/EXEC_BRANCH", seed_one)
     agent = AgentCard.read(ship(workspace, "dqn-seed-one", tmp_path / "shipped"))
     assert (agent.git_commit, agent.experiment) == (head, "seed-one")
     assert agent.dvc_train_md5 == train_md5(workspace) == committed, "the stand-in stage copies the same weights"
+
+
+def test_only_experiment_refs_name_experiments_not_dvcs_own_refs():
+    assert is_experiment("refs/exps/4f/" + "0123456789abcdef0123456789abcdef012345" + "/seed-one")
+    for own in ["refs/exps/exec/EXEC_HEAD", "refs/exps/exec/EXEC_BRANCH", "refs/exps/celery/stash", "refs/exps/stash"]:
+        assert not is_experiment(own)
 
 
 def test_a_dirty_tree_or_an_agent_trained_outside_dvc_is_refused_with_one_line(workspace, tmp_path, capsys):

@@ -238,7 +238,7 @@ def experiment_of(workspace: Path, commit: str) -> str:
         return COMMITTED
     listed = _git(workspace, "for-each-ref", "--format=%(refname) %(parent)", EXPERIMENT_REFS).splitlines()
     for ref, _, parents in (line.partition(" ") for line in listed):
-        if _is_experiment(ref) and parents.split()[:1] == [commit] and _holds(workspace, commit, ref, changed):
+        if is_experiment(ref) and parents.split()[:1] == [commit] and _holds(workspace, commit, ref, changed):
             return ref.rpartition("/")[2]
     shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
     raise ShippingError(
@@ -247,7 +247,7 @@ def experiment_of(workspace: Path, commit: str) -> str:
     )
 
 
-def _is_experiment(ref: str) -> bool:
+def is_experiment(ref: str) -> bool:
     """Whether ``ref`` names an experiment, refs/exps/<2 hex>/<38 hex>/<name>, not one of DVC's own refs
     (refs/exps/exec/EXEC_HEAD and the like, which may point at the baseline or at a root commit)."""
     parts = ref.split("/")
