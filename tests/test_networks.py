@@ -1,6 +1,7 @@
-"""The Q-networks' heads: the two-stream dueling head of Wang et al. 2016, keras-rl2's shared one, and
-agents saved before the head had a name, which keep theirs."""
+"""The Q-networks' heads: the two-stream dueling head of Wang et al. 2016, keras-rl2's shared one, agents
+saved before the head had a name, which keep theirs, and the quantile (QR-DQN) form of each head."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -88,3 +89,62 @@ def test_spec_records_its_head_and_refuses_one_that_contradicts_dueling(tmp_path
     (tmp_path / "spec.json").write_text(json.dumps({**json.loads(NATURE.to_json()), "head": "dueling-max"}))
     with pytest.raises(InputError, match="not a network spec written by this project"):
         load_spec(tmp_path)
+
+
+QR = NetworkSpec("nature", True, (4, 84, 84), 6, quantiles=5)  # the dueling-streams head, 5 quantiles per action
+
+
+def test_a_quantile_head_outputs_the_quantiles_mean_as_its_q_values():
+    from invaders.models.networks import QUANTILES_LAYER, quantile_view
+
+    model = build_q_network(QR)
+    quantiles = quantile_view(model)
+    observations = np.random.default_rng(0).integers(0, 256, (3, 4, 84, 84)).astype(np.float32)
+    z = quantiles(observations).numpy()
+    assert z.shape == (3, 6, 5) and model(observations).shape == (3, 6)
+    np.testing.assert_allclose(model(observations).numpy(), z.mean(axis=2), rtol=1e-6, atol=1e-6)
+    # Each quantile is combined as a dueling head: Z_i = V_i + A_i - mean over actions of A_i.
+    value = sub_model(model, "value")(observations).numpy()[:, None, :]
+    advantages = sub_model(model, "advantages")(observations).numpy().reshape(3, 6, 5)
+    np.testing.assert_allclose(z, value + advantages - advantages.mean(axis=1, keepdims=True), rtol=1e-5, atol=1e-5)
+    assert [w.name for w in quantiles.trainable_variables] == [w.name for w in model.trainable_variables]
+    assert model.get_layer(QUANTILES_LAYER).output.shape[1:] == (6, 5)
+    # N quantiles where the head had one output: value 512 -> 5, advantages 512 -> 6 x 5.
+    streams = 2 * (FEATURES * 512 + 512) + (512 + 1) * 5 + (512 + 1) * 30
+    assert parameter_count(model) == CONVOLUTIONS + streams
+
+
+@pytest.mark.parametrize("head", ["plain", "dueling-shared"])
+def test_every_head_has_a_quantile_form(head):
+    from invaders.models.networks import quantile_view
+
+    spec = NetworkSpec("nature", head != "plain", (4, 84, 84), 6, head, quantiles=3)
+    model = build_q_network(spec)
+    outputs = 6 * 3 if head == "plain" else 7 * 3
+    assert parameter_count(model) == CONVOLUTIONS + FEATURES * 512 + 512 + (512 + 1) * outputs
+    observations = np.full((2, 4, 84, 84), 7.0, np.float32)
+    np.testing.assert_allclose(
+        model(observations).numpy(), quantile_view(model)(observations).numpy().mean(2), atol=1e-6
+    )
+
+
+def test_a_quantile_spec_round_trips_and_an_expected_value_spec_is_written_as_before(tmp_path):
+    from invaders.models.networks import save_weights
+
+    assert NetworkSpec.from_json(QR.to_json()) == QR and json.loads(QR.to_json())["quantiles"] == 5
+    assert "quantiles" not in json.loads(NATURE.to_json()), "a default network's spec.json is unchanged"
+    assert NetworkSpec.from_json(NATURE.to_json()).quantiles == 0
+    assert QR.with_dueling(False) == NetworkSpec("nature", False, (4, 84, 84), 6, "plain", 5)
+    for bad in (-1, 1001, 2.0, True):
+        with pytest.raises(ValueError, match="quantiles"):
+            NetworkSpec("nature", True, (4, 84, 84), 6, quantiles=bad)
+    model = build_q_network(QR)
+    save_weights(model, QR, tmp_path / "agent")
+    loaded, spec = load_model(tmp_path / "agent")
+    assert spec == QR
+    probe = (np.arange(2 * 4 * 84 * 84) % 251).reshape(2, 4, 84, 84).astype(np.float32)
+    np.testing.assert_array_equal(loaded(probe).numpy(), model(probe).numpy())
+    # The quantiles are part of the network: weights of one head do not load into another.
+    save_weights(model, dataclasses.replace(QR, quantiles=4), tmp_path / "other")
+    with pytest.raises(InputError, match="weights do not fit"):
+        load_model(tmp_path / "other")

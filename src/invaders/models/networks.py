@@ -3,6 +3,9 @@
 ``build_q_network`` works with Keras 3 (the native backend) and with tf_keras (keras-rl2): both take
 the same ``NetworkSpec`` and produce the same list of weight arrays, so weights move between them.
 The spec's ``head`` names the output head (``HEADS``); a dueling head computes Q = V + A - mean(A).
+With ``quantiles`` N > 0 the head learns N quantiles of each action's return instead of one value (QR-DQN,
+Dabney et al. 2017): its layer ``QUANTILES_LAYER`` gives them, shape ``(actions, N)``, and the network's output
+is still one Q-value per action, their mean, so acting, evaluation and serving read it as any Q-network.
 Inputs are frame-major, ``(stack, H, W)`` for stacked grayscale frames or ``(window, H, W, 3)`` for
 raw RGB frames, in 0..255; the network scales them itself.
 """
@@ -33,6 +36,8 @@ HEADS = {
 # The dueling head a network gets: the paper's streams for the Nature CNN; for the notebook's network,
 # the head keras-rl2 adds itself, which its notebook preset trains with.
 DUELING_HEADS = {"nature": "dueling-streams", "notebook": "dueling-shared"}
+QUANTILES_LAYER = "quantiles"  # the layer of a quantile head that outputs (batch, actions, quantiles)
+MAX_QUANTILES = 1000  # quantiles per action a spec accepts, as model.quantiles (Dopamine's QR-DQN uses 200)
 # Hidden Dense layers after each network's convolutions, in units; a two-stream head copies the last one.
 _HIDDEN_UNITS = {"nature": (512,), "notebook": (512, 256)}
 
@@ -50,19 +55,27 @@ class NetworkSpec:
     input_shape: tuple[int, ...]  # frame-major observation shape
     num_actions: int
     head: str | None = None  # one of HEADS; None: the network's head for ``dueling`` (default_head)
+    quantiles: int = 0  # per action: 0 one expected value (DQN); N > 0 N quantiles of the return (QR-DQN)
 
     def __post_init__(self):
         if self.head is None:
             object.__setattr__(self, "head", default_head(self.network, self.dueling))
         if self.head not in HEADS or (self.head != "plain") != self.dueling:
             raise ValueError(f"head {self.head!r} with dueling={self.dueling}; heads: {', '.join(HEADS)}")
+        quantiles = self.quantiles
+        if isinstance(quantiles, bool) or not isinstance(quantiles, int) or not 0 <= quantiles <= MAX_QUANTILES:
+            raise ValueError(f"quantiles {quantiles!r}: a whole number from 0 (expected values) to {MAX_QUANTILES}")
 
     def with_dueling(self, dueling: bool) -> NetworkSpec:
         """This network, or, if ``dueling`` differs from it, the network's default head for ``dueling``."""
         return self if dueling == self.dueling else dataclasses.replace(self, dueling=dueling, head=None)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        """The spec as JSON; ``quantiles`` only when set, so an expected-value network's file is as before."""
+        values = asdict(self)
+        if not self.quantiles:
+            del values["quantiles"]
+        return json.dumps(values, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> NetworkSpec:
@@ -70,7 +83,8 @@ class NetworkSpec:
         dueling = values["dueling"]
         # Specs written before the head had a name all had keras-rl2's form of the dueling head.
         head = values.get("head", "dueling-shared" if dueling else "plain")
-        return cls(values["network"], dueling, tuple(values["input_shape"]), values["num_actions"], head)
+        shape, actions = tuple(values["input_shape"]), values["num_actions"]
+        return cls(values["network"], dueling, shape, actions, head, values.get("quantiles", 0))
 
 
 def _torso_layers(keras: Any, network: str, dtype: str | None) -> list:
@@ -104,6 +118,7 @@ def build_q_network(spec: NetworkSpec, keras: Any = None, head: str | None = Non
     dueling head. ``precision="bfloat16"`` computes the body in bfloat16 (Keras' ``mixed_bfloat16``:
     float32 weights, cast at each layer) and the Q-value head in float32, where bf16's 8-bit mantissa
     would blur the small gaps between actions' values; the weights are the same float32 arrays either way.
+    A spec with ``quantiles`` gets the quantile form of its head (``_quantile_head``).
     """
     if keras is None:
         import keras
@@ -120,6 +135,9 @@ def build_q_network(spec: NetworkSpec, keras: Any = None, head: str | None = Non
     *shared_units, last_units = _HIDDEN_UNITS[spec.network]
     for units in shared_units:
         x = hidden(units)(x)
+    if spec.quantiles:
+        outputs = _quantile_head(keras, x, spec, head, hidden, last_units)
+        return keras.Model(inputs, outputs, name=f"{spec.network}_{head.replace('-', '_')}_qr{spec.quantiles}")
     if head == "dueling-streams":
         value = keras.layers.Dense(1, name="value")(hidden(last_units, "value_hidden")(x))
         advantages = keras.layers.Dense(spec.num_actions, name="advantages")(hidden(last_units, "advantage_hidden")(x))
@@ -135,6 +153,43 @@ def build_q_network(spec: NetworkSpec, keras: Any = None, head: str | None = Non
     return keras.Model(inputs, outputs, name=f"{spec.network}_{head.replace('-', '_')}")
 
 
+def _quantile_head(keras: Any, x, spec: NetworkSpec, head: str, hidden, last_units: int):
+    """The quantile form of ``head`` on the features ``x``: N = ``spec.quantiles`` outputs where the head has one.
+
+    plain: Dense(actions x N); dueling-shared: Dense((actions + 1) x N), V then A; dueling-streams: the value
+    stream Dense(N), the advantage stream Dense(actions x N). A dueling head combines each quantile
+    separately, Z_i = V_i + A_i - mean over actions of A_i. The layer ``QUANTILES_LAYER`` outputs the
+    (actions, N) quantiles; the model's output is their mean per action, the Q-values.
+    """
+    actions, n = spec.num_actions, spec.quantiles
+    if head == "dueling-streams":
+        value = keras.layers.Dense(n, name="value")(hidden(last_units, "value_hidden")(x))
+        advantages = keras.layers.Dense(actions * n, name="advantages")(hidden(last_units, "advantage_hidden")(x))
+        value = keras.layers.Reshape((1, n), name="value_quantiles")(value)
+        advantages = keras.layers.Reshape((actions, n), name="advantage_quantiles")(advantages)
+        packed = keras.layers.Concatenate(axis=1, name="value_and_advantages")([value, advantages])
+    elif head == "dueling-shared":
+        packed = keras.layers.Dense((actions + 1) * n, name="value_and_advantages")(hidden(last_units)(x))
+        packed = keras.layers.Reshape((actions + 1, n), name="value_and_advantage_quantiles")(packed)
+    else:
+        flat = keras.layers.Dense(actions * n, name="q_quantiles")(hidden(last_units)(x))
+        return quantile_mean(keras, keras.layers.Reshape((actions, n), name=QUANTILES_LAYER)(flat))
+    return quantile_mean(keras, dueling_combine_class(keras)(name=QUANTILES_LAYER)(packed))
+
+
+def quantile_mean(keras: Any, quantiles):
+    """The Q-values of a (batch, actions, N) quantile tensor: the mean over its N quantiles, as a layer
+    (Keras' own average pooling, with the actions as channels: no custom layer to register)."""
+    return keras.layers.GlobalAveragePooling1D(data_format="channels_first", name="q")(quantiles)
+
+
+def quantile_view(model):
+    """A model sharing ``model``'s layers (weights) that outputs its quantiles, (batch, actions, N)."""
+    import keras
+
+    return keras.Model(model.input, model.get_layer(QUANTILES_LAYER).output, name=f"{model.name}_quantiles")
+
+
 @functools.cache
 def dueling_combine_class(keras: Any):
     """The dueling combination as a layer class of ``keras`` (Keras 3 or tf_keras), made on first use so
@@ -144,7 +199,8 @@ def dueling_combine_class(keras: Any):
     # Registered so keras-rl2 can clone a network that holds it (it round-trips the model's config).
     @keras.saving.register_keras_serializable(package="invaders")
     class DuelingCombine(keras.layers.Layer):
-        """Q = V + A - mean(A) from a (value, advantages...) vector."""
+        """Q = V + A - mean(A) from a (value, advantages...) vector; on (value, advantages..., quantiles)
+        rows, the same for each quantile."""
 
         def call(self, x):
             value, advantages = x[:, :1], x[:, 1:]
