@@ -2,9 +2,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from invaders.agents.dqn_math import epsilon_greedy, linear_epsilon
+from invaders.agents.dqn_math import epsilon_greedy, linear_epsilon, quantile_midpoints
 from invaders.agents.interval_stats import IntervalStats
-from invaders.agents.losses import bootstrap_values, huber_loss, td_targets
+from invaders.agents.losses import (
+    bootstrap_quantiles,
+    bootstrap_values,
+    huber_loss,
+    quantile_huber_loss,
+    quantile_q_values,
+    quantile_td_targets,
+    td_targets,
+)
 from invaders.agents.training import exploration_epsilon, updates_due
 from invaders.config import TrainConfig
 from invaders.evaluation.statistics import bootstrap_ci, summarize
@@ -78,6 +86,44 @@ def test_double_dqn_values_online_argmax_with_target():
 def test_huber_is_quadratic_near_zero_and_linear_beyond():
     assert huber_loss(tf.constant([0.5])).numpy() == pytest.approx(0.125)
     assert huber_loss(tf.constant([-3.0])).numpy() == pytest.approx(2.5)
+
+
+def test_quantile_midpoints_are_the_centres_of_n_equal_bins():
+    np.testing.assert_array_equal(quantile_midpoints(4), [0.125, 0.375, 0.625, 0.875])
+    np.testing.assert_array_equal(quantile_midpoints(1), [0.5])
+    assert quantile_midpoints(200).dtype == np.float32 and quantile_midpoints(200)[-1] == np.float32(399 / 400)
+
+
+def test_quantile_huber_loss_of_a_hand_worked_example():
+    """Quantiles theta = (0, 2) at tau_hat = (0.25, 0.75) against targets (0.5, 4); u_ij = target_j - theta_i.
+    i=0: u = (0.5, 4): Huber (0.125, 3.5), both u >= 0 so weight tau = 0.25: mean (0.03125 + 0.875) / 2 = 0.453125.
+    i=1: u = (-1.5, 2): Huber (1.0, 1.5), weights |0.75 - 1| = 0.25 and 0.75: mean (0.25 + 1.125) / 2 = 0.6875.
+    The sample's loss sums over i: 1.140625; a second sample on its targets costs 0: the batch mean halves it."""
+    theta, targets = tf.constant([[0.0, 2.0]]), tf.constant([[0.5, 4.0]])
+    assert quantile_huber_loss(targets, theta).numpy() == pytest.approx(1.140625)
+    batch = quantile_huber_loss(tf.constant([[0.5, 4.0], [1.0, 1.0]]), tf.constant([[0.0, 2.0], [1.0, 1.0]]))
+    assert batch.numpy() == pytest.approx(1.140625 / 2)
+    # One quantile (tau 0.5) 3 above its target: Huber's linear part, 3 - 0.5, at weight |0.5 - 1|.
+    assert quantile_huber_loss(tf.constant([[-3.0]]), tf.constant([[0.0]])).numpy() == pytest.approx(0.5 * 2.5)
+
+
+def test_quantile_targets_take_the_online_means_argmax_valued_by_the_target_quantiles():
+    # One state, 3 actions of 2 quantiles. Online means (1, 5, 1): action 1; target means (10, 3, 7): action 0.
+    online = tf.constant([[[0.0, 2.0], [4.0, 6.0], [1.0, 1.0]]])
+    target = tf.constant([[[8.0, 12.0], [1.0, 5.0], [6.0, 8.0]]])
+    np.testing.assert_array_equal(quantile_q_values(online).numpy(), [[1.0, 5.0, 1.0]])
+    np.testing.assert_array_equal(bootstrap_quantiles(online, target, double_dqn=True).numpy(), [[1.0, 5.0]])
+    np.testing.assert_array_equal(bootstrap_quantiles(online, target, double_dqn=False).numpy(), [[8.0, 12.0]])
+    # n-step: r + gamma^k Z_j(s') per quantile; a terminal (discount 0) leaves the return in every quantile.
+    next_quantiles = tf.constant([[1.0, 5.0], [7.0, 9.0]])
+    targets = quantile_td_targets(tf.constant([1.0, 2.0]), tf.constant([0.25, 0.0]), next_quantiles)
+    np.testing.assert_array_equal(targets.numpy(), [[1.25, 2.25], [2.0, 2.0]])
+
+
+def test_quantile_choice_is_by_the_mean_not_the_median_or_the_best_quantile():
+    # Action 0: (0, 0, 9), mean 3, median 0; action 1: (2, 2, 2), mean 2; action 2: (-9, 1, 10), mean 2/3.
+    quantiles = tf.constant([[[0.0, 0.0, 9.0], [2.0, 2.0, 2.0], [-9.0, 1.0, 10.0]]])
+    np.testing.assert_array_equal(bootstrap_quantiles(quantiles, quantiles, double_dqn=True).numpy(), [[0.0, 0.0, 9.0]])
 
 
 def test_epsilon_greedy_extremes():
