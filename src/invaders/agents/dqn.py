@@ -11,17 +11,26 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from invaders.agents.losses import bootstrap_values, huber_loss, td_targets
+from invaders.agents.losses import (
+    bootstrap_quantiles,
+    bootstrap_values,
+    huber_loss,
+    quantile_huber_loss,
+    quantile_td_targets,
+    td_targets,
+)
 from invaders.agents.policy import GreedyPolicy
 from invaders.checkpoints import unprefixed
 from invaders.config import TrainConfig
 from invaders.hardware import update_path
+from invaders.models.networks import quantile_view
 from invaders.replay.frame_replay import Batch
 
 
 class UpdateStats(NamedTuple):
-    """What one gradient step reports: the loss and mean Q before the step, the TD target of each sample, and
-    the greedy actions it was asked for (``update(act_on=...)``) under the updated network."""
+    """What one gradient step reports: the loss and mean Q before the step, the TD target of each sample (with
+    a quantile head, its N target quantiles: shape (batch, N)), and the greedy actions it was asked for
+    (``update(act_on=...)``) under the updated network."""
 
     loss: float
     q_mean: float
@@ -31,6 +40,11 @@ class UpdateStats(NamedTuple):
 
 class DQNLearner:
     """Double DQN with Huber loss, Adam, global-norm gradient clipping and hard target syncs.
+
+    With ``quantiles`` N > 0 the networks have a quantile head (``NetworkSpec.quantiles``) and the learner is
+    QR-DQN: N-quantile targets from the same n-step returns and (Double) DQN action choice, made on the
+    quantiles' mean, and the quantile Huber loss (kappa 1). The networks' output, their Q-values, is the
+    quantiles' mean, so acting is the same either way.
 
     The networks compute in their layers' precision (``build_q_network(precision=...)``); ``precision``
     names it, to compile the update and the acting the way that precision runs fastest (``xla`` overrides
@@ -44,12 +58,18 @@ class DQNLearner:
         config: TrainConfig,
         precision: str = "float32",
         xla: bool | None = None,
+        quantiles: int = 0,
     ):
         import keras
 
         self.online = online
         self.target = target
         self.config = config
+        self.quantiles = quantiles
+        if quantiles:  # the same layers (weights), read at the quantiles
+            self.online_quantiles, self.target_quantiles = quantile_view(online), quantile_view(target)
+            if self.online_quantiles.output.shape[-1] != quantiles:
+                raise ValueError(f"quantiles={quantiles}: the network has {self.online_quantiles.output.shape[-1]}")
         self.optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate, epsilon=config.adam_epsilon)
         self.optimizer.build(online.trainable_variables)
         xla = update_path(precision) == "xla" if xla is None else xla
@@ -109,6 +129,8 @@ class DQNLearner:
         return loss, q_mean, targets, self.greedy_actions.actions_graph(act_on)
 
     def _update_step(self, observations, actions, returns, discounts, next_observations):
+        if self.quantiles:
+            return self._quantile_update_step(observations, actions, returns, discounts, next_observations)
         next_observations = tf.cast(next_observations, tf.float32)
         next_q_target = self.target(next_observations, training=False)
         next_q_online = self.online(next_observations, training=False) if self.config.double_dqn else next_q_target
@@ -121,3 +143,19 @@ class DQNLearner:
         gradients, _ = tf.clip_by_global_norm(gradients, self.config.max_grad_norm)
         self.optimizer.apply_gradients(zip(gradients, self.online.trainable_variables))
         return loss, tf.reduce_mean(q_taken), targets
+
+    def _quantile_update_step(self, observations, actions, returns, discounts, next_observations):
+        """QR-DQN's step: N target quantiles per sample, the quantile Huber loss on the taken action's quantiles."""
+        next_observations = tf.cast(next_observations, tf.float32)
+        next_target = self.target_quantiles(next_observations, training=False)
+        double_dqn = self.config.double_dqn
+        next_online = self.online_quantiles(next_observations, training=False) if double_dqn else next_target
+        targets = quantile_td_targets(returns, discounts, bootstrap_quantiles(next_online, next_target, double_dqn))
+        with tf.GradientTape() as tape:
+            quantiles = self.online_quantiles(tf.cast(observations, tf.float32), training=True)
+            taken = tf.gather(quantiles, actions, axis=1, batch_dims=1)  # (batch, N)
+            loss = quantile_huber_loss(targets, taken)
+        gradients = tape.gradient(loss, self.online.trainable_variables)
+        gradients, _ = tf.clip_by_global_norm(gradients, self.config.max_grad_norm)
+        self.optimizer.apply_gradients(zip(gradients, self.online.trainable_variables))
+        return loss, tf.reduce_mean(taken), targets

@@ -75,7 +75,9 @@ def build_trainer(params: Params, initial: Path, on_metrics: MetricsCallback) ->
     # Only the slots this run will write take memory; a 10k-step run in a 100k memory needs a tenth.
     written = min(1.0, (config.steps / config.num_envs + 1) / replay.capacity_per_env)
     check_memory(config.replay_capacity, int(replay.nbytes * written), available_memory())
-    learner = DQNLearner(online, build_q_network(spec, precision=precision), config, precision)
+    learner = DQNLearner(
+        online, build_q_network(spec, precision=precision), config, precision, quantiles=spec.quantiles
+    )
     env = make_vector_env(params.env, config.num_envs)
     evaluate = functools.partial(validation_scores, params, GreedyPolicy(online))  # compiled once, reused
     return DQNTrainer(env, learner, replay, config, on_metrics, evaluate), spec
