@@ -66,6 +66,8 @@ BAD_INPUTS = [
     ("env.id", "ALE/SpaceInvader-v5", "env.id = 'ALE/SpaceInvader-v5': ale-py has no ROM 'space_invader'"),
     ("env.id", "space invaders", "env.id = 'space invaders': not an Atari id"),
     ("model.network", "resnet", "model.network = 'resnet': must be one of 'nature', 'notebook'"),
+    ("model.quantiles", -1, "model.quantiles = -1: must be >= 0 and <= 1000"),
+    ("model.quantiles", 2.5, "model.quantiles = 2.5: must be a whole number"),
     ("model.network", "notebook", "model.network = 'notebook': env.preprocessing = 'deepmind' feeds the 'nature'"),
     ("env.preprocessing", "raw", "env.preprocessing = 'raw': the native backend needs 'deepmind'"),
     ("tracking.experiment", " ", "tracking.experiment = '': must be a non-empty"),
@@ -142,3 +144,16 @@ def test_a_run_records_only_the_params_its_backend_reads():
     assert "n_step" in native and "memory_window" not in native
     assert "memory_window" in kerasrl and "n_step" not in kerasrl and "num_envs" not in kerasrl
     assert native["learning_rate"] == kerasrl["learning_rate"]
+
+
+def test_quantiles_are_off_by_default_and_native_only():
+    assert build_params(RAW).model.quantiles == 0 and RAW["model"]["quantiles"] == 0
+    assert build_params(with_value("model.quantiles", 200)).model.quantiles == 200
+    raw = with_value("train.backend", "keras-rl2")
+    raw["model"]["quantiles"] = 200
+    with pytest.raises(ConfigError) as error:
+        build_params(raw)
+    assert str(error.value) == (
+        "model.quantiles = 200: QR-DQN is the native backend's; train.backend = 'keras-rl2' learns expected "
+        "values only (model.quantiles = 0)"
+    )

@@ -56,3 +56,33 @@ def test_train_and_evaluate_runs_each_stage_in_its_own_run(tmp_path, monkeypatch
 def test_bad_overrides_are_one_line_before_any_work(overrides, message):
     with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
         params_with(overrides, REPO / "params.yaml")
+
+
+def test_a_qr_dqn_agent_builds_trains_evaluates_and_says_so_in_its_card(tmp_path, monkeypatch):
+    """model.quantiles reaches the network build-model saves, the learner train runs, the card and the
+    evaluation, which plays the trained agent by its quantiles' mean."""
+    import json
+
+    from invaders.agents.card import AgentCard
+    from invaders.models.networks import load_spec
+
+    monkeypatch.setenv("DVC_EXP_NAME", "qr-from-python")
+    runs: dict[str, RecordingRun] = {}
+
+    @contextmanager
+    def open_run(stage, params, resume_run_id, hold_metrics):
+        runs[stage] = RecordingRun(stage, resume_run_id)
+        yield HeldMetrics(runs[stage]) if hold_metrics else runs[stage]
+        runs[stage].flush()
+
+    workspace = Workspace(tmp_path)
+    overrides = {**OVERRIDES, "train.steps": 400, "model.quantiles": 8}
+    summary = train_and_evaluate(overrides, workspace, REPO / "params.yaml", open_run)
+    assert load_spec(workspace.initial).quantiles == 8 and load_spec(workspace.trained).quantiles == 8
+    assert json.loads((workspace.trained / "spec.json").read_text())["head"] == "dueling-streams"
+    card = AgentCard.read(workspace.trained)
+    assert card.quantiles == 8 and card.label.startswith("native nature-dueling-qr8 ")
+    assert runs["build-model"].params["model.quantiles"] == "8"
+    losses = [value for _, value in runs["train"].history(Metric.TRAIN_LOSS)]
+    assert losses and all(value == value for value in losses), "quantile losses reach the run"
+    assert summary[Metric.EPISODES] == 2

@@ -1,5 +1,6 @@
 """Shipping a finished run: every file evaluate-shipped needs, the commit that trained it, never a partial copy;\nseed groups of shipped agents, checked."""
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -179,6 +180,11 @@ def test_agent_cards_of_shipped_agents_read_and_round_trip(tmp_path):
     assert json.loads((tmp_path / "agent.json").read_text()) == json.loads((SHIPPED / "agent.json").read_text())
     # An agent trained in bfloat16 says so in its label: the report's rows tell it from a float32 one.
     assert AgentCard.read(SHIPPED.parent / "dqn-100k-bf16").label == "native nature-dueling 100,002 steps bf16"
+    # A QR-DQN agent's card records its quantiles (and its label names them); an expected-value one's has none.
+    assert "quantiles" not in json.loads((SHIPPED / "agent.json").read_text()) and card.quantiles is None
+    qr = dataclasses.replace(card, quantiles=200)
+    qr.write(tmp_path)
+    assert AgentCard.read(tmp_path) == qr and qr.label == "native nature-dueling-qr200 100,000 steps"
 
 
 def test_a_bad_agent_card_is_one_line_naming_the_file(tmp_path):

@@ -144,6 +144,15 @@ class ModelConfig:
         "dueling head, Q = V + A - mean(A): nature has a value and an advantage stream, each with its own "
         "512-unit hidden layer (Wang et al. 2016); notebook has keras-rl2's 'avg' head on the shared layer",
     )
+    quantiles: int = _field(
+        0,
+        "quantiles of the return learned per action: 0 = expected-value DQN, one Q-value per action (the "
+        "default); N > 0 = QR-DQN (Dabney et al. 2017; Dopamine uses 200), trained with the quantile Huber loss "
+        "(kappa 1), acting on the quantiles' mean; with any head, train.n_step and train.double_dqn; native "
+        "backend only. Opt-in, pending its measurement (sweeps/lever-qr.yaml)",
+        ge=0,
+        le=1_000,
+    )
 
 
 @dataclass(frozen=True)
@@ -304,6 +313,11 @@ class Params:
             raise ConfigError(
                 f"evaluation.validation_seed = {evaluation.validation_seed}: its {validation_games} games overlap the "
                 f"test games (seeds {test_range.start}-{test_range.stop - 1}); choosing and reporting need disjoint games"
+            )
+        if self.model.quantiles and self.train.backend != "native":
+            raise ConfigError(
+                f"model.quantiles = {self.model.quantiles}: QR-DQN is the native backend's; "
+                f"train.backend = {self.train.backend!r} learns expected values only (model.quantiles = 0)"
             )
         deepmind = self.env.preprocessing == "deepmind"
         if self.train.backend == "native" and not deepmind:

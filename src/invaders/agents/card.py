@@ -33,6 +33,7 @@ class AgentCard:
     wall_time_s: float  # training time (seconds, summed over resumed attempts)
     train_run_id: str  # the MLflow run of its training
     precision: str | None = None  # arithmetic of its layers while it trained ("bfloat16"); unset: float32
+    quantiles: int | None = None  # model.quantiles: quantiles per action of its QR-DQN head; unset: expected values
     git_commit: str | None = None  # commit that trained it, clean (shipped agents)
     trained_with: str | None = None  # how its training was started (shipped agents, optional)
     experiment: str | None = None  # the DVC experiment that trained it, or "sweep NAME trial ID" (shipped agents)
@@ -62,8 +63,9 @@ class AgentCard:
 
     @property
     def label(self) -> str:
-        """How reports name the agent: ``native nature-dueling 100,000 steps`` (``... steps bf16`` if trained so)."""
-        head = "-dueling" if self.dueling else ""
+        """How reports name the agent: ``native nature-dueling 100,000 steps`` (``... steps bf16`` if trained so,
+        ``nature-dueling-qr200`` with a QR-DQN head of 200 quantiles)."""
+        head = ("-dueling" if self.dueling else "") + (f"-qr{self.quantiles}" if self.quantiles else "")
         arithmetic = " bf16" if self.precision == "bfloat16" else ""
         return f"{self.backend} {self.network}{head} {self.train_steps:,} steps{arithmetic}"
 

@@ -19,8 +19,13 @@ def build_model(params: Params, run: Run, workspace: Workspace) -> dict[str, flo
     from invaders.envs.atari import num_actions, observation_shape
     from invaders.models.networks import NetworkSpec, build_q_network, forward_flops, parameter_count, save_weights
 
+    model_config = params.model
     spec = NetworkSpec(
-        params.model.network, params.model.dueling, observation_shape(params.env), num_actions(params.env)
+        model_config.network,
+        model_config.dueling,
+        observation_shape(params.env),
+        num_actions(params.env),
+        quantiles=model_config.quantiles,
     )
     run.log_params(
         {
