@@ -1,7 +1,8 @@
-"""Training on a game whose state can be saved, for the resume test: ``python exact_resume.py DIR``
+"""Training on a game whose state can be saved, for the resume test: ``python exact_resume.py DIR [QUANTILES]``
 restores the newest checkpoint in DIR into a freshly built trainer (other initial weights), trains
-to the end and saves the final state as a checkpoint in DIR/final."""
+to the end and saves the final state as a checkpoint in DIR/final. QUANTILES > 0: the QR-DQN head."""
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -21,11 +22,12 @@ CONFIG = TrainConfig(
 )  # fmt: skip
 
 
-def build_trainer(seed: int) -> DQNTrainer:
+def build_trainer(seed: int, quantiles: int = 0) -> DQNTrainer:
     import keras
 
     keras.utils.set_random_seed(seed)
-    learner = DQNLearner(build_q_network(SPEC), build_q_network(SPEC), CONFIG)
+    spec = dataclasses.replace(SPEC, quantiles=quantiles)
+    learner = DQNLearner(build_q_network(spec), build_q_network(spec), CONFIG, quantiles=quantiles)
     replay = FrameReplay(CONFIG.replay_capacity, CONFIG.num_envs, (44, 44), 4, CONFIG.n_step, CONFIG.gamma)
     return DQNTrainer(DelayedRewardVectorEnv(CONFIG.num_envs), learner, replay, CONFIG, lambda metrics, step: None)
 
@@ -36,7 +38,7 @@ def save_final(trainer: DQNTrainer, directory: Path) -> None:
 
 if __name__ == "__main__":
     directory = Path(sys.argv[1])
-    trainer = build_trainer(seed=99)
+    trainer = build_trainer(seed=99, quantiles=int(sys.argv[2]) if len(sys.argv) > 2 else 0)
     trainer.load_state_dict(CheckpointStore(directory).latest())
     trainer.run(show_progress=False)
     save_final(trainer, directory / "final")

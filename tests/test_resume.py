@@ -114,12 +114,14 @@ def test_sigterm_during_training_checkpoints_then_stops():
     assert signal.getsignal(signal.SIGTERM) is not current._request_stop, "the previous handler is back"
 
 
-def test_resumed_training_in_a_new_process_matches_training_straight_through(tmp_path):
+@pytest.mark.parametrize("quantiles", [0, 8], ids=["expected-values", "qr-dqn-8-quantiles"])
+def test_resumed_training_in_a_new_process_matches_training_straight_through(tmp_path, quantiles):
     """Training is deterministic for a seed, so k steps + checkpoint + restore elsewhere + N-k steps must
-    equal N steps: losses, online and target weights, every optimizer variable, replay, games, counters."""
+    equal N steps: losses, online and target weights, every optimizer variable, replay, games, counters;
+    with the dueling head in either form, expected values or QR-DQN's quantiles."""
     import exact_resume
 
-    straight = exact_resume.build_trainer(seed=0)
+    straight = exact_resume.build_trainer(seed=0, quantiles=quantiles)
     straight.run(show_progress=False)
     expected = straight.state_dict()
 
@@ -130,13 +132,13 @@ def test_resumed_training_in_a_new_process_matches_training_straight_through(tmp
         CheckpointStore(tmp_path).save(trainer.steps, trainer.state_dict())
         raise Interrupted
 
-    interrupted = exact_resume.build_trainer(seed=0)
+    interrupted = exact_resume.build_trainer(seed=0, quantiles=quantiles)
     with pytest.raises(Interrupted):
         interrupted.run(checkpoint_then_crash, checkpoint_interval=250, show_progress=False)
     assert 250 <= interrupted.result.steps < exact_resume.CONFIG.steps
     assert any(0 < t < 6 for t in interrupted.env.t), "games were in progress at the checkpoint"
     worker = subprocess.run(
-        [sys.executable, "exact_resume.py", str(tmp_path)],
+        [sys.executable, "exact_resume.py", str(tmp_path), str(quantiles)],
         cwd=Path(__file__).parent,
         capture_output=True,
         text=True,
