@@ -59,6 +59,19 @@ def test_a_sweep_file_reads_into_trials(tmp_path, raw_params):
     assert spec.early_stopping.grace_steps == 200 and spec.early_stopping.reduction_factor == 3
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "sweeps").glob("*.yaml")), ids=lambda path: path.name)
+def test_the_projects_sweep_files_read_against_params_yaml(path, raw_params):
+    load_sweep(path, raw_params)  # every configuration they can produce builds valid params
+
+
+def test_the_qr_lever_sweep_compares_the_default_head_with_qr_dqn_on_three_seeds_on_validation(raw_params):
+    spec = load_sweep(REPO / "sweeps" / "lever-qr.yaml", raw_params)
+    assert [(d.key, d.domain, d.values) for d in spec.search] == [("model.quantiles", "grid", (0, 200))]
+    assert raw_params["model"]["quantiles"] == 0, "the grid's first point is the default"
+    assert spec.seeds == (0, 1, 2) and spec.trials == 6 and spec.steps == 100_000
+    assert spec.params == {"evaluation.split": "validation"}
+
+
 @pytest.mark.parametrize(
     ("document", "message"),
     [
