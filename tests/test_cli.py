@@ -1,6 +1,7 @@
 """The ``invaders`` command: its overview lists every job without importing TensorFlow, and each job tells a
 bad argument in one line with exit code 2, before any work."""
 
+import re
 import subprocess
 import sys
 
@@ -118,6 +119,18 @@ def test_bench_is_the_speed_benchmark_without_a_name(monkeypatch, capsys):
         main(["bench", "--capacity", "many"])
     assert exit.value.code == 2
     assert capsys.readouterr().err.startswith("invaders bench speed: error: argument --capacity")
+
+
+def test_the_makefile_runs_its_jobs_through_the_one_command():
+    """A Make target that runs a job calls `invaders JOB`, not a module, a script of benchmarks/ or an older
+    console command."""
+    makefile = (REPO / "Makefile").read_text()
+    server = re.search(r"^SERVER = (.+)$", makefile, re.MULTILINE).group(1)
+    recipes = [line.strip().replace("$(SERVER)", server) for line in makefile.splitlines() if line.startswith("\t")]
+    older = ("python -m invaders", "python benchmarks/", "invaders-", "mlflow server", "mlflow models serve")
+    assert not [line for line in recipes if any(command in line for command in older)]
+    jobs = {line.split()[1] for line in recipes if line.startswith("invaders ")}
+    assert {"ui", "server", "serve", "sweep", "bench", "ship"} <= jobs <= set(JOBS)
 
 
 def test_bench_outside_a_checkout_says_so_in_one_line(tmp_path, monkeypatch, capsys):
