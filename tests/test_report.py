@@ -354,7 +354,7 @@ def test_the_report_is_a_function_of_its_deps_not_of_the_tracking_store(evaluati
 
 
 def test_compare_reads_every_evaluation_in_the_store(tmp_path, monkeypatch):
-    """`python -m invaders.reporting.compare`: the runs in MLflow, not the files, into a folder of its own."""
+    """`invaders compare`: the runs in MLflow, not the files, into a folder of its own."""
     from invaders.evaluation.publish import protocol_label
     from invaders.reporting.compare import main
 
