@@ -1,4 +1,6 @@
 # Two commands on a fresh machine: `make run` (pipeline on the default params) and `make test`.
+# A target that runs a job calls the one command, `invaders JOB` (`invaders --help` lists the jobs), its Make
+# variables as the job's options; tools/ holds the developers' scripts (push, readme-results, mutants).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
@@ -54,13 +56,10 @@ $(VENV)/.mutants-installed: $(STAMP) tools/mutants-requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r tools/mutants-requirements.txt
 	touch $@
 
-# MLflow has no landing-page option: the first line printed is the experiment's page (its runs table).
+# The local store's MLflow UI on 127.0.0.1:$(UI_PORT); the first line printed is the experiment's page (its runs table).
+UI_PORT ?= 5000
 ui: setup
-	@python -c "from invaders.config import load_params; from invaders.tracking.mlflow_tracking import \
-	open_experiment, tracking_uri; experiment = open_experiment(tracking_uri(), load_params().tracking.experiment); \
-	print(f'open http://127.0.0.1:5000/#/experiments/{experiment}')"
-	mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
-		--default-artifact-root $(CURDIR)/mlruns --host 127.0.0.1 --port 5000
+	invaders ui --port $(UI_PORT)
 
 # The team's tracking server (README "Team mode"): PostgreSQL + `mlflow server --app-name invaders-auth`,
 # everything in .server/ (git-ignored). PostgreSQL is Debian's package, installed once by server-setup
@@ -68,7 +67,7 @@ ui: setup
 SERVER_HOST ?= 127.0.0.1
 SERVER_PORT ?= 5050
 SERVER_URL ?=
-SERVER = python -m invaders.tracking.server
+SERVER = invaders server
 PG_STAMP := $(VENV)/.postgresql-installed
 
 server-setup: $(PG_STAMP)
@@ -175,12 +174,12 @@ server-unit: setup
 # make server-import DB=path/to/mlflow.db: copy a local store's runs and registered models into the server.
 DB ?= mlflow.db
 server-import: setup
-	python -m invaders.tracking.migrate "$(DB)"
+	$(SERVER) import "$(DB)"
 
 # Start, logging latency against sqlite, memory: a server of its own in a temporary folder (README "Team mode").
 # ARGS="--apps invaders-auth,basic-auth": the project's auth app against MLflow's, side by side in one run.
 server-bench: setup server-setup
-	python benchmarks/server_bench.py $(ARGS)
+	invaders bench server $(ARGS)
 
 # The champion agent over HTTP on 127.0.0.1:$(SERVE_PORT) (README "Agents as MLflow models");
 # MODEL=models:/space-invaders-dqn/3 serves another version, MLFLOW_TRACKING_URI another store.
@@ -188,17 +187,16 @@ MODEL ?= models:/space-invaders-dqn@champion
 SERVE_PORT ?= 5001
 .PHONY: serve
 serve: setup
-	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
-		mlflow models serve -m "$(MODEL)" --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
+	invaders serve --agent "$(MODEL)" --port $(SERVE_PORT)
 
 # A sweep file on Ray Tune (README "Sweeps and seeds"): a local Ray instance on loopback with a token in
 # .ray/ (git-ignored), or the cluster at RAY_ADDRESS. The same command resumes an interrupted sweep.
 SWEEP ?= sweeps/learning-rate.yaml
 sweep: setup
-	invaders-sweep "$(SWEEP)"
+	invaders sweep "$(SWEEP)"
 
 bench: setup
-	python benchmarks/bench.py --capacity 1000000
+	invaders bench speed --capacity 1000000
 
 # This project's training speed against Stable-Baselines3's DQN on the same settings and CPU (README "Speed
 # and memory"): ~5 min; ARGS="--steps 20000" for longer, ARGS="--max-isa avx2" as on an AVX2-only CPU. SB3 and
@@ -209,7 +207,7 @@ PEERS_STAMP := $(PEERS_VENV)/.installed
 PEERS_PIP_ARGS ?=
 .PHONY: bench-peers
 bench-peers: setup $(PEERS_STAMP)
-	python benchmarks/peers.py --peers-python $(CURDIR)/$(PEERS_VENV)/bin/python $(ARGS)
+	invaders bench peers --peers-python $(CURDIR)/$(PEERS_VENV)/bin/python $(ARGS)
 
 $(PEERS_STAMP): benchmarks/peers-requirements.txt
 	@echo "creating $(PEERS_VENV) (Stable-Baselines3 + torch; log: .venv-peers.log)"
@@ -224,7 +222,7 @@ notebook: setup
 
 # After a finished run in this workspace: copy it into shipped/$(NAME) for the evaluate-shipped stage.
 ship: setup
-	invaders-ship "$(NAME)" --command "$(COMMAND)"
+	invaders ship "$(NAME)" --command "$(COMMAND)"
 
 # Copy report/report.md's results table into README.md between its marker comments (tests/test_docs.py compares them).
 .PHONY: readme-results

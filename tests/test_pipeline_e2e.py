@@ -51,11 +51,14 @@ def test_repro_then_nothing_reruns_then_an_experiment(repo, monkeypatch):
         "models/trained/weights.npz",
         "results/train/curve.csv",
         "results/evaluate/episode.gif",
+        "results/evaluate/best_game.mp4",
         "results/shipped/dqn-100k/metrics.json",
         "results/shipped/dqn-1m/metrics.json",
         "report/report.md",
         "report/report.html",
         "report/learning_curves.png",
+        "report/best_game.mp4",  # evaluate's videos, beside the page that plays them
+        "report/median_game.mp4",
     ]:
         assert (repo / path).is_file(), path
     metrics = json.loads((repo / "results/evaluate/metrics.json").read_text())

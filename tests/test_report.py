@@ -1,10 +1,13 @@
 """The report: seeds as one row (IQM, stratified bootstrap CI, a band of curves), the rest one row per agent;
 from plain frames, and as the report stage reads them from the evaluation stages' files (its DVC deps)."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
+import yaml
 from conftest import REPO
 from matplotlib.axes import Axes
 from shipped_seeds import SEEDS, shipped_with
@@ -13,8 +16,10 @@ from invaders.config import build_params
 from invaders.evaluation.statistics import bootstrap_ci
 from invaders.names import Metric, Tag
 from invaders.pipeline import Workspace
+from invaders.reporting.gather import BEST_GAME, EVALUATE, MEDIAN_GAME
 from invaders.reporting.report import (
     AgentScores,
+    WatchedGames,
     learning_curves_figure,
     plot_learning_curves,
     published_curves_path,
@@ -216,6 +221,37 @@ def test_report_files_name_the_group_and_how_its_score_is_made(agents, tmp_path)
     assert {"learning_curves.png", "score_distributions.png"} <= {path.name for path in tmp_path.iterdir()}
 
 
+def linked_files(page: str) -> set[str]:
+    """What an HTML page loads or links that is not inlined."""
+    return {link for link in re.findall(r'(?:src|href|poster)="([^"]+)"', page) if not link.startswith("data:")}
+
+
+def test_the_best_agents_videos_play_under_its_gif_which_is_their_poster(agents, tmp_path):
+    best = agents[2]
+    for name, content in [("best_agent.gif", b"GIF89a"), (BEST_GAME, b"best"), (MEDIAN_GAME, b"median")]:
+        (tmp_path / name).write_bytes(content)
+    games = WatchedGames(best, tmp_path / BEST_GAME, tmp_path / MEDIAN_GAME)
+    rows = seed_rows(agents, GROUPS)
+    text = write_report(
+        rows, tmp_path, 0.95, 100, best, tmp_path / "best_agent.gif", game="G", source="S.", games=games
+    )
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("<video controls") == 2 and "Best and median game" not in page
+    assert f'poster="best_agent.gif" style="width:320px;image-rendering:pixelated"><source src="{BEST_GAME}"' in page
+    assert '<img alt="best game" src="best_agent.gif"></video>' in page  # without <video>: the GIF
+    assert linked_files(page) == {"best_agent.gif", BEST_GAME, MEDIAN_GAME}
+    assert "![best agent](best_agent.gif)" in text and f"[best game]({BEST_GAME}), [median game]({MEDIAN_GAME})" in text
+
+
+def test_the_videos_the_report_shows_are_evaluates_outputs_and_the_reports_deps():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    outs = [next(iter(out)) if isinstance(out, dict) else out for out in stages["evaluate"]["outs"]]
+    for name in (BEST_GAME, MEDIAN_GAME):
+        video = f"{EVALUATE}/{name}"
+        assert video in outs, video
+        assert any(video == dep or video.startswith(f"{dep}/") for dep in stages["report"]["deps"]), video
+
+
 def evaluated(root, folder, label, scores, sha="", steps=100_000, curve_rows=None):
     """An evaluation stage's files in ``root / folder``, written as the stage writes them (``publish_scores``),
     and the agent's training curve beside its weights."""
@@ -274,6 +310,31 @@ def test_the_report_stage_reads_the_evaluations_its_deps_hold_and_makes_one_row_
     assert "results/evaluate, results/shipped/*" in text and "MLflow" not in text
 
 
+def test_the_report_shows_the_evaluate_stages_videos_from_its_own_folder(evaluations):
+    """results/evaluate's best and median game (deps of the report) are copied into report/, where report.html
+    plays them (it works opened from there); a shipped agent's videos, declared by no stage, are not read."""
+    (evaluations / EVALUATE / BEST_GAME).write_bytes(b"best")
+    (evaluations / EVALUATE / MEDIAN_GAME).write_bytes(b"median")
+    for folder in (evaluations / "results/shipped").iterdir():  # the best agent's among them
+        for name in (BEST_GAME, MEDIAN_GAME):
+            (folder / name).write_bytes(b"a shipped agent's, undeclared")
+    text = report(build_params({}), RecordingRun(), Workspace(evaluations))
+    files = written(evaluations)
+    assert files[BEST_GAME] == b"best" and files[MEDIAN_GAME] == b"median"
+    page = (evaluations / "report/report.html").read_text()
+    assert page.count("<video controls") == 2
+    assert "<h2>Best and median game: native nature-dueling 10,000 steps</h2>" in page  # not the best agent's
+    assert linked_files(page) == {BEST_GAME, MEDIAN_GAME}
+    assert all((evaluations / "report" / name).is_file() for name in linked_files(page))
+    assert f"Videos of native nature-dueling 10,000 steps: [best game]({BEST_GAME})" in text
+
+
+def test_a_report_without_videos_has_no_player(evaluations):
+    report(build_params({}), RecordingRun(), Workspace(evaluations))
+    assert "<video" not in (evaluations / "report/report.html").read_text()
+    assert not {BEST_GAME, MEDIAN_GAME} & set(written(evaluations))
+
+
 def test_the_report_is_a_function_of_its_deps_not_of_the_tracking_store(evaluations):
     """Another evaluation logged to MLflow leaves the report byte for byte as it was; a changed dep changes it."""
     report(build_params({}), RecordingRun(), Workspace(evaluations))
@@ -293,7 +354,7 @@ def test_the_report_is_a_function_of_its_deps_not_of_the_tracking_store(evaluati
 
 
 def test_compare_reads_every_evaluation_in_the_store(tmp_path, monkeypatch):
-    """`python -m invaders.reporting.compare`: the runs in MLflow, not the files, into a folder of its own."""
+    """`invaders compare`: the runs in MLflow, not the files, into a folder of its own."""
     from invaders.evaluation.publish import protocol_label
     from invaders.reporting.compare import main
 

@@ -13,6 +13,7 @@ from invaders.envs.atari import make_vector_env
 from invaders.evaluation.protocol import Episode, play_episodes
 from invaders.evaluation.recording import ActionRecorder, best_and_median, replay_screen
 from invaders.reporting.animation import CAPTION_HEIGHT, agent_steps_per_second, write_watched_games
+from invaders.reporting.gather import BEST_GAME, GIF, MEDIAN_GAME
 
 CONFIG = EnvConfig()
 EPISODES = 3
@@ -58,6 +59,7 @@ def test_evaluation_videos_are_the_colour_screen_at_real_speed(played, tmp_path)
     recorder, episodes = played
     written = write_watched_games(CONFIG, recorder, episodes, 12, tmp_path)
     assert sorted(path.name for path in written) == ["best_game.mp4", "episode.gif", "median_game.mp4"]
+    assert {path.name for path in written} == {BEST_GAME, GIF, MEDIAN_GAME}  # what the report reads
     video = cv2.VideoCapture(str(tmp_path / "best_game.mp4"))
     assert video.get(cv2.CAP_PROP_FPS) == 15.0 == agent_steps_per_second(CONFIG)
     assert video.get(cv2.CAP_PROP_FRAME_COUNT) == 12

@@ -1,10 +1,10 @@
 """Who holds the ``champion`` alias of the registered agents: decided on a fresh, paired test, or by hand.
 
-    python -m invaders.reporting.champion challenge [VERSION] [--dry-run]   # the newest version by default
-    python -m invaders.reporting.champion move VERSION --reason "why"   # by hand (a pinned alias too)
-    python -m invaders.reporting.champion pin VERSION --reason "why"    # and no challenge moves it until unpin
-    python -m invaders.reporting.champion unpin --reason "why"
-    python -m invaders.reporting.champion status
+    invaders champion challenge [VERSION] [--dry-run]   # the newest version by default
+    invaders champion move VERSION --reason "why"       # by hand (a pinned alias too)
+    invaders champion pin VERSION --reason "why"        # and no challenge moves it until unpin
+    invaders champion unpin --reason "why"
+    invaders champion status
 
 A challenge plays the challenger and the holder now, both on the same ``evaluation.episodes`` validation
 games (game k starts from emulator seed ``evaluation.validation_seed + k``), under params.yaml's game and

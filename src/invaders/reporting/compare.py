@@ -1,4 +1,4 @@
-"""Compare every evaluation in an MLflow store, not only the pipeline's: ``python -m invaders.reporting.compare``.
+"""Compare every evaluation in an MLflow store, not only the pipeline's: ``invaders compare``.
 
 The report stage reads its DVC deps (``gather``); this command reads every finished baseline and evaluate
 run of the experiment (all of them, page by page), the latest evaluation of each agent under each protocol,

@@ -3,12 +3,15 @@
 Each evaluation folder (``results/baseline``, ``results/evaluate``, ``results/shipped/<name>``) holds
 ``evaluated.json`` (the agent and the protocol it played), ``episodes.csv`` (one row per game) and, for
 a trained agent, ``episode.gif``; its training curve is the train stage's ``curve.csv`` or the one shipped
-beside the agent. Nothing here reads the tracking store, so the same files give the same report anywhere.
+beside the agent. The videos of the best and the median game are the evaluate stage's outputs in
+``results/evaluate``; a shipped agent's are declared by no stage (``.dvcignore``), so the report never reads
+them. Nothing here reads the tracking store, so the same files give the same report anywhere.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,14 +20,16 @@ import pandas as pd
 from invaders.errors import InputError
 from invaders.evaluation.publish import EVALUATED
 from invaders.names import Metric
-from invaders.reporting.report import AgentScores
+from invaders.reporting.report import AgentScores, WatchedGames
 
 BASELINE = Path("results/baseline")
 EVALUATE = Path("results/evaluate")
 TRAIN_CURVE = Path("results/train/curve.csv")
 SHIPPED_RESULTS = Path("results/shipped")  # one folder per shipped agent (evaluate-shipped@NAME)
 SHIPPED_AGENTS = Path("shipped")  # the agents themselves, each with the curve.csv of its training
-GIF = "episode.gif"
+GIF = "episode.gif"  # the names reporting.animation.write_watched_games writes (tests/test_watch.py)
+BEST_GAME = "best_game.mp4"
+MEDIAN_GAME = "median_game.mp4"
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,21 @@ class Evaluation:
         """The first evaluation game as a GIF, if the stage drew one."""
         path = self.folder / GIF
         return path if path.is_file() else None
+
+    @property
+    def videos(self) -> tuple[Path, Path] | None:
+        """The best and the median game as videos, if the stage wrote both."""
+        paths = self.folder / BEST_GAME, self.folder / MEDIAN_GAME
+        return paths if all(path.is_file() for path in paths) else None
+
+
+def copy_watched_games(evaluation: Evaluation, directory: Path) -> WatchedGames | None:
+    """The videos of ``evaluation`` (the evaluate stage's, a dep of the report) copied into ``directory``, the
+    report's folder, so that its page plays them from there; None if it has none."""
+    if evaluation.videos is None:
+        return None
+    best, median = (Path(shutil.copyfile(video, directory / video.name)) for video in evaluation.videos)
+    return WatchedGames(evaluation.agent, best, median)
 
 
 def read_curve(path: Path) -> pd.DataFrame | None:

@@ -47,6 +47,15 @@ class AgentScores:
     weights_sha256: str = ""  # of the evaluated weights.npz (Tag.WEIGHTS_SHA256); "" for the random agent
 
 
+@dataclass(frozen=True)
+class WatchedGames:
+    """One agent's best and its median evaluation game as the evaluate stage's videos, in the report's folder."""
+
+    agent: AgentScores
+    best: Path
+    median: Path
+
+
 @dataclass
 class Row:
     """One row of the report: an agent, or the agents of a seed group (one per training seed)."""
@@ -312,10 +321,12 @@ def write_report(
     game: str,
     source: str,
     published: pd.DataFrame | None = None,
+    games: WatchedGames | None = None,
 ) -> str:
     """Write report.md, report.html and the plots into ``directory``, titled for ``game``, saying under the
     title which evaluations it compares (``source``), the learning curves over Dopamine's ``published`` curves
-    of the game if given; return the Markdown."""
+    of the game if given, the ``best`` agent's ``gif`` and an agent's watched ``games`` (videos in
+    ``directory``, which the page links); return the Markdown."""
     table = results_table(rows, confidence, samples)
     plot_learning_curves(rows, directory / "learning_curves.png", published=published)
     plot_score_distributions(rows, directory / "score_distributions.png")
@@ -335,9 +346,12 @@ def write_report(
     ]
     if gif is not None:
         markdown += ["", f"Best agent playing ({best.label}):", "", f"![best agent]({gif.name})"]
+    if games is not None:
+        videos = f"[best game]({games.best.name}), [median game]({games.median.name})"
+        markdown += ["", f"Videos of {games.agent.label}: {videos} (report.html shows them)."]
     text = "\n".join(markdown) + "\n"
     (directory / "report.md").write_text(text)
-    (directory / "report.html").write_text(_html(table, directory, best, gif, game))
+    (directory / "report.html").write_text(_html(table, directory, best, gif, game, games))
     return text
 
 
@@ -345,8 +359,40 @@ def _embedded(path: Path, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
-def _html(table: pd.DataFrame, directory: Path, best: AgentScores | None, gif: Path | None, game: str) -> str:
-    """A self-contained page: images inlined, no external resources, opens offline."""
+SCREEN_STYLE = "width:320px;image-rendering:pixelated"  # the 160-pixel-wide screen, twice its size
+VIDEO_NOTE = (
+    "The videos are MPEG-4 Part 2 (OpenCV's encoder, invaders.reporting.animation): VLC, QuickTime and Windows "
+    "play them, many browsers do not; each link downloads its file."
+)
+
+
+def _same_agent(one: AgentScores | None, other: AgentScores) -> bool:
+    """The same weights under the same protocol (as ``gather_evaluations`` counts an agent once)."""
+    return one is not None and (one.weights_sha256, one.protocol) == (other.weights_sha256, other.protocol)
+
+
+def _video(path: Path, caption: str, poster: str = "", fallback: str = "") -> str:
+    """An HTML5 video of ``path`` (a file beside the page), ``fallback`` for a browser without <video>."""
+    name = html.escape(path.name)
+    shown = f' poster="{poster}"' if poster else ""
+    link = f'<a href="{name}">{name}</a>'
+    return (
+        f'<figure style="display:inline-block;margin:0 1em 0 0"><video controls preload="metadata"{shown} '
+        f'style="{SCREEN_STYLE}"><source src="{name}" type="video/mp4">{fallback or link}</video>'
+        f"<figcaption>{html.escape(caption)}: {link}</figcaption></figure>"
+    )
+
+
+def _html(
+    table: pd.DataFrame,
+    directory: Path,
+    best: AgentScores | None,
+    gif: Path | None,
+    game: str,
+    games: WatchedGames | None = None,
+) -> str:
+    """A page with its images inlined and no external resources, opens offline; the videos of ``games`` are
+    files beside it (the report's folder), linked by name."""
     images = "".join(
         f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" src="{_embedded(directory / name, "image/png")}">'
         for title, name in [
@@ -356,7 +402,16 @@ def _html(table: pd.DataFrame, directory: Path, best: AgentScores | None, gif: P
     )
     if gif is not None:
         label = html.escape(best.label)
-        images += f'<h2>Best agent playing: {label}</h2><img alt="best agent" style="width:320px;image-rendering:pixelated" src="{_embedded(gif, "image/gif")}">'
+        images += f'<h2>Best agent playing: {label}</h2><img alt="best agent" style="{SCREEN_STYLE}" src="{_embedded(gif, "image/gif")}">'
+    if games is not None:
+        # The best agent's GIF, the first steps of the same game: the best game's poster, and what a browser
+        # without <video> shows instead; another agent's videos have a heading of their own.
+        poster = html.escape(gif.name) if gif is not None and _same_agent(best, games.agent) else ""
+        if not poster:
+            images += f"<h2>Best and median game: {html.escape(games.agent.label)}</h2>"
+        fallback = f'<img alt="best game" src="{poster}">' if poster else ""
+        best_game = _video(games.best, "best game", poster, fallback)
+        images += f"<div>{best_game}{_video(games.median, 'median game')}</div><p>{html.escape(VIDEO_NOTE)}</p>"
     title = html.escape(f"{game} DQN")
     style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}"
     return (

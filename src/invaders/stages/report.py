@@ -20,7 +20,7 @@ def report(params: Params, run: Run, workspace: Workspace) -> str:
     """Compare the agents the evaluation stages wrote (the stage's DVC deps, ``gather``), the agents of each
     seed group of ``shipped/agents.yaml`` in one row, beside the random agent."""
     from invaders.evaluation.publish import default_protocol
-    from invaders.reporting.gather import SHIPPED_RESULTS, gather_evaluations, read_evaluation
+    from invaders.reporting.gather import SHIPPED_RESULTS, copy_watched_games, gather_evaluations, read_evaluation
     from invaders.reporting.report import (
         game_title,
         published_curves_path,
@@ -40,7 +40,8 @@ def report(params: Params, run: Run, workspace: Workspace) -> str:
         for group in seed_groups(workspace.root)
     }
     rows = seed_rows([evaluation.agent for evaluation in evaluations], groups)
-    protocol = next(e.agent.protocol for e in trained if e.folder == workspace.evaluation_results)  # this run's
+    own = next(e for e in trained if e.folder == workspace.evaluation_results)  # this run's agent
+    protocol = own.agent.protocol
     comparable = [evaluation for evaluation in trained if evaluation.agent.protocol == protocol]
     best = max(comparable, key=lambda evaluation: evaluation.agent.scores.mean()) if comparable else None
     with files.atomic_directory(workspace.report) as staging:
@@ -58,6 +59,7 @@ def report(params: Params, run: Run, workspace: Workspace) -> str:
             game=game_title(params.env.id),
             source=SOURCE,
             published=read_published_curves(published_curves_path(workspace.root, params.env.id)),
+            games=copy_watched_games(own, staging),  # its videos: a shipped agent's are no dep
         )
     run.log_metrics({Metric.AGENTS_COMPARED: len(rows)})
     if protocol == default_protocol():  # version descriptions carry scores under the default protocol only
