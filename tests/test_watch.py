@@ -64,6 +64,8 @@ def test_evaluation_videos_are_the_colour_screen_at_real_speed(played, tmp_path)
     assert video.get(cv2.CAP_PROP_FPS) == 15.0 == agent_steps_per_second(CONFIG)
     assert video.get(cv2.CAP_PROP_FRAME_COUNT) == 12
     assert (video.get(cv2.CAP_PROP_FRAME_WIDTH), video.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (160, 210 + CAPTION_HEIGHT)
+    codec = int(video.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little")
+    assert codec in (b"avc1", b"h264"), f"H.264 (what browsers play), not {codec}"
     gif = Image.open(tmp_path / "episode.gif")
     durations = [
         frame.info["duration"] for frame in ImageSequence.Iterator(gif)

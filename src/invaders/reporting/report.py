@@ -360,10 +360,6 @@ def _embedded(path: Path, mime: str) -> str:
 
 
 SCREEN_STYLE = "width:320px;image-rendering:pixelated"  # the 160-pixel-wide screen, twice its size
-VIDEO_NOTE = (
-    "The videos are MPEG-4 Part 2 (OpenCV's encoder, invaders.reporting.animation): VLC, QuickTime and Windows "
-    "play them, many browsers do not; each link downloads its file."
-)
 
 
 def _same_agent(one: AgentScores | None, other: AgentScores) -> bool:
@@ -411,7 +407,7 @@ def _html(
             images += f"<h2>Best and median game: {html.escape(games.agent.label)}</h2>"
         fallback = f'<img alt="best game" src="{poster}">' if poster else ""
         best_game = _video(games.best, "best game", poster, fallback)
-        images += f"<div>{best_game}{_video(games.median, 'median game')}</div><p>{html.escape(VIDEO_NOTE)}</p>"
+        images += f"<div>{best_game}{_video(games.median, 'median game')}</div>"
     title = html.escape(f"{game} DQN")
     style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}"
     return (
