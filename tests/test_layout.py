@@ -214,13 +214,14 @@ def test_train_reruns_only_for_what_changes_the_trained_weights():
     assert {"env.id", "train.seed", "train.steps"} <= params
 
 
-def test_no_output_is_persistent_and_small_files_travel_in_git():
-    """No ``persist`` output (DVC's run-cache skips stages with one); metrics, curves and game tables are
-    ``cache: false`` (committed), weights and GIFs cached."""
+def test_no_output_keeps_a_stage_out_of_the_run_cache_and_metrics_travel_in_git():
+    """DVC keeps no run-cache for a stage with a ``persist`` output or a plain ``outs`` one that is
+    ``cache: false``: so none. Metrics, curves and game tables are ``cache: false`` (committed), weights,
+    videos and the other files cached."""
     for name, stage in dvc_stages().items():
         for kind in ("outs", "metrics", "plots"):
             for entry in stage.get(kind, []):
                 path, options = next(iter(entry.items())) if isinstance(entry, dict) else (entry, {})
                 assert not options.get("persist"), f"{name}: {path} is persistent"
-                small = path.endswith((".json", ".csv"))
-                assert options.get("cache", True) is not small, f"{name}: {path} cache should be {not small}"
+                in_git = kind != "outs"
+                assert options.get("cache", True) is not in_git, f"{name}: {path} cache should be {not in_git}"
