@@ -146,6 +146,7 @@ server-remove-user: setup
 
 LOGIN ?=
 server-passwd: setup
+	@[ -n "$(LOGIN)" ] || { echo "server-passwd: LOGIN=... is missing (your login file, .server/users/NAME.env)" >&2; exit 2; }
 	$(SERVER) --login "$(LOGIN)" passwd
 
 # One archive of the database (pg_dump, while the server runs) and the artifacts in .server/backups/ (or
