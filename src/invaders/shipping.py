@@ -34,7 +34,7 @@ from invaders import files
 from invaders.agents.card import AgentCard
 from invaders.config import as_flat_dict, load_params
 from invaders.errors import ConfigError, InputError, UserError
-from invaders.tracking.mlflow_tracking import git_commit
+from invaders.repository import git_commit
 
 # (source inside the workspace, name inside shipped/<name>/, required)
 TRAINED = "models/trained"  # its agent card goes to the shipped folder with the commit added

@@ -15,6 +15,7 @@ from invaders.config import ConfigError, Params, as_flat_dict, load_params
 from invaders.evaluation.publish import default_protocol, protocol_label, protocol_params, publish_scores, score_line
 from invaders.names import Metric, Tag
 from invaders.pipeline import Step, Workspace
+from invaders.repository import provenance
 from invaders.shipping import RECORDED, WEIGHTS_SHA256
 from invaders.tracking.run import Run
 
@@ -163,8 +164,6 @@ def _publish_recorded(params: Params, run: Run, agent_dir: Path, output: Path) -
 
 def _evaluated(agent: AgentCard, weights_sha256: str) -> dict[str, object]:
     """The agent as the report's row names it (``evaluated.json``, beside the scores)."""
-    from invaders.tracking.mlflow_tracking import provenance
-
     return {
         "agent": agent.label,
         "train_steps": agent.train_steps,

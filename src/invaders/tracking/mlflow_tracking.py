@@ -14,7 +14,6 @@ import base64
 import fcntl
 import os
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -27,16 +26,12 @@ import pandas as pd
 
 from invaders.errors import TrackingError
 from invaders.names import Tag, metric_column, param_column, tag_column
+from invaders.repository import project_root, provenance
 from invaders.tracking.run import HeldMetrics, MetricRow, Run, metric_rows
 
 # Makes the MLflow UI open the experiment on its training-runs table, not the GenAI overview.
 _EXPERIMENT_TAGS = {Tag.EXPERIMENT_KIND: "custom_model_development"}
 _BATCH_LIMIT = 100  # params and metrics per log_batch call, below MLflow's limits
-
-
-def project_root() -> Path:
-    """The repository root: DVC's ``DVC_ROOT`` inside a stage, else the working directory."""
-    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
 
 
 def tracking_uri(root: Path | None = None) -> str:
@@ -191,22 +186,6 @@ def open_experiment(uri: str, name: str, root: Path | None = None) -> str:
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
         return experiment.experiment_id
-
-
-def git_commit(root: Path) -> str:
-    """The commit checked out in ``root``, or "unknown" outside a git work tree."""
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def provenance(root: Path | None = None) -> dict[str, str]:
-    """The DVC experiment a stage runs in ("workspace" outside `dvc exp run`) and the commit it started from."""
-    commit = os.environ.get("DVC_EXP_BASELINE_REV") or git_commit(root or project_root())
-    return {"experiment": os.environ.get("DVC_EXP_NAME", "workspace"), "commit": commit}
 
 
 def _run_tags(stage: str, root: Path) -> dict[str, str]:

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from invaders.errors import UserError
+from invaders.repository import project_root
 
 DEFAULT_PORT = 5050
 ADMIN = "admin"
@@ -132,8 +133,6 @@ class Layout:
 
 
 def default_dir() -> Path:
-    from invaders.tracking.mlflow_tracking import project_root
-
     return Path(os.environ.get("INVADERS_SERVER_DIR") or project_root() / ".server").resolve()
 
 
@@ -706,7 +705,6 @@ def _run_command(args: argparse.Namespace, layout: Layout) -> None:
 
         supervise(layout, **options)
     elif args.command == "unit":
-        from invaders.tracking.mlflow_tracking import project_root
         from invaders.tracking.supervisor import unit
 
         path = layout.root / "invaders-server.service"
@@ -717,7 +715,6 @@ def _run_command(args: argparse.Namespace, layout: Layout) -> None:
 
 def _experiment_name() -> str:
     from invaders.config import load_params
-    from invaders.tracking.mlflow_tracking import project_root
 
     return load_params(project_root() / "params.yaml").tracking.experiment
 

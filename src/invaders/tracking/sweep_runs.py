@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from invaders.names import Metric, Tag
+from invaders.repository import git_commit
 from invaders.tracking.mlflow_tracking import (
     StageRun,
     client_for,
-    git_commit,
     open_experiment,
     server_errors,
     tracking_uri,
