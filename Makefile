@@ -56,7 +56,7 @@ $(VENV)/.mutants-installed: $(STAMP) tools/mutants-requirements.txt
 
 # MLflow has no landing-page option: the first line printed is the experiment's page (its runs table).
 ui: setup
-	@python -c "from invaders.config import load_params; from invaders.tracking.mlflow_tracking import \
+	@python -c "from invaders.config import load_params; from invaders.tracking.store import \
 	open_experiment, tracking_uri; experiment = open_experiment(tracking_uri(), load_params().tracking.experiment); \
 	print(f'open http://127.0.0.1:5000/#/experiments/{experiment}')"
 	mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \

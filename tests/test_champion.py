@@ -24,7 +24,7 @@ from invaders.reporting.champion import (
     why_it_stays,
 )
 from invaders.tracking import models
-from invaders.tracking.mlflow_tracking import StageRun
+from invaders.tracking.stage_run import StageRun
 
 NAME = "space-invaders-dqn"
 HOLDER = REPO / "shipped" / "dqn-100k"

@@ -99,7 +99,7 @@ def test_only_the_tracking_package_imports_mlflow():
         for path in PACKAGE.rglob("*.py")
         if any(name.split(".")[0] == "mlflow" for name in imports_of(path))
     )
-    assert "tracking/mlflow_tracking.py" in importers
+    assert "tracking/store.py" in importers
     assert all(importer.startswith("tracking/") for importer in importers), importers
 
 

@@ -22,7 +22,7 @@ from invaders.config import load_params
 from invaders.errors import InputError
 from invaders.names import Tag
 from invaders.tracking import models
-from invaders.tracking.mlflow_tracking import StageRun
+from invaders.tracking.stage_run import StageRun
 
 AGENT = REPO / "shipped" / "dqn-100k"
 NAME = "space-invaders-dqn"
@@ -94,7 +94,8 @@ def test_version_with_signature_tags_and_description(store):
 
 
 def _run(store):
-    from invaders.tracking.mlflow_tracking import MlflowRun, client_for
+    from invaders.tracking.stage_run import MlflowRun
+    from invaders.tracking.store import client_for
 
     return MlflowRun(client_for(os.environ["MLFLOW_TRACKING_URI"]), store["run_id"])
 

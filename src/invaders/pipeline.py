@@ -74,7 +74,7 @@ class Step:
 
 
 def open_mlflow_run(stage: str, params: Params, resume_run_id: str | None, hold_metrics: bool):
-    from invaders.tracking.mlflow_tracking import StageRun
+    from invaders.tracking.stage_run import StageRun
 
     return StageRun(stage, params.tracking.experiment, resume_run_id, hold_metrics=hold_metrics)
 

@@ -58,8 +58,8 @@ def _evaluate(
     from invaders.evaluation.recording import ActionRecorder
     from invaders.models.networks import check_fits, load_model
     from invaders.reporting.animation import write_watched_games
-    from invaders.tracking.mlflow_tracking import run_name, short_steps
     from invaders.tracking.models import record_scores, register_evaluated
+    from invaders.tracking.run_names import run_name, short_steps
 
     agent_dir = agent_dir or workspace.trained
     output = output or workspace.evaluation_results
@@ -118,7 +118,7 @@ def _publish_recorded(params: Params, run: Run, agent_dir: Path, output: Path) -
     import pandas as pd
 
     from invaders.evaluation.protocol import Episode
-    from invaders.tracking.mlflow_tracking import run_name
+    from invaders.tracking.run_names import run_name
 
     agent = AgentCard.read(agent_dir)
     try:

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from invaders.errors import UserError
-from invaders.tracking.mlflow_tracking import check_store, client_for, server_errors
+from invaders.tracking.store import check_store, client_for, server_errors
 
 COPIED_FROM = "invaders.copied_from"  # on a copied run: the id of the run it copies
 _METRICS_PER_BATCH = 1000  # MLflow's limit per log_batch

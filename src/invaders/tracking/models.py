@@ -20,7 +20,8 @@ import numpy as np
 from invaders.agents.card import AgentCard
 from invaders.errors import InputError
 from invaders.names import Tag
-from invaders.tracking.mlflow_tracking import MlflowRun, check_store, client_for, displayed, tracking_uri
+from invaders.tracking.stage_run import MlflowRun
+from invaders.tracking.store import check_store, client_for, displayed, tracking_uri
 
 ARTIFACT = "agent"  # the model's folder inside its run
 CHAMPION = "champion"  # alias of the version chosen by paired tests on the validation games (reporting/champion.py)

@@ -146,7 +146,7 @@ def _experiment_id(login: Login, experiment: str, what: str) -> str:
     except ServerError as error:
         if "HTTP 404" not in str(error):
             raise
-    from invaders.tracking.mlflow_tracking import open_experiment
+    from invaders.tracking.store import open_experiment
 
     os.environ.update(dict(zip(("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"), login[1:])))
     return open_experiment(login.url, experiment)

@@ -16,13 +16,8 @@ from typing import Any
 
 from invaders.names import Metric, Tag
 from invaders.repository import git_commit
-from invaders.tracking.mlflow_tracking import (
-    StageRun,
-    client_for,
-    open_experiment,
-    server_errors,
-    tracking_uri,
-)
+from invaders.tracking.stage_run import StageRun
+from invaders.tracking.store import client_for, open_experiment, server_errors, tracking_uri
 
 SWEEP_STAGE = "sweep"
 TRIAL_STAGE = "trial"
