@@ -23,7 +23,7 @@ if __name__ == "__main__":
     if bool(arguments.agent) != bool(arguments.output):
         parser.error("--agent and --output go together")
     if arguments.agent and arguments.agent.startswith(("models:/", "runs:/")):
-        from invaders.tracking.models import check_agent_uri
+        from invaders.tracking.registry import check_agent_uri
 
         with exit_on_user_error("evaluate"):
             check_agent_uri(arguments.agent)  # one line before any work when it does not exist

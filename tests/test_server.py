@@ -505,7 +505,7 @@ def logged_model_store(folder: Path) -> tuple[str, str]:
     import mlflow.pyfunc
 
     from invaders.models.networks import load_spec
-    from invaders.tracking import models
+    from invaders.tracking import registry
 
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -516,11 +516,11 @@ def logged_model_store(folder: Path) -> tuple[str, str]:
             warnings.filterwarnings("ignore", message=".*(type hints|input example).*")  # the signature is given
             logged = mlflow.pyfunc.log_model(
                 name="agent",
-                python_model=str(models.AGENT_MODEL),
-                artifacts={name.split(".")[0]: str(AGENT / name) for name in models.AGENT_FILES},
-                code_paths=[str(models.PACKAGE)],
-                signature=models.signature(tuple(spec.input_shape), spec.num_actions),
-                pip_requirements=models.pip_requirements(),
+                python_model=str(registry.AGENT_MODEL),
+                artifacts={name.split(".")[0]: str(AGENT / name) for name in registry.AGENT_FILES},
+                code_paths=[str(registry.PACKAGE)],
+                signature=registry.signature(tuple(spec.input_shape), spec.num_actions),
+                pip_requirements=registry.pip_requirements(),
                 registered_model_name=EXPERIMENT,
                 model_type="agent",
             )

@@ -107,7 +107,7 @@ def _serve(argv: list[str]) -> None:
     if not arguments.agent.startswith(("models:/", "runs:/")):
         parser.error(f"--agent {arguments.agent}: a model URI, models:/NAME@ALIAS, models:/NAME/VERSION or runs:/")
     from invaders.pipeline import exit_on_user_error
-    from invaders.tracking.models import check_agent_uri
+    from invaders.tracking.registry import check_agent_uri
     from invaders.tracking.store import tracking_uri
 
     with exit_on_user_error(f"{PROG} serve"):

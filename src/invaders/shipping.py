@@ -321,7 +321,7 @@ def ship_model(uri: str, name: str, destination: Path) -> Path:
     sweep trial its run records; returns that folder."""
     import tempfile
 
-    from invaders.tracking.models import download_agent, download_curve, version_provenance
+    from invaders.tracking.registry import download_agent, download_curve, version_provenance
 
     target = _target(name, destination)
     with tempfile.TemporaryDirectory() as folder:

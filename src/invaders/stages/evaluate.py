@@ -35,7 +35,7 @@ def evaluate(
     A shipped agent plays the game it was trained on (its own params.yaml); the evaluation settings are
     this run's. Its training curve is logged with the evaluation, its training run being in another store.
     """
-    from invaders.tracking.models import download_agent, is_model_uri
+    from invaders.tracking.registry import download_agent, is_model_uri
 
     if is_model_uri(agent_dir):
         with tempfile.TemporaryDirectory() as folder:
@@ -58,7 +58,7 @@ def _evaluate(
     from invaders.evaluation.recording import ActionRecorder
     from invaders.models.networks import check_fits, load_model
     from invaders.reporting.animation import write_watched_games
-    from invaders.tracking.models import record_scores, register_evaluated
+    from invaders.tracking.registry import record_scores, register_evaluated
     from invaders.tracking.run_names import run_name, short_steps
 
     agent_dir = agent_dir or workspace.trained
@@ -194,7 +194,7 @@ def evaluate_shipped(agent_dir: Path | str, output: Path) -> Step:
 def evaluate_step(agent: str | None, output: Path | None) -> Step:
     """The evaluate step of the command line: the trained agent without ``agent``, else a shipped agent's
     folder or a model URI, whose model must exist (checked here, before any work)."""
-    from invaders.tracking.models import check_agent_uri, is_model_uri
+    from invaders.tracking.registry import check_agent_uri, is_model_uri
 
     if not agent:
         return EVALUATE

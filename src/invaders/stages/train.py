@@ -116,7 +116,7 @@ def _register(card: AgentCard, params: Params, run: Run, workspace: Workspace) -
 
     import yaml
 
-    from invaders.tracking.models import agent_tags, describe, log_agent, mlflow_run
+    from invaders.tracking.registry import agent_tags, describe, log_agent, mlflow_run
 
     stored = mlflow_run(run)
     if stored is None:
