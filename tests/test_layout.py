@@ -205,7 +205,7 @@ def test_train_reruns_only_for_what_changes_the_trained_weights():
 
     train = dvc_stages()["train"]
     deps = code_deps(train)
-    for edited in ("tracking/server.py", "tracking/auth_app.py", "stages/report.py", "reporting/report.py"):
+    for edited in ("tracking/server.py", "tracking/auth_app.py", "steps/report.py", "reporting/report.py"):
         assert not covered(PACKAGE / edited, deps), f"train depends on {edited}"
     params = read_params(train)
     assert not params & (LOGGING_ONLY | {"tracking.experiment"}), params & LOGGING_ONLY

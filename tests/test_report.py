@@ -24,7 +24,7 @@ from invaders.reporting.report import (
     write_report,
 )
 from invaders.reporting.seeds import curve_band, iqm, stratified_bootstrap_ci
-from invaders.stages.report import report
+from invaders.steps.report import report
 from invaders.tracking.run import RecordingRun
 from invaders.tracking.stage_run import StageRun
 

@@ -86,7 +86,7 @@ def _evaluate(argv: list[str]) -> None:
     if bool(arguments.agent) != bool(arguments.output):
         parser.error("--agent and --output go together")
     from invaders.pipeline import exit_on_user_error, run_stage
-    from invaders.stages.evaluate import evaluate_step
+    from invaders.steps.evaluate import evaluate_step
 
     with exit_on_user_error(f"{PROG} evaluate"):
         step = evaluate_step(arguments.agent, arguments.output)
@@ -139,20 +139,20 @@ class Job:
 JOBS: dict[str, Job] = {
     "baseline": Job(
         "stage baseline: a random agent plays the evaluation protocol",
-        _stage("baseline", "invaders.stages.baseline", "BASELINE", "a random agent plays the evaluation protocol"),
+        _stage("baseline", "invaders.steps.baseline", "BASELINE", "a random agent plays the evaluation protocol"),
     ),
     "build-model": Job(
         "stage build-model: the Q-network of params.yaml, initial weights",
-        _stage("build-model", "invaders.stages.build_model", "BUILD_MODEL", "the Q-network and its initial weights"),
+        _stage("build-model", "invaders.steps.build_model", "BUILD_MODEL", "the Q-network and its initial weights"),
     ),
     "train": Job(
         "stage train: train the built network (resumes an interrupted run)",
-        _stage("train", "invaders.stages.train", "TRAIN", "train the built Q-network with the backend of params.yaml"),
+        _stage("train", "invaders.steps.train", "TRAIN", "train the built Q-network with the backend of params.yaml"),
     ),
     "evaluate": Job("stage evaluate: an agent plays the evaluation protocol; scores, videos", _evaluate),
     "report": Job(
         "stage report: compare every evaluated agent (report/)",
-        _stage("report", "invaders.stages.report", "REPORT", "compare every evaluated agent in the tracking store"),
+        _stage("report", "invaders.steps.report", "REPORT", "compare every evaluated agent in the tracking store"),
     ),
     "experiment": Job(
         "build-model, train, evaluate with -S key=value overrides, in any folder",

@@ -1,6 +1,6 @@
 """The harness every stage runs in: its workspace, params, its run, one-line errors.
 
-A ``Step`` is what one stage does (its body, in ``invaders.stages``) and how its run is opened
+A ``Step`` is what one stage does (its body, in ``invaders.steps``) and how its run is opened
 (resumed? metrics held for checkpoints?). ``run_stage`` runs a step as a stage script under DVC;
 ``run_step`` runs it from Python with any ``OpenRun``, the MLflow one by default.
 """

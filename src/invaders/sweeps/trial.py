@@ -28,9 +28,9 @@ from invaders.backends import recent_score
 from invaders.config import build_params, with_overrides
 from invaders.names import Metric
 from invaders.pipeline import Workspace, run_step
-from invaders.stages.build_model import BUILD_MODEL
-from invaders.stages.evaluate import EVALUATE
-from invaders.stages.train import TRAIN
+from invaders.steps.build_model import BUILD_MODEL
+from invaders.steps.evaluate import EVALUATE
+from invaders.steps.train import TRAIN
 
 TRAIN_SCORE = "train_score"  # mean unclipped score of the last 20 training games (points), what ASHA compares
 AGENT_STEPS = "agent_steps"  # agent steps trained when a result is reported: ASHA's clock
