@@ -175,7 +175,7 @@ server-unit: setup
 # make server-import DB=path/to/mlflow.db: copy a local store's runs and registered models into the server.
 DB ?= mlflow.db
 server-import: setup
-	python -m invaders.tracking.migrate "$(DB)"
+	python -m invaders.tracking.store_copy "$(DB)"
 
 # Start, logging latency against sqlite, memory: a server of its own in a temporary folder (README "Team mode").
 # ARGS="--apps invaders-auth,basic-auth": the project's auth app against MLflow's, side by side in one run.

@@ -455,7 +455,7 @@ def local_store(folder: Path) -> tuple[str, str]:
 
 def import_store(server, database: Path) -> subprocess.CompletedProcess:
     env = {**environment(REPO), "PYTHONPATH": str(REPO / "src"), **server["users"]["alice"]}
-    command = [PYTHON, "-m", "invaders.tracking.migrate", str(database)]
+    command = [PYTHON, "-m", "invaders.tracking.store_copy", str(database)]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -236,7 +236,7 @@ def copy_store(source_uri_: str, target_uri: str) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m invaders.tracking.migrate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m invaders.tracking.store_copy", description=__doc__.split("\n")[0])
     parser.add_argument("database", type=Path, help="the local store, e.g. mlflow.db")
     parser.add_argument("--server-dir", type=Path, default=None, help="the make server folder (default .server/)")
     args = parser.parse_args(argv)
