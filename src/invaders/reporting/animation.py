@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from invaders.evaluation.protocol import Episode
     from invaders.evaluation.recording import ActionRecorder
 
-# MPEG-4 Part 2: OpenCV's wheel has no H.264 encoder, and its VP9 (which browsers would play) encodes ~40x
-# slower, longer than the games take to play. VLC, QuickTime and Windows play it; the HTML report shows the GIF.
+# MPEG-4 Part 2: OpenCV's wheel has no H.264 encoder, and its VP9 (which browsers would play) takes longer to
+# encode than the games take to play (docs/speed.md). VLC, QuickTime and Windows play it; the HTML report shows
+# the GIF.
 VIDEO_CODEC = "mp4v"
 CAPTION_HEIGHT = 20  # pixels of the strip under the screen that shows the score
 

@@ -47,11 +47,11 @@ DEFAULT_PORT = 5050
 ADMIN = "admin"
 DATABASE = "mlflow"  # the database and its role
 ACCESS = ("READ", "EDIT", "MANAGE")
-# Fast settings (README "Team mode", measured by `make server-bench`): no job runner; a login cache so that a
-# request does not re-hash the password (~70 ms); MLflow's Flask app under gunicorn, not uvicorn: uvicorn runs it
-# behind FastAPI's middleware and a WSGI bridge that cost 15-25% of the server's CPU per request (the routes only
-# FastAPI serves, OpenTelemetry trace ingestion, AI gateway, assistant, are not used here). Two sync workers let
-# two requests run at once; the timeout lets a large artifact upload finish.
+# Fast settings (what each saves: docs/server.md, "Figures"): no job runner; a login cache so that a request
+# does not re-hash the password; MLflow's Flask app under gunicorn, not uvicorn: uvicorn runs it behind FastAPI's
+# middleware and a WSGI bridge that cost CPU on every request (the routes only FastAPI serves, OpenTelemetry
+# trace ingestion, AI gateway, assistant, are not used here). Two sync workers let two requests run at once; the
+# timeout lets a large artifact upload finish.
 WORKERS = 2
 GUNICORN_OPTS = "--timeout 600"
 # MLflow's basic-auth app, with run requests authorized without loading the whole run (auth_app.py; the
@@ -61,8 +61,8 @@ APP = "invaders-auth"
 # once by the worker that handled the change, and by the other within this time (one re-hash per user and
 # worker every 10 s costs nothing measurable).
 AUTH_CACHE_SECONDS = 10
-# PostgreSQL acknowledges a commit before its WAL reaches the disk (~3 ms of fsync per write request, more on a
-# busy disk). A crash of PostgreSQL or of the machine may lose the last <= 0.6 s of acknowledged writes (3 x
+# PostgreSQL acknowledges a commit before its WAL reaches the disk (no fsync in each write request: docs/server.md,
+# "Figures"). A crash of PostgreSQL or of the machine may lose the last <= 0.6 s of acknowledged writes (3 x
 # wal_writer_delay); the database stays consistent, and a crash of the MLflow server alone loses nothing.
 POSTGRES_OPTIONS = "-c synchronous_commit=off"
 # The MLflow versions whose basic-auth `invaders-auth` was tested against (tests/test_server.py, the permission

@@ -57,8 +57,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 class MlflowRun:
-    """A ``StoredRun`` that sends to one MLflow run. Metrics are queued and sent in batches (one sqlite
-    write costs ~7 ms), at the latest by ``flush``."""
+    """A ``StoredRun`` that sends to one MLflow run. Metrics are queued and sent in batches (each write to the
+    store has a cost of its own: docs/speed.md), at the latest by ``flush``."""
 
     def __init__(self, client, run_id: str, resume_run_id: str | None = None):
         self.client = client
@@ -90,7 +90,7 @@ class MlflowRun:
         from mlflow.entities import RunTag
 
         items = [RunTag(key, str(value)) for key, value in tags.items()]
-        for start in range(0, len(items), _BATCH_LIMIT):  # one request per batch, not per tag (a server's ~10 ms)
+        for start in range(0, len(items), _BATCH_LIMIT):  # one request per batch, not per tag
             self.client.log_batch(self.run_id, tags=items[start : start + _BATCH_LIMIT])
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:

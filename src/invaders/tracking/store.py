@@ -29,8 +29,9 @@ def tracking_uri(root: Path | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
 
 
-# MLflow's client retries a dead server for ~4 minutes by default; a stage should learn within seconds that
-# the URL is wrong or the server went away (3 retries after 1, 2 and 4 s absorb a restart of its database).
+# MLflow's client retries a dead server for minutes by default (7 retries, doubling waits); a stage should learn
+# within seconds that the URL is wrong or the server went away (3 retries after 1, 2 and 4 s absorb a restart of
+# its database).
 _HTTP_SETTINGS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
