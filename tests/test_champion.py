@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, sqlite_store
 
 from invaders.config import load_params, read_params_file
 from invaders.errors import ConfigError, InputError
@@ -84,14 +84,11 @@ def store(tmp_path_factory):
     """A sqlite registry holding the shipped 100k agent twice (v1, v2: the same weights under two tags) and a
     params.yaml for 3 short validation games; v1 is the champion."""
     root = tmp_path_factory.mktemp("champion")
-    saved = {key: os.environ.get(key) for key in ("DVC_ROOT", "MLFLOW_TRACKING_URI")}
-    os.environ["DVC_ROOT"] = str(root)
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     raw = read_params_file(REPO / "params.yaml")
     raw["evaluation"].update(episodes=3, num_envs=3)
     raw["env"]["max_episode_frames"] = 800  # 200 agent steps a game: seconds, not minutes
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
-    try:
+    with sqlite_store(root):
         card = registry.AgentCard.read(HOLDER)
         with StageRun("evaluate", NAME) as run:
             versions = [
@@ -99,12 +96,6 @@ def store(tmp_path_factory):
                 for sha in ("sha-holder", "sha-copy")
             ]
         yield {"root": root, "params": str(root / "params.yaml"), "versions": versions}
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def test_moves_and_pins_by_hand_need_a_reason_and_are_recorded(store, capsys):

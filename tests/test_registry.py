@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, sqlite_store
 
 from invaders.config import load_params
 from invaders.errors import InputError
@@ -32,22 +32,13 @@ NAME = "space-invaders-dqn"
 def store(tmp_path_factory):
     """A sqlite store holding the shipped 100k agent as version 1 of the registered model."""
     root = tmp_path_factory.mktemp("store")
-    saved = {key: os.environ.get(key) for key in ("DVC_ROOT", "MLFLOW_TRACKING_URI")}
-    os.environ["DVC_ROOT"] = str(root)
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
-    try:
+    with sqlite_store(root):
         card = registry.AgentCard.read(AGENT)
         with StageRun("evaluate", NAME) as run:
             started = time.perf_counter()
             version = registry.log_agent(run, AGENT, NAME, registry.agent_tags(card, "sha-1"), registry.describe(card))
             elapsed = time.perf_counter() - started
         yield {"root": root, "version": version, "run_id": run.run_id, "log_seconds": elapsed}
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
