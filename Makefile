@@ -27,7 +27,7 @@ NOTEBOOK = -S env.id=SpaceInvaders-v0 -S env.preprocessing=raw -S model.network=
 setup: $(STAMP)
 
 # --no-deps: the lock pins every package; keras-rl2 and tf-keras would otherwise pull the full
-# `tensorflow` wheel beside tensorflow-cpu (1.6x slower updates). Then the project itself, editable
+# `tensorflow` wheel beside tensorflow-cpu (slower updates: docs/speed.md). Then the project itself, editable
 # (`import invaders` and the console commands of pyproject.toml work without PYTHONPATH), built with
 # the locked setuptools and wheel (--no-build-isolation: nothing more to download).
 $(STAMP): requirements.lock pyproject.toml

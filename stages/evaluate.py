@@ -1,5 +1,5 @@
 """Stage evaluate: an agent plays the evaluation protocol, exactly like the random baseline
-(``invaders.stages.evaluate.evaluate``).
+(``invaders.steps.evaluate.evaluate``).
 
     python stages/evaluate.py                                   # the agent the train stage just made
     python stages/evaluate.py --agent shipped/NAME --output results/shipped/NAME   # a shipped agent
@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from invaders.pipeline import exit_on_user_error, run_stage
-from invaders.stages.evaluate import EVALUATE, evaluate_shipped
+from invaders.steps.evaluate import EVALUATE, evaluate_shipped
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Evaluate an agent under the project's protocol.")
@@ -23,7 +23,7 @@ if __name__ == "__main__":
     if bool(arguments.agent) != bool(arguments.output):
         parser.error("--agent and --output go together")
     if arguments.agent and arguments.agent.startswith(("models:/", "runs:/")):
-        from invaders.tracking.models import check_agent_uri
+        from invaders.tracking.registry import check_agent_uri
 
         with exit_on_user_error("evaluate"):
             check_agent_uri(arguments.agent)  # one line before any work when it does not exist

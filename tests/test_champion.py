@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, sqlite_store
 
 from invaders.config import load_params, read_params_file
 from invaders.errors import ConfigError, InputError
@@ -23,8 +23,8 @@ from invaders.reporting.champion import (
     validation_games,
     why_it_stays,
 )
-from invaders.tracking import models
-from invaders.tracking.mlflow_tracking import StageRun
+from invaders.tracking import registry
+from invaders.tracking.stage_run import StageRun
 
 NAME = "space-invaders-dqn"
 HOLDER = REPO / "shipped" / "dqn-100k"
@@ -80,45 +80,36 @@ def test_validation_games_never_reach_into_the_test_games():
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
+def store(tmp_path_factory):
     """A sqlite registry holding the shipped 100k agent twice (v1, v2: the same weights under two tags) and a
     params.yaml for 3 short validation games; v1 is the champion."""
     root = tmp_path_factory.mktemp("champion")
-    saved = {key: os.environ.get(key) for key in ("DVC_ROOT", "MLFLOW_TRACKING_URI")}
-    os.environ["DVC_ROOT"] = str(root)
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     raw = read_params_file(REPO / "params.yaml")
     raw["evaluation"].update(episodes=3, num_envs=3)
     raw["env"]["max_episode_frames"] = 800  # 200 agent steps a game: seconds, not minutes
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
-    try:
-        card = models.AgentCard.read(HOLDER)
+    with sqlite_store(root):
+        card = registry.AgentCard.read(HOLDER)
         with StageRun("evaluate", NAME) as run:
             versions = [
-                models.log_agent(run, HOLDER, NAME, models.agent_tags(card, sha), models.describe(card))
+                registry.log_agent(run, HOLDER, NAME, registry.agent_tags(card, sha), registry.describe(card))
                 for sha in ("sha-holder", "sha-copy")
             ]
         yield {"root": root, "params": str(root / "params.yaml"), "versions": versions}
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
-def test_moves_and_pins_by_hand_need_a_reason_and_are_recorded(registry, capsys):
-    first, second = registry["versions"]
-    params = ["--params", registry["params"]]
+def test_moves_and_pins_by_hand_need_a_reason_and_are_recorded(store, capsys):
+    first, second = store["versions"]
+    params = ["--params", store["params"]]
     assert main([*params, "move", first]) == 2
     assert capsys.readouterr().err.strip() == "champion: --reason = '': say why, in words; it is recorded on the model"
     assert main([*params, "move", "99", "--reason", "x"]) == 2
     assert capsys.readouterr().err.strip().startswith(f"champion: VERSION = 99: {NAME} has no such version in ")
     assert main([*params, "pin", second, "--reason", "the paper's agent"]) == 0
-    assert models.champion_version(NAME) == second and models.champion_pin(NAME)["reason"] == "the paper's agent"
-    assert main([*params, "unpin", "--reason", "paper sent"]) == 0 and models.champion_pin(NAME) is None
+    assert registry.champion_version(NAME) == second and registry.champion_pin(NAME)["reason"] == "the paper's agent"
+    assert main([*params, "unpin", "--reason", "paper sent"]) == 0 and registry.champion_pin(NAME) is None
     assert main([*params, "move", first, "--reason", "the shipped 100k agent"]) == 0
-    moves = models.champion_moves(NAME)
+    moves = registry.champion_moves(NAME)
     assert [(move["to"], move["by"], move["why"]) for move in moves[-3:]] == [
         (second, "hand", "the paper's agent"),
         (second, "unpin", "paper sent"),
@@ -129,23 +120,23 @@ def test_moves_and_pins_by_hand_need_a_reason_and_are_recorded(registry, capsys)
     assert capsys.readouterr().out.startswith(f"{NAME}: champion v{first}\n")
 
 
-def test_a_challenge_plays_both_agents_now_on_the_same_validation_games(registry, capsys):
+def test_a_challenge_plays_both_agents_now_on_the_same_validation_games(store, capsys):
     from mlflow import MlflowClient
 
-    first, second = registry["versions"]
-    models.move_champion(NAME, first, "start", by="hand")
+    first, second = store["versions"]
+    registry.move_champion(NAME, first, "start", by="hand")
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    assert main(["--params", registry["params"], "challenge", "--dry-run"]) == 0  # the newest version: v2
+    assert main(["--params", store["params"], "challenge", "--dry-run"]) == 0  # the newest version: v2
     shown = capsys.readouterr().out
     assert f"v{second} vs v{first} on 3 validation games (seeds 100000-100002)" in shown, shown
     assert Tag.CHAMPION_CHALLENGE not in client.get_model_version(NAME, second).tags, "a dry run records nothing"
 
-    assert main(["--params", registry["params"], "challenge", second]) == 0
+    assert main(["--params", store["params"], "challenge", second]) == 0
     # The same weights on the same games, seed by seed, play the same scores: a difference of exactly 0.
     assert "mean difference +0.0, 95% paired t interval [0.0, 0.0]: the alias stays" in capsys.readouterr().out
-    assert models.champion_version(NAME) == first
+    assert registry.champion_version(NAME) == first
     recorded = client.get_model_version(NAME, second).tags[Tag.CHAMPION_CHALLENGE]
     assert "(seeds 100000-100002)" in recorded and "the interval does not lie above 0" in recorded
-    assert main(["--params", registry["params"], "challenge", first]) == 2
+    assert main(["--params", store["params"], "challenge", first]) == 2
     assert "already holds the champion alias" in capsys.readouterr().err
     assert json.loads(client.get_registered_model(NAME).tags[Tag.CHAMPION_MOVES])[-1]["to"] == first

@@ -104,12 +104,12 @@ RACER = """
 import sys, time
 from pathlib import Path
 import mlflow.tracking  # imported before the start line, so that the racers really start together
-from invaders.tracking import mlflow_tracking as tracking
+from invaders.tracking.stage_run import StageRun
 ready, go = Path(sys.argv[1]), Path(sys.argv[2])
 ready.touch()
 while not go.exists():
     time.sleep(0.002)
-with tracking.StageRun(sys.argv[3], sys.argv[4]) as run:
+with StageRun(sys.argv[3], sys.argv[4]) as run:
     run.log_metrics({"x": 1.0})
 """
 

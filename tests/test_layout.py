@@ -99,7 +99,7 @@ def test_only_the_tracking_package_imports_mlflow():
         for path in PACKAGE.rglob("*.py")
         if any(name.split(".")[0] == "mlflow" for name in imports_of(path))
     )
-    assert "tracking/mlflow_tracking.py" in importers
+    assert "tracking/store.py" in importers
     assert all(importer.startswith("tracking/") for importer in importers), importers
 
 
@@ -205,7 +205,7 @@ def test_train_reruns_only_for_what_changes_the_trained_weights():
 
     train = dvc_stages()["train"]
     deps = code_deps(train)
-    for edited in ("tracking/server.py", "tracking/auth_app.py", "stages/report.py", "reporting/report.py"):
+    for edited in ("tracking/server.py", "tracking/auth_app.py", "steps/report.py", "reporting/report.py"):
         assert not covered(PACKAGE / edited, deps), f"train depends on {edited}"
     params = read_params(train)
     assert not params & (LOGGING_ONLY | {"tracking.experiment"}), params & LOGGING_ONLY

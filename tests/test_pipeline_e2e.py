@@ -10,7 +10,7 @@ from repo_copy import environment, make_repo, run
 
 from invaders.hardware import cpu_description
 from invaders.shipping import shipped_agents
-from invaders.tracking import mlflow_tracking as tracking
+from invaders.tracking.queries import metric_history, stage_runs
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +35,7 @@ def runs_of(root: Path, monkeypatch, dvc_stage: str):
     """The finished MLflow runs of one DVC stage (the two evaluate stages share the tag invaders.stage)."""
     monkeypatch.setenv("DVC_ROOT", str(root))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    runs = tracking.stage_runs("space-invaders-dqn", dvc_stage.split("-shipped")[0])
+    runs = stage_runs("space-invaders-dqn", dvc_stage.split("-shipped")[0])
     return runs[runs["tags.dvc.stage"] == dvc_stage].reset_index(drop=True)
 
 
@@ -81,15 +81,15 @@ def test_repro_then_nothing_reruns_then_an_experiment(repo, monkeypatch):
         assert runs.iloc[0]["tags.dvc.exp_name"] == "workspace"
         assert runs.iloc[0]["tags.dvc.stage"] == stage
     train_run = runs_of(repo, monkeypatch, "train").iloc[0]
-    assert len(tracking.metric_history(train_run["run_id"], "train/loss")) >= 2
+    assert len(metric_history(train_run["run_id"], "train/loss")) >= 2
     # What the speed and the arithmetic depend on: the resolved precision and the CPU that ran it.
     assert train_run["params.train.precision"] == "float32"
     assert train_run["tags.invaders.precision"] == "float32"
     assert train_run["tags.invaders.cpu"] == cpu_description()
     for stage in ["baseline", "evaluate", *SHIPPED]:
-        logged = tracking.metric_history(runs_of(repo, monkeypatch, stage).iloc[0]["run_id"], "game_score")
+        logged = metric_history(runs_of(repo, monkeypatch, stage).iloc[0]["run_id"], "game_score")
         assert len(logged) == played_games(repo, stage) and (logged["value"] % 5 == 0).all(), stage
-    assert (tracking.metric_history(train_run["run_id"], "train/game_score")["value"] % 5 == 0).all()
+    assert (metric_history(train_run["run_id"], "train/game_score")["value"] % 5 == 0).all()
 
     again = run(["dvc", "repro"], repo, env)
     assert "Running stage" not in again

@@ -29,9 +29,9 @@ from invaders.reporting.report import (
     write_report,
 )
 from invaders.reporting.seeds import curve_band, iqm, stratified_bootstrap_ci
-from invaders.stages.report import report
-from invaders.tracking.mlflow_tracking import StageRun
+from invaders.steps.report import report
 from invaders.tracking.run import RecordingRun
+from invaders.tracking.stage_run import StageRun
 
 PROTOCOL = "ALE/SpaceInvaders-v5, eps 0.05"
 SEED_SCORES = np.array([318.5, 250.0, 402.3, 120.7, 289.9])  # mean scores of 5 seeds

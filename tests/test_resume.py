@@ -22,8 +22,10 @@ from invaders.config import TrainConfig
 from invaders.models.networks import NetworkSpec, build_q_network
 from invaders.replay.frame_replay import FrameReplay
 from invaders.resume import CheckpointWriter
-from invaders.tracking import mlflow_tracking as tracking
+from invaders.tracking.queries import metric_history, run_in_experiment, stage_runs
 from invaders.tracking.run import HeldMetrics, RecordingRun
+from invaders.tracking.stage_run import StageRun
+from invaders.tracking.store import client_for, tracking_uri
 
 SPEC = NetworkSpec("nature", False, (4, 44, 44), 3)
 CONFIG = TrainConfig(steps=500, num_envs=2, replay_capacity=2_000, warmup_fraction=0.2, log_interval=100, n_step=2)
@@ -212,14 +214,14 @@ def test_killed_training_resumes_the_same_run_with_each_metric_step_once(tmp_pat
     assert not checkpoints.exists(), "checkpoints are removed once the run is complete"
     os.environ["DVC_ROOT"] = str(root)
     try:
-        runs = tracking.stage_runs("space-invaders-dqn", "train")
+        runs = stage_runs("space-invaders-dqn", "train")
         assert len(runs) == 1, "one MLflow run across all the attempts"
         run_id = runs.iloc[0]["run_id"]
-        history = tracking.metric_history(run_id, "train/episodes")
+        history = metric_history(run_id, "train/episodes")
         steps = history["step"].tolist()
         assert len(steps) == len(set(steps)), "no step logged twice"
         assert len(steps) == 20, f"one row per 100 steps, no gaps: {steps}"
-        client = tracking.client_for(tracking.tracking_uri())
+        client = client_for(tracking_uri())
         assert client.get_run(run_id).info.status == "FINISHED"
     finally:
         del os.environ["DVC_ROOT"]
@@ -283,15 +285,15 @@ def test_a_fresh_run_keeps_old_checkpoints_until_it_writes_its_own(tmp_path, mon
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     store = CheckpointStore(tmp_path / "checkpoints", keep=2)
     store.save(900, {"values": np.arange(5), "checkpoint.steps": 900})
-    with tracking.StageRun("train", "resume-test", hold_metrics=True) as run:
+    with StageRun("train", "resume-test", hold_metrics=True) as run:
         writer = CheckpointWriter(store, run, {"train.seed": "0"}, fresh=True)
         assert store.latest()["checkpoint.steps"] == 900, "stopping before the first checkpoint loses nothing"
         writer(_SavedState())
         assert [path.name for path in store.directory.iterdir()] == ["step-000000000010"]
         assert store.latest()["checkpoint.run_id"] == run.run_id
-    assert tracking.run_in_experiment(run.run_id, "resume-test")
-    assert not tracking.run_in_experiment(run.run_id, "another-experiment")
-    assert not tracking.run_in_experiment("0" * 32, "resume-test")
+    assert run_in_experiment(run.run_id, "resume-test")
+    assert not run_in_experiment(run.run_id, "another-experiment")
+    assert not run_in_experiment("0" * 32, "resume-test")
 
 
 def test_the_newest_complete_checkpoint_wins_over_a_killed_writers_folder_and_an_older_format(tmp_path, capsys):

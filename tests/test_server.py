@@ -455,7 +455,7 @@ def local_store(folder: Path) -> tuple[str, str]:
 
 def import_store(server, database: Path) -> subprocess.CompletedProcess:
     env = {**environment(REPO), "PYTHONPATH": str(REPO / "src"), **server["users"]["alice"]}
-    command = [PYTHON, "-m", "invaders.tracking.migrate", str(database)]
+    command = [PYTHON, "-m", "invaders.tracking.store_copy", str(database)]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -505,7 +505,7 @@ def logged_model_store(folder: Path) -> tuple[str, str]:
     import mlflow.pyfunc
 
     from invaders.models.networks import load_spec
-    from invaders.tracking import models
+    from invaders.tracking import registry
 
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -516,11 +516,11 @@ def logged_model_store(folder: Path) -> tuple[str, str]:
             warnings.filterwarnings("ignore", message=".*(type hints|input example).*")  # the signature is given
             logged = mlflow.pyfunc.log_model(
                 name="agent",
-                python_model=str(models.AGENT_MODEL),
-                artifacts={name.split(".")[0]: str(AGENT / name) for name in models.AGENT_FILES},
-                code_paths=[str(models.PACKAGE)],
-                signature=models.signature(tuple(spec.input_shape), spec.num_actions),
-                pip_requirements=models.pip_requirements(),
+                python_model=str(registry.AGENT_MODEL),
+                artifacts={name.split(".")[0]: str(AGENT / name) for name in registry.AGENT_FILES},
+                code_paths=[str(registry.PACKAGE)],
+                signature=registry.signature(tuple(spec.input_shape), spec.num_actions),
+                pip_requirements=registry.pip_requirements(),
                 registered_model_name=EXPERIMENT,
                 model_type="agent",
             )
@@ -951,23 +951,28 @@ ACTIONS = [
 # none: no grant (auth.ini's default_permission, READ, applies); DENY: granted on the user's own resources
 LEVELS = ("READ", "EDIT", "MANAGE", "admin", "none", "DENY")
 Y, N = "yes", "403"
-PERMISSIONS = {  # what MLflow 3.17.2's basic-auth answers; the columns are LEVELS
-    ("experiment", "read"): (Y, Y, Y, Y, Y, N),
-    ("experiment", "edit"): (N, Y, Y, Y, N, N),
-    ("experiment", "manage"): (N, N, Y, Y, N, N),
-    ("run", "read"): (Y, Y, Y, Y, Y, N),
-    ("run", "edit"): (N, Y, Y, Y, N, N),
-    ("artifact", "read"): (Y, Y, Y, Y, Y, N),
-    ("artifact", "edit"): (N, Y, Y, Y, N, N),
-    ("registered model", "read"): (Y, Y, Y, Y, Y, N),
-    ("registered model", "edit"): (N, Y, Y, Y, N, N),
-    ("registered model", "manage"): (N, N, Y, Y, N, N),
-    ("users", "create"): (N, N, N, Y, N, N),
-    ("users", "reset another's password"): (N, N, N, Y, N, N),
-    ("users", "delete another"): (N, N, N, Y, N, N),
-    ("run", "delete"): (N, N, Y, Y, N, N),  # EDIT may not delete a run
-    ("registered model", "delete"): (N, N, Y, Y, N, N),
-    ("experiment", "delete"): (N, N, Y, Y, N, N),
+# Who may do an action: its answers at each of LEVELS.
+READERS = (Y, Y, Y, Y, Y, N)  # every level but DENY (none reads by the default READ)
+EDITORS = (N, Y, Y, Y, N, N)
+MANAGERS = (N, N, Y, Y, N, N)
+ADMINS = (N, N, N, Y, N, N)
+PERMISSIONS = {  # what MLflow 3.17.2's basic-auth answers
+    ("experiment", "read"): READERS,
+    ("experiment", "edit"): EDITORS,
+    ("experiment", "manage"): MANAGERS,
+    ("run", "read"): READERS,
+    ("run", "edit"): EDITORS,
+    ("artifact", "read"): READERS,
+    ("artifact", "edit"): EDITORS,
+    ("registered model", "read"): READERS,
+    ("registered model", "edit"): EDITORS,
+    ("registered model", "manage"): MANAGERS,
+    ("users", "create"): ADMINS,
+    ("users", "reset another's password"): ADMINS,
+    ("users", "delete another"): ADMINS,
+    ("run", "delete"): MANAGERS,  # EDIT may not delete a run
+    ("registered model", "delete"): MANAGERS,
+    ("experiment", "delete"): MANAGERS,
 }
 
 

@@ -271,7 +271,7 @@ def test_weights_too_big_for_git_ship_with_their_evaluation_which_the_pipeline_p
     from invaders import shipping
     from invaders.config import load_params
     from invaders.names import Tag
-    from invaders.stages.evaluate import evaluate
+    from invaders.steps.evaluate import evaluate
     from invaders.tracking.run import RecordingRun
 
     monkeypatch.setattr(shipping, "GIT_FILE_LIMIT", 1000)  # dqn-100k's 7 MB of weights count as too big

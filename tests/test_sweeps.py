@@ -164,7 +164,7 @@ def test_the_best_configuration_is_the_best_mean_over_seeds_and_dvc_reproduces_i
 
 
 def test_closing_a_sweep_ends_what_killed_trials_left_running(tmp_path, monkeypatch):
-    from invaders.tracking.mlflow_tracking import client_for, tracking_uri
+    from invaders.tracking.store import client_for, tracking_uri
     from invaders.tracking.sweep_runs import close_trials, open_sweep_run, open_trial_run
 
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
@@ -311,7 +311,7 @@ def ray_cluster(tmp_path):
 
 def _train_runs_with_a_checkpoint(database: Path) -> list:
     """The RUNNING train runs of the sweeps' experiment that have sent a checkpoint's metrics."""
-    from invaders.tracking.mlflow_tracking import client_for
+    from invaders.tracking.store import client_for
 
     if not database.exists():
         return []

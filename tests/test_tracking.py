@@ -1,10 +1,12 @@
-"""The tracking module against a real sqlite MLflow store."""
+"""The tracking store, the stage runs and the queries, against a real sqlite MLflow store."""
 
 import pytest
 
 from invaders.names import Metric, Tag
-from invaders.tracking import mlflow_tracking as tracking
+from invaders.tracking.queries import metric_history, stage_runs
 from invaders.tracking.run import HeldMetrics, RecordingRun
+from invaders.tracking.stage_run import StageRun
+from invaders.tracking.store import client_for, displayed, tracking_uri
 
 
 @pytest.fixture
@@ -16,28 +18,28 @@ def store(tmp_path, monkeypatch):
 
 
 def test_store_defaults_to_sqlite_at_the_repo_root(store):
-    assert tracking.tracking_uri() == f"sqlite:///{store / 'mlflow.db'}"
+    assert tracking_uri() == f"sqlite:///{store / 'mlflow.db'}"
 
 
 def test_stage_run_logs_params_metrics_artifacts_and_tags(store):
     artifact = store / "note.txt"
     artifact.write_text("hello")
-    with tracking.StageRun("train", "unit") as run:
+    with StageRun("train", "unit") as run:
         run.log_params({"train.steps": 10})
         for step in range(250):
             run.log_metrics({"train/loss": 1.0 / (step + 1)}, step=step)
         run.log_artifact(artifact)
-    runs = tracking.stage_runs("unit", "train")
+    runs = stage_runs("unit", "train")
     assert len(runs) == 1
     row = runs.iloc[0]
     assert row["params.train.steps"] == "10"
     assert row["tags.dvc.exp_name"] == "unit-exp"
     assert row["tags.invaders.stage"] == "train"
     assert len(row["tags.mlflow.source.git.commit"]) > 0
-    history = tracking.metric_history(row["run_id"], "train/loss")
+    history = metric_history(row["run_id"], "train/loss")
     assert history["step"].tolist() == list(range(250))
     assert (store / "mlruns" / "unit").is_dir()
-    client = tracking.client_for(tracking.tracking_uri())
+    client = client_for(tracking_uri())
     experiment = client.get_experiment_by_name("unit")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
@@ -45,20 +47,20 @@ def test_stage_run_logs_params_metrics_artifacts_and_tags(store):
 @pytest.mark.parametrize(("error", "status"), [(RuntimeError, "FAILED"), (KeyboardInterrupt, "KILLED")])
 def test_unfinished_stage_is_not_left_running(store, error, status):
     with pytest.raises(error):
-        with tracking.StageRun("evaluate", "unit") as run:
+        with StageRun("evaluate", "unit") as run:
             raise error()
-    client = tracking.client_for(tracking.tracking_uri())
+    client = client_for(tracking_uri())
     assert client.get_run(run.run_id).info.status == status
 
 
 def test_run_of_a_dead_process_is_marked_killed_and_a_live_ones_is_left_running(store):
-    stale = tracking.StageRun("train", "unit")
+    stale = StageRun("train", "unit")
     stale.__enter__()
     client = stale.client
     client.set_tag(stale.run_id, "invaders.pid", str(2**22 + 12345))  # no such process
-    live = tracking.StageRun("evaluate", "unit")
+    live = StageRun("evaluate", "unit")
     live.__enter__()  # tagged with this process's pid, which is alive
-    with tracking.StageRun("train", "unit") as current:
+    with StageRun("train", "unit") as current:
         pass
     assert client.get_run(stale.run_id).info.status == "KILLED"
     assert client.get_run(live.run_id).info.status == "RUNNING"
@@ -68,10 +70,10 @@ def test_run_of_a_dead_process_is_marked_killed_and_a_live_ones_is_left_running(
 
 def test_resumed_run_records_a_longer_budget_without_rewriting_params(store):
     with pytest.raises(KeyboardInterrupt):
-        with tracking.StageRun("train", "unit") as first:
+        with StageRun("train", "unit") as first:
             first.log_params({"train.steps": 10})
             raise KeyboardInterrupt
-    with tracking.StageRun("train", "unit", resume_run_id=first.run_id) as resumed:
+    with StageRun("train", "unit", resume_run_id=first.run_id) as resumed:
         resumed.log_params({"train.steps": 20, "train.seed": 0})
     run = resumed.client.get_run(first.run_id)
     assert run.info.status == "FINISHED"
@@ -81,17 +83,17 @@ def test_resumed_run_records_a_longer_budget_without_rewriting_params(store):
 
 def test_held_metrics_of_a_failed_run_are_not_sent(store):
     with pytest.raises(RuntimeError):
-        with tracking.StageRun("train", "unit", hold_metrics=True) as run:
+        with StageRun("train", "unit", hold_metrics=True) as run:
             run.log_metrics({"train/loss": 1.0}, step=5)
             raise RuntimeError
-    assert tracking.metric_history(run.run_id, "train/loss").empty
+    assert metric_history(run.run_id, "train/loss").empty
 
 
 def test_held_metrics_of_a_finished_run_are_sent_once(store):
-    with tracking.StageRun("train", "unit", hold_metrics=True) as run:
+    with StageRun("train", "unit", hold_metrics=True) as run:
         run.log_metrics({Metric.TRAIN_LOSS: 1.0, Metric.TRAIN_Q_MEAN: float("nan")}, step=5)
-    assert tracking.metric_history(run.run_id, Metric.TRAIN_LOSS)["step"].tolist() == [5]
-    assert tracking.metric_history(run.run_id, Metric.TRAIN_Q_MEAN).empty, "values that are not finite are left out"
+    assert metric_history(run.run_id, Metric.TRAIN_LOSS)["step"].tolist() == [5]
+    assert metric_history(run.run_id, Metric.TRAIN_Q_MEAN).empty, "values that are not finite are left out"
 
 
 def test_a_checkpoint_sends_what_it_holds_and_a_resumed_run_only_what_never_arrived():
@@ -113,5 +115,5 @@ def test_a_checkpoint_sends_what_it_holds_and_a_resumed_run_only_what_never_arri
 
 
 def test_a_login_written_into_the_tracking_uri_is_never_printed():
-    assert tracking.displayed("http://alice:s3cret@127.0.0.1:5050/") == "http://127.0.0.1:5050/"
-    assert tracking.displayed("sqlite:////repo/mlflow.db") == "sqlite:////repo/mlflow.db"
+    assert displayed("http://alice:s3cret@127.0.0.1:5050/") == "http://127.0.0.1:5050/"
+    assert displayed("sqlite:////repo/mlflow.db") == "sqlite:////repo/mlflow.db"

@@ -8,7 +8,7 @@
 
 Each job hands its arguments to an entry point that already exists (a stage step, ``invaders.shipping``,
 ``invaders.experiment``, ``invaders.sweeps.driver``, ``invaders.tracking.server`` and, for ``server import``,
-``invaders.tracking.migrate``, MLflow's ``server`` and ``models serve``, a script of ``benchmarks/``): this
+``invaders.tracking.store_copy``, MLflow's ``server`` and ``models serve``, a script of ``benchmarks/``): this
 module only finds it. The Makefile's targets call these jobs; the older commands ``invaders-ship``,
 ``invaders-experiment`` and ``invaders-sweep`` run the same entry points. Nothing is imported before a job is
 chosen, so ``invaders --help`` starts without TensorFlow. A bad argument is one line,
@@ -100,7 +100,7 @@ def _evaluate(argv: list[str]) -> None:
     if bool(arguments.agent) != bool(arguments.output):
         parser.error("--agent and --output go together")
     from invaders.pipeline import exit_on_user_error, run_stage
-    from invaders.stages.evaluate import evaluate_step
+    from invaders.steps.evaluate import evaluate_step
 
     with exit_on_user_error(f"{PROG} evaluate"):
         step = evaluate_step(arguments.agent, arguments.output)
@@ -121,8 +121,8 @@ def _serve(argv: list[str]) -> None:
     if not arguments.agent.startswith(("models:/", "runs:/")):
         parser.error(f"--agent {arguments.agent}: a model URI, models:/NAME@ALIAS, models:/NAME/VERSION or runs:/")
     from invaders.pipeline import exit_on_user_error
-    from invaders.tracking.mlflow_tracking import tracking_uri
-    from invaders.tracking.models import check_agent_uri
+    from invaders.tracking.registry import check_agent_uri
+    from invaders.tracking.store import tracking_uri
 
     with exit_on_user_error(f"{PROG} serve"):
         check_agent_uri(arguments.agent)
@@ -153,7 +153,8 @@ def _ui(argv: list[str]) -> None:
         parser.error(f"--port {arguments.port}: a TCP port, 1-65535")
     from invaders.config import load_params
     from invaders.pipeline import exit_on_user_error
-    from invaders.tracking.mlflow_tracking import open_experiment, project_root
+    from invaders.repository import project_root
+    from invaders.tracking.store import open_experiment
 
     root = project_root()
     store = f"sqlite:///{root / 'mlflow.db'}"  # the store `make run` writes without MLFLOW_TRACKING_URI
@@ -169,7 +170,7 @@ IMPORT_SUMMARY = "copy a local MLflow store's runs and registered models into th
 
 
 def _server(argv: list[str]) -> int | None:
-    """The commands of ``invaders.tracking.server``, and ``import`` (``invaders.tracking.migrate``)."""
+    """The commands of ``invaders.tracking.server``, and ``import`` (``invaders.tracking.store_copy``)."""
     index = 0
     while index < len(argv) and argv[index].startswith("-"):  # the options before the command
         index += 2 if argv[index] in SERVER_OPTIONS else 1
@@ -181,7 +182,7 @@ def _server(argv: list[str]) -> int | None:
             leading.error(f"{' '.join(unknown)}: not an option of import (only --dir)")
         rest = [*argv[index + 1 :], *(["--server-dir", options.dir] if options.dir else [])]
         with _one_line_errors(f"{PROG} server import"):
-            return _entry_point("invaders.tracking.migrate:main")(rest)
+            return _entry_point("invaders.tracking.store_copy:main")(rest)
     try:
         return _entry_point("invaders.tracking.server:main")(argv)
     finally:
@@ -232,20 +233,20 @@ class Job:
 JOBS: dict[str, Job] = {
     "baseline": Job(
         "stage baseline: a random agent plays the evaluation protocol",
-        _stage("baseline", "invaders.stages.baseline", "BASELINE", "a random agent plays the evaluation protocol"),
+        _stage("baseline", "invaders.steps.baseline", "BASELINE", "a random agent plays the evaluation protocol"),
     ),
     "build-model": Job(
         "stage build-model: the Q-network of params.yaml, initial weights",
-        _stage("build-model", "invaders.stages.build_model", "BUILD_MODEL", "the Q-network and its initial weights"),
+        _stage("build-model", "invaders.steps.build_model", "BUILD_MODEL", "the Q-network and its initial weights"),
     ),
     "train": Job(
         "stage train: train the built network (resumes an interrupted run)",
-        _stage("train", "invaders.stages.train", "TRAIN", "train the built Q-network with the backend of params.yaml"),
+        _stage("train", "invaders.steps.train", "TRAIN", "train the built Q-network with the backend of params.yaml"),
     ),
     "evaluate": Job("stage evaluate: an agent plays the evaluation protocol; scores, videos", _evaluate),
     "report": Job(
         "stage report: compare every evaluated agent (report/)",
-        _stage("report", "invaders.stages.report", "REPORT", "compare the evaluations its DVC deps hold (results/)"),
+        _stage("report", "invaders.steps.report", "REPORT", "compare the evaluations its DVC deps hold (results/)"),
     ),
     "experiment": Job(
         "build-model, train, evaluate with -S key=value overrides, in any folder",

@@ -1,5 +1,5 @@
 """build-model, train and evaluate with params overrides, callable from Python: exactly what ``dvc repro``
-runs (the same ``invaders.stages`` steps), for a test, a sweep trial or the console:
+runs (the same steps, ``invaders.steps``), for a test, a sweep trial or the console:
 
     invaders-experiment -S train.steps=20000 -S train.seed=1 --workspace runs/seed1
         # in runs/seed1: models/ and results/ as dvc.yaml declares them, each step an MLflow run
@@ -14,9 +14,9 @@ from typing import Any
 from invaders.config import ConfigError, Params, build_params, parse_value, read_params_file, with_overrides
 from invaders.names import Metric
 from invaders.pipeline import OpenRun, Workspace, exit_on_user_error, run_step
-from invaders.stages.build_model import BUILD_MODEL
-from invaders.stages.evaluate import EVALUATE
-from invaders.stages.train import TRAIN
+from invaders.steps.build_model import BUILD_MODEL
+from invaders.steps.evaluate import EVALUATE
+from invaders.steps.train import TRAIN
 
 
 def params_with(overrides: dict[str, Any], path: Path = Path("params.yaml")) -> Params:

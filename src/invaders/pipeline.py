@@ -1,6 +1,6 @@
 """The harness every stage runs in: its workspace, params, its run, one-line errors.
 
-A ``Step`` is what one stage does (its body, in ``invaders.stages``) and how its run is opened
+A ``Step`` is what one stage does (its body, in ``invaders.steps``) and how its run is opened
 (resumed? metrics held for checkpoints?). ``run_stage`` runs a step as a stage script under DVC;
 ``run_step`` runs it from Python with any ``OpenRun``, the MLflow one by default.
 """
@@ -74,7 +74,7 @@ class Step:
 
 
 def open_mlflow_run(stage: str, params: Params, resume_run_id: str | None, hold_metrics: bool):
-    from invaders.tracking.mlflow_tracking import StageRun
+    from invaders.tracking.stage_run import StageRun
 
     return StageRun(stage, params.tracking.experiment, resume_run_id, hold_metrics=hold_metrics)
 

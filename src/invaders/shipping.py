@@ -34,7 +34,7 @@ from invaders import files
 from invaders.agents.card import AgentCard
 from invaders.config import as_flat_dict, load_params
 from invaders.errors import ConfigError, InputError, UserError
-from invaders.tracking.mlflow_tracking import git_commit
+from invaders.repository import git_commit
 
 # (source inside the workspace, name inside shipped/<name>/, required)
 TRAINED = "models/trained"  # its agent card goes to the shipped folder with the commit added
@@ -321,7 +321,7 @@ def ship_model(uri: str, name: str, destination: Path) -> Path:
     sweep trial its run records; returns that folder."""
     import tempfile
 
-    from invaders.tracking.models import download_agent, download_curve, version_provenance
+    from invaders.tracking.registry import download_agent, download_curve, version_provenance
 
     target = _target(name, destination)
     with tempfile.TemporaryDirectory() as folder:

@@ -107,7 +107,7 @@ class DQNLearner:
 
         With ``act_on``, the same compiled call then picks the greedy actions for those observations with
         the updated network: the actions ``greedy_actions`` would give next, one call per vector step fewer
-        (+5% agent steps/s on an AVX-512 Zen 5; no change where the update is ~90% of the loop, as on AVX2).
+        (docs/speed.md: what it gains).
         """
         tensors = [
             tf.convert_to_tensor(field)

@@ -116,7 +116,8 @@ def apply() -> None:
 
     # Fix 6: `AbstractDQNAgent.process_state_batch` does `np.array(batch, dtype=object)`, which turns every
     # pixel of the batch into a Python object; TF then converts that back element by element, which cost
-    # about 3x the whole training step. A float32 array of the same shape is what the network takes.
+    # more than the whole training step (docs/notebook.md). A float32 array of the same shape is what the
+    # network takes.
     rl.agents.dqn.AbstractDQNAgent.process_state_batch = _process_state_batch
 
     # Fix 7: `rl.memory.sample_batch_indexes` falls back to `np.random.random_integers` (removed in
@@ -143,7 +144,7 @@ def cache_target_q(agent) -> None:
     keras-rl2's ``DQNAgent.backward`` predicts the target network on all 32 next states of every batch,
     although the target network only changes at a hard sync (every ``target_model_update`` steps) and the
     replay memory holds few states (``limit``): with the notebook's memory of 1000 each state is sampled ~32
-    times in its life, and recomputed each time. On the notebook network that predict was ~20% of a step.
+    times in its life, and recomputed each time (docs/notebook.md: that predict's share of a step).
     This keeps each next state's target Q-values, keyed by a BLAKE2b digest of its frames, and forgets them
     all when ``update_target_model_hard`` runs. Same network, same inputs: the values keras-rl2 computes
     (checked bit for bit in tests/test_kerasrl.py). Soft target updates (``target_model_update < 1``)

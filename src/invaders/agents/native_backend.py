@@ -22,7 +22,8 @@ from invaders.names import Metric
 from invaders.replay.frame_replay import FrameReplay
 from invaders.seeding import run_seeds
 
-# What training holds besides the replay memory (TensorFlow, networks, batches): ~1.2 GB measured.
+# What training holds besides the replay memory (TensorFlow, networks, batches), with a margin over what
+# docs/speed.md measures.
 TRAINING_OVERHEAD_BYTES = 1_500_000_000
 EVAL_BOOTSTRAP_SAMPLES = 2_000  # resamples for the interval of an evaluation while training (a few games)
 

@@ -135,7 +135,7 @@ def play_version(params: Params, name: str, version: str) -> dict[int, float]:
     from invaders.agents.policy import GreedyPolicy, play_evaluation
     from invaders.envs.atari import num_actions, observation_shape
     from invaders.models.networks import check_fits, load_model
-    from invaders.tracking.models import download_agent
+    from invaders.tracking.registry import download_agent
 
     with tempfile.TemporaryDirectory() as folder:
         agent_dir, _ = download_agent(f"models:/{name}/{version}", Path(folder))
@@ -178,7 +178,7 @@ def challenge(params: Params, version: str, dry_run: bool = False) -> Challenge:
     """Registered ``version`` challenges the champion of ``params.tracking.experiment`` on a fresh, paired test
     of the validation games; moves the alias on a confident win unless ``dry_run`` or the alias is pinned.
     The test is recorded on the challenger's version (and, when it moves, in the model's history)."""
-    from invaders.tracking.models import (
+    from invaders.tracking.registry import (
         champion_pin,
         champion_version,
         check_version,
@@ -231,26 +231,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, params: Params) -> int:
-    from invaders.tracking import models
+    from invaders.tracking import registry
 
     name = params.tracking.experiment
     if args.command == "challenge":
-        version = args.version or models.newest_version(name)
+        version = args.version or registry.newest_version(name)
         print(f"champion: {challenge(params, version, args.dry_run).describe()}")
         return 0
     if args.command == "status":
-        print(models.champion_status(name))
+        print(registry.champion_status(name))
         return 0
     if not args.reason.strip():
         raise InputError(f"--reason = {args.reason!r}: say why, in words; it is recorded on the model")
     if args.command == "unpin":
-        models.unpin_champion(name, args.reason)
+        registry.unpin_champion(name, args.reason)
         print(f"champion: {name} unpinned ({args.reason})")
         return 0
-    models.check_version(name, args.version)
-    models.move_champion(name, args.version, args.reason, by="hand")
+    registry.check_version(name, args.version)
+    registry.move_champion(name, args.version, args.reason, by="hand")
     if args.command == "pin":
-        models.pin_champion(name, args.reason)
+        registry.pin_champion(name, args.reason)
     print(f"champion: {name} v{args.version} {'pinned' if args.command == 'pin' else 'moved by hand'} ({args.reason})")
     return 0
 

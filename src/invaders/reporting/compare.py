@@ -21,7 +21,7 @@ from invaders.errors import UserError
 from invaders.names import Metric, Tag, metric_column, tag_column
 from invaders.reporting.report import AgentScores, game_title, seed_rows, write_report
 from invaders.shipping import AGENTS_LIST, seed_groups
-from invaders.tracking.mlflow_tracking import download_artifact, metric_history, stage_runs
+from invaders.tracking.queries import download_artifact, metric_history, stage_runs
 
 PROTOCOL = tag_column(Tag.PROTOCOL)
 WEIGHTS = tag_column(Tag.WEIGHTS_SHA256)

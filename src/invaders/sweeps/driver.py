@@ -31,6 +31,7 @@ from invaders.config import ConfigError, build_params, read_params_file
 from invaders.errors import ResourceError
 from invaders.names import Metric
 from invaders.pipeline import exit_on_user_error
+from invaders.repository import git_commit
 from invaders.sweeps.local_ray import local_instance
 from invaders.sweeps.spec import SweepSpec, load_sweep
 from invaders.sweeps.trial import AGENT_STEPS, EVALUATED, TRAIN_SCORE, SweepContext, run_trial
@@ -182,7 +183,6 @@ def run_sweep(sweep_file: Path, root: Path, storage: Path) -> pd.DataFrame:
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from invaders.tracking.mlflow_tracking import git_commit
     from invaders.tracking.sweep_runs import close_trials, log_sweep_outcome, open_sweep_run
 
     raw_params = read_params_file(root / "params.yaml")

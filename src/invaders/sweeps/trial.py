@@ -5,9 +5,9 @@ Tune gets a checkpoint after build-model, at every training checkpoint of the pr
 score, which ASHA judges) and after training. A trial whose worker dies restarts from the newest on another
 worker: the workspace comes back from it, training resumes from the project's checkpoint in the same
 train run, and the trial's MLflow run is found again by Tune's trial id. A trial restarted after its driver
-died (``kill -9``, a closed session) is given the checkpoint the driver last recorded, up to ~10 s older
-than the newest its trial persisted: it restores from the newest in its storage folder instead, and from a
-newer training checkpoint a killed attempt left on the same node.
+died (``kill -9``, a closed session) is given the checkpoint the driver last recorded, which may be older
+than the newest its trial persisted (docs/sweeps.md): it restores from the newest in its storage folder
+instead, and from a newer training checkpoint a killed attempt left on the same node.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from invaders.backends import recent_score
 from invaders.config import build_params, with_overrides
 from invaders.names import Metric
 from invaders.pipeline import Workspace, run_step
-from invaders.stages.build_model import BUILD_MODEL
-from invaders.stages.evaluate import EVALUATE
-from invaders.stages.train import TRAIN
+from invaders.steps.build_model import BUILD_MODEL
+from invaders.steps.evaluate import EVALUATE
+from invaders.steps.train import TRAIN
 
 TRAIN_SCORE = "train_score"  # mean unclipped score of the last 20 training games (points), what ASHA compares
 AGENT_STEPS = "agent_steps"  # agent steps trained when a result is reported: ASHA's clock

@@ -1,9 +1,9 @@
 """The run interface: where a stage, a test or a trial sends its params, metrics, tags and files.
 
-Code that records numbers sees a ``Run`` and never the sink behind it: ``MlflowRun`` (in
-``mlflow_tracking``; only the tracking package imports mlflow) or ``RecordingRun`` here, which keeps everything
-in memory. ``HeldMetrics`` wraps a run so that its metrics leave only with a training checkpoint, which
-is how a resumed run logs every step once.
+Code that records numbers sees a ``Run`` and never the sink behind it: ``MlflowRun`` (in ``stage_run``; only
+the tracking package imports mlflow) or ``RecordingRun`` here, which keeps everything in memory. ``HeldMetrics``
+wraps a run so that its metrics leave only with a training checkpoint, which is how a resumed run logs every step
+once.
 """
 
 from __future__ import annotations

@@ -41,16 +41,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from invaders.errors import UserError
+from invaders.repository import project_root
 
 DEFAULT_PORT = 5050
 ADMIN = "admin"
 DATABASE = "mlflow"  # the database and its role
 ACCESS = ("READ", "EDIT", "MANAGE")
-# Fast settings (README "Team mode", measured by `make server-bench`): no job runner; a login cache so that a
-# request does not re-hash the password (~70 ms); MLflow's Flask app under gunicorn, not uvicorn: uvicorn runs it
-# behind FastAPI's middleware and a WSGI bridge that cost 15-25% of the server's CPU per request (the routes only
-# FastAPI serves, OpenTelemetry trace ingestion, AI gateway, assistant, are not used here). Two sync workers let
-# two requests run at once; the timeout lets a large artifact upload finish.
+# Fast settings (what each saves: docs/server.md, "Figures"): no job runner; a login cache so that a request
+# does not re-hash the password; MLflow's Flask app under gunicorn, not uvicorn: uvicorn runs it behind FastAPI's
+# middleware and a WSGI bridge that cost CPU on every request (the routes only FastAPI serves, OpenTelemetry
+# trace ingestion, AI gateway, assistant, are not used here). Two sync workers let two requests run at once; the
+# timeout lets a large artifact upload finish.
 WORKERS = 2
 GUNICORN_OPTS = "--timeout 600"
 # MLflow's basic-auth app, with run requests authorized without loading the whole run (auth_app.py; the
@@ -60,8 +61,8 @@ APP = "invaders-auth"
 # once by the worker that handled the change, and by the other within this time (one re-hash per user and
 # worker every 10 s costs nothing measurable).
 AUTH_CACHE_SECONDS = 10
-# PostgreSQL acknowledges a commit before its WAL reaches the disk (~3 ms of fsync per write request, more on a
-# busy disk). A crash of PostgreSQL or of the machine may lose the last <= 0.6 s of acknowledged writes (3 x
+# PostgreSQL acknowledges a commit before its WAL reaches the disk (no fsync in each write request: docs/server.md,
+# "Figures"). A crash of PostgreSQL or of the machine may lose the last <= 0.6 s of acknowledged writes (3 x
 # wal_writer_delay); the database stays consistent, and a crash of the MLflow server alone loses nothing.
 POSTGRES_OPTIONS = "-c synchronous_commit=off"
 # The MLflow versions whose basic-auth `invaders-auth` was tested against (tests/test_server.py, the permission
@@ -132,8 +133,6 @@ class Layout:
 
 
 def default_dir() -> Path:
-    from invaders.tracking.mlflow_tracking import project_root
-
     return Path(os.environ.get("INVADERS_SERVER_DIR") or project_root() / ".server").resolve()
 
 
@@ -706,7 +705,6 @@ def _run_command(args: argparse.Namespace, layout: Layout) -> None:
 
         supervise(layout, **options)
     elif args.command == "unit":
-        from invaders.tracking.mlflow_tracking import project_root
         from invaders.tracking.supervisor import unit
 
         path = layout.root / "invaders-server.service"
@@ -717,7 +715,6 @@ def _run_command(args: argparse.Namespace, layout: Layout) -> None:
 
 def _experiment_name() -> str:
     from invaders.config import load_params
-    from invaders.tracking.mlflow_tracking import project_root
 
     return load_params(project_root() / "params.yaml").tracking.experiment
 

@@ -38,7 +38,7 @@ SCHEMAS = (
 @cache
 def known_revisions(schema: Schema) -> tuple[str, frozenset[str]]:
     """(head, every revision) of the installed MLflow's migrations, read from the revision files' headers
-    (alembic would import each of them: ~2.5 s)."""
+    (alembic would import each of them, which takes seconds: docs/speed.md)."""
     folder = Path(find_spec("mlflow").submodule_search_locations[0]) / schema.migrations
     revisions, parents = set(), set()
     for script in folder.glob("*.py"):

@@ -111,7 +111,7 @@ def _shared_url(layout: Layout, login: Login) -> str:
 
 def add_user(layout: Layout, name: str, access: str, experiment: str, login: Login | None = None) -> Path:
     """Create user ``name`` (or keep it) with ``access`` on ``experiment`` and on the registered model of the
-    same name (it holds the experiment's agents, tracking/models.py: an EDIT user registers versions and moves
+    same name (it holds the experiment's agents, tracking/registry.py: an EDIT user registers versions and moves
     the champion there too); returns the user's 0600 login file."""
     _check_name(name)
     if access not in ACCESS:
@@ -146,7 +146,7 @@ def _experiment_id(login: Login, experiment: str, what: str) -> str:
     except ServerError as error:
         if "HTTP 404" not in str(error):
             raise
-    from invaders.tracking.mlflow_tracking import open_experiment
+    from invaders.tracking.store import open_experiment
 
     os.environ.update(dict(zip(("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"), login[1:])))
     return open_experiment(login.url, experiment)

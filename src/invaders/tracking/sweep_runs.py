@@ -15,14 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from invaders.names import Metric, Tag
-from invaders.tracking.mlflow_tracking import (
-    StageRun,
-    client_for,
-    git_commit,
-    open_experiment,
-    server_errors,
-    tracking_uri,
-)
+from invaders.repository import git_commit
+from invaders.tracking.stage_run import StageRun
+from invaders.tracking.store import client_for, open_experiment, server_errors, tracking_uri
 
 SWEEP_STAGE = "sweep"
 TRIAL_STAGE = "trial"

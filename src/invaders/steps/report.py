@@ -29,7 +29,7 @@ def report(params: Params, run: Run, workspace: Workspace) -> str:
         write_report,
     )
     from invaders.shipping import seed_groups, shipped_agents
-    from invaders.tracking.models import describe_scores
+    from invaders.tracking.registry import describe_scores
 
     evaluations = gather_evaluations(workspace.root, shipped_agents(workspace.root))
     random, trained = evaluations[0].agent, evaluations[1:]

@@ -15,6 +15,7 @@ from invaders.config import ConfigError, Params, as_flat_dict, load_params
 from invaders.evaluation.publish import default_protocol, protocol_label, protocol_params, publish_scores, score_line
 from invaders.names import Metric, Tag
 from invaders.pipeline import Step, Workspace
+from invaders.repository import provenance
 from invaders.shipping import RECORDED, WEIGHTS_SHA256
 from invaders.tracking.run import Run
 
@@ -34,7 +35,7 @@ def evaluate(
     A shipped agent plays the game it was trained on (its own params.yaml); the evaluation settings are
     this run's. Its training curve is logged with the evaluation, its training run being in another store.
     """
-    from invaders.tracking.models import download_agent, is_model_uri
+    from invaders.tracking.registry import download_agent, is_model_uri
 
     if is_model_uri(agent_dir):
         with tempfile.TemporaryDirectory() as folder:
@@ -57,8 +58,8 @@ def _evaluate(
     from invaders.evaluation.recording import ActionRecorder
     from invaders.models.networks import check_fits, load_model
     from invaders.reporting.animation import write_watched_games
-    from invaders.tracking.mlflow_tracking import run_name, short_steps
-    from invaders.tracking.models import record_scores, register_evaluated
+    from invaders.tracking.registry import record_scores, register_evaluated
+    from invaders.tracking.run_names import run_name, short_steps
 
     agent_dir = agent_dir or workspace.trained
     output = output or workspace.evaluation_results
@@ -117,7 +118,7 @@ def _publish_recorded(params: Params, run: Run, agent_dir: Path, output: Path) -
     import pandas as pd
 
     from invaders.evaluation.protocol import Episode
-    from invaders.tracking.mlflow_tracking import run_name
+    from invaders.tracking.run_names import run_name
 
     agent = AgentCard.read(agent_dir)
     try:
@@ -163,8 +164,6 @@ def _publish_recorded(params: Params, run: Run, agent_dir: Path, output: Path) -
 
 def _evaluated(agent: AgentCard, weights_sha256: str) -> dict[str, object]:
     """The agent as the report's row names it (``evaluated.json``, beside the scores)."""
-    from invaders.tracking.mlflow_tracking import provenance
-
     return {
         "agent": agent.label,
         "train_steps": agent.train_steps,
@@ -195,7 +194,7 @@ def evaluate_shipped(agent_dir: Path | str, output: Path) -> Step:
 def evaluate_step(agent: str | None, output: Path | None) -> Step:
     """The evaluate step of the command line: the trained agent without ``agent``, else a shipped agent's
     folder or a model URI, whose model must exist (checked here, before any work)."""
-    from invaders.tracking.models import check_agent_uri, is_model_uri
+    from invaders.tracking.registry import check_agent_uri, is_model_uri
 
     if not agent:
         return EVALUATE

@@ -8,6 +8,7 @@ from invaders.config import Params
 from invaders.evaluation.publish import protocol_params, publish_scores, score_line
 from invaders.names import Tag
 from invaders.pipeline import Step, Workspace
+from invaders.repository import provenance
 from invaders.tracking.run import Run
 
 
@@ -15,7 +16,6 @@ def baseline(params: Params, run: Run, workspace: Workspace) -> dict[str, float]
     """A uniformly random agent plays the evaluation protocol."""
     from invaders.envs.atari import make_vector_env
     from invaders.evaluation.protocol import play_episodes
-    from invaders.tracking.mlflow_tracking import provenance
 
     evaluation = params.evaluation
     run.log_params({**protocol_params(params), "agent": "random"})

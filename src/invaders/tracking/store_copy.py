@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from invaders.errors import UserError
-from invaders.tracking.mlflow_tracking import check_store, client_for, server_errors
+from invaders.tracking.store import check_store, client_for, server_errors
 
 COPIED_FROM = "invaders.copied_from"  # on a copied run: the id of the run it copies
 _METRICS_PER_BATCH = 1000  # MLflow's limit per log_batch
@@ -236,7 +236,7 @@ def copy_store(source_uri_: str, target_uri: str) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m invaders.tracking.migrate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m invaders.tracking.store_copy", description=__doc__.split("\n")[0])
     parser.add_argument("database", type=Path, help="the local store, e.g. mlflow.db")
     parser.add_argument("--server-dir", type=Path, default=None, help="the make server folder (default .server/)")
     args = parser.parse_args(argv)

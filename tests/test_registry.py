@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, sqlite_store
 
 from invaders.config import load_params
 from invaders.errors import InputError
 from invaders.names import Tag
-from invaders.tracking import models
-from invaders.tracking.mlflow_tracking import StageRun
+from invaders.tracking import registry
+from invaders.tracking.stage_run import StageRun
 
 AGENT = REPO / "shipped" / "dqn-100k"
 NAME = "space-invaders-dqn"
@@ -32,22 +32,13 @@ NAME = "space-invaders-dqn"
 def store(tmp_path_factory):
     """A sqlite store holding the shipped 100k agent as version 1 of the registered model."""
     root = tmp_path_factory.mktemp("store")
-    saved = {key: os.environ.get(key) for key in ("DVC_ROOT", "MLFLOW_TRACKING_URI")}
-    os.environ["DVC_ROOT"] = str(root)
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
-    try:
-        card = models.AgentCard.read(AGENT)
+    with sqlite_store(root):
+        card = registry.AgentCard.read(AGENT)
         with StageRun("evaluate", NAME) as run:
             started = time.perf_counter()
-            version = models.log_agent(run, AGENT, NAME, models.agent_tags(card, "sha-1"), models.describe(card))
+            version = registry.log_agent(run, AGENT, NAME, registry.agent_tags(card, "sha-1"), registry.describe(card))
             elapsed = time.perf_counter() - started
         yield {"root": root, "version": version, "run_id": run.run_id, "log_seconds": elapsed}
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
@@ -89,19 +80,20 @@ def test_version_with_signature_tags_and_description(store):
     inputs = info.signature.inputs.to_dict()[0]
     assert inputs["tensor-spec"]["dtype"] == "uint8" and list(inputs["tensor-spec"]["shape"]) == [-1, 4, 84, 84]
     assert [spec["name"] for spec in info.signature.outputs.to_dict()] == ["action", "q_values"]
-    again = models.log_agent(models.mlflow_run(_run(store)), AGENT, NAME, {Tag.WEIGHTS_SHA256: "sha-1"}, "")
+    again = registry.log_agent(registry.mlflow_run(_run(store)), AGENT, NAME, {Tag.WEIGHTS_SHA256: "sha-1"}, "")
     assert again == store["version"], "the same weights keep their version"
 
 
 def _run(store):
-    from invaders.tracking.mlflow_tracking import MlflowRun, client_for
+    from invaders.tracking.stage_run import MlflowRun
+    from invaders.tracking.store import client_for
 
     return MlflowRun(client_for(os.environ["MLFLOW_TRACKING_URI"]), store["run_id"])
 
 
 def test_loads_by_alias_in_a_fresh_process_and_plays_as_the_weights(store, observations, tmp_path):
-    models.move_champion(NAME, store["version"], "first", by="hand")
-    assert models.champion_version(NAME) == store["version"]
+    registry.move_champion(NAME, store["version"], "first", by="hand")
+    assert registry.champion_version(NAME) == store["version"]
     frames, actions = observations
     np.save(tmp_path / "obs.npy", frames)
     script = (
@@ -129,13 +121,13 @@ def test_loads_by_alias_in_a_fresh_process_and_plays_as_the_weights(store, obser
 
 def test_a_missing_uri_is_one_line(store):
     with pytest.raises(InputError, match=r"^--agent models:/space-invaders-dqn@nobody: no such model version"):
-        models.check_agent_uri(f"models:/{NAME}@nobody")
+        registry.check_agent_uri(f"models:/{NAME}@nobody")
     with pytest.raises(InputError, match=r"no run"):
-        models.check_agent_uri("runs:/0123456789abcdef/agent")
+        registry.check_agent_uri("runs:/0123456789abcdef/agent")
 
 
 def test_download_by_uri_gives_the_agent_folder(store, tmp_path):
-    folder, version = models.download_agent(f"models:/{NAME}/{store['version']}", tmp_path)
+    folder, version = registry.download_agent(f"models:/{NAME}/{store['version']}", tmp_path)
     assert version == store["version"]
     assert (folder / "weights.npz").read_bytes() == (AGENT / "weights.npz").read_bytes()
     assert (folder / "params.yaml").is_file() and (folder / "agent.json").is_file()
@@ -157,7 +149,7 @@ def post(url: str, body: object) -> tuple[int, dict]:
 
 
 def test_served_model_answers_with_the_weights_actions_and_refuses_bad_requests(store, observations):
-    models.move_champion(NAME, store["version"], "served", by="hand")
+    registry.move_champion(NAME, store["version"], "served", by="hand")
     frames, actions = observations
     port = free_port()
     server = subprocess.Popen(
@@ -204,9 +196,9 @@ def test_an_agent_ships_from_the_registry(store, tmp_path):
     assert main(["from-registry", "--model", f"models:/{NAME}/{store['version']}", "--destination", str(tmp_path)]) == 0
     shipped = tmp_path / "from-registry"
     assert (shipped / "weights.npz").read_bytes() == (AGENT / "weights.npz").read_bytes()
-    card = models.AgentCard.read(shipped)
+    card = registry.AgentCard.read(shipped)
     assert card.train_steps == 100000 and (shipped / "params.yaml").is_file()
-    assert card.git_commit == models.AgentCard.read(AGENT).git_commit, "a shipped agent keeps its provenance"
+    assert card.git_commit == registry.AgentCard.read(AGENT).git_commit, "a shipped agent keeps its provenance"
     assert main(["again", "--model", f"models:/{NAME}@nobody", "--destination", str(tmp_path)]) == 2
 
 
@@ -222,7 +214,7 @@ def test_a_sweep_trials_agent_ships_from_the_registry_with_its_commit_and_trial(
     (tmp_path / "seeds.yaml").write_text("name: seeds\n")
     sweep = open_sweep_run(NAME, "seeds", tmp_path / "seeds.yaml", store["root"], None)
     trial = open_trial_run(NAME, sweep, "t_00001", "seed 1", {"train.seed": 1}, "127.0.0.2")
-    card = models.AgentCard.read(AGENT)
+    card = registry.AgentCard.read(AGENT)
     trained = dataclasses.replace(card, git_commit=None, trained_with=None)
     folder = tmp_path / "trained"
     folder.mkdir()
@@ -230,11 +222,11 @@ def test_a_sweep_trials_agent_ships_from_the_registry_with_its_commit_and_trial(
         (folder / name).write_bytes((AGENT / name).read_bytes())
     trained.write(folder)
     with StageRun("train", NAME, parent_run_id=trial) as run:
-        version = models.log_agent(
-            run, folder, NAME, models.agent_tags(trained, "sha-trial"), "", AGENT / "params.yaml"
+        version = registry.log_agent(
+            run, folder, NAME, registry.agent_tags(trained, "sha-trial"), "", AGENT / "params.yaml"
         )
     assert main(["trial-agent", "--model", f"models:/{NAME}/{version}", "--destination", str(tmp_path)]) == 0
-    shipped = models.AgentCard.read(tmp_path / "trial-agent")
+    shipped = registry.AgentCard.read(tmp_path / "trial-agent")
     assert (shipped.git_commit, shipped.experiment) == (commit, "sweep seeds trial t_00001 (seed 1)")
 
 
@@ -243,9 +235,9 @@ def test_the_report_writes_each_versions_scores_into_its_description(store):
 
     protocol = "the protocol"
     scores = {"score_mean": 318.5, "score_ci_low": 277.8, "score_ci_high": 360.2}
-    models.record_scores(NAME, store["version"], scores, protocol)
-    models.describe_scores(NAME, protocol, 148.2)
-    models.describe_scores(NAME, protocol, 148.2)  # rewritten, not appended
+    registry.record_scores(NAME, store["version"], scores, protocol)
+    registry.describe_scores(NAME, protocol, 148.2)
+    registry.describe_scores(NAME, protocol, 148.2)  # rewritten, not appended
     description = MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_model_version(NAME, store["version"]).description
     assert description.count("Scores:") == 1 and "100,000 agent steps" in description
     assert description.endswith("Scores: mean 318.5, CI [277.8, 360.2]; random scores 148.2 (protocol: the protocol).")

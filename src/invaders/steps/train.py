@@ -21,7 +21,8 @@ from invaders.tracking.run import Run
 
 def resumable_training(params: Params, workspace: Workspace) -> str | None:
     """The MLflow run of an interrupted training with these params that a checkpoint can continue."""
-    from invaders.tracking.mlflow_tracking import displayed, run_in_experiment, tracking_uri
+    from invaders.tracking.queries import run_in_experiment
+    from invaders.tracking.store import displayed, tracking_uri
 
     weights = workspace.initial / "weights.npz"
     if not can_resume(params.train.backend) or not weights.is_file():
@@ -43,7 +44,7 @@ def train(params: Params, run: Run, workspace: Workspace) -> dict[str, float]:
     import pandas as pd
 
     from invaders.models.networks import save_weights
-    from invaders.tracking.mlflow_tracking import run_name, short_steps
+    from invaders.tracking.run_names import run_name, short_steps
 
     config = params.train
     run.log_params(
@@ -116,7 +117,7 @@ def _register(card: AgentCard, params: Params, run: Run, workspace: Workspace) -
 
     import yaml
 
-    from invaders.tracking.models import agent_tags, describe, log_agent, mlflow_run
+    from invaders.tracking.registry import agent_tags, describe, log_agent, mlflow_run
 
     stored = mlflow_run(run)
     if stored is None:

@@ -5,10 +5,14 @@ An agent's model is ``agent_model.py`` (models-from-code) with the agent's folde
 (``weights.npz``, ``spec.json``, ``agent.json``, the ``params.yaml`` it was trained with), this package
 as code and pinned requirements, so ``mlflow.pyfunc.load_model`` and ``mlflow models serve`` need
 nothing from this repository. Versions carry tags (``Tag.VERSION_TRAIN_STEPS`` ...) and a description.
+
+The functions that find the store themselves share one client per process and tracking URI, made after the
+store answered once (``_client``); those given a run use that run's client.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 import warnings
@@ -20,7 +24,8 @@ import numpy as np
 from invaders.agents.card import AgentCard
 from invaders.errors import InputError
 from invaders.names import Tag
-from invaders.tracking.mlflow_tracking import MlflowRun, check_store, client_for, displayed, tracking_uri
+from invaders.tracking.stage_run import MlflowRun
+from invaders.tracking.store import check_store, client_for, displayed, tracking_uri
 
 ARTIFACT = "agent"  # the model's folder inside its run
 CHAMPION = "champion"  # alias of the version chosen by paired tests on the validation games (reporting/champion.py)
@@ -157,7 +162,7 @@ def record_scores(name: str, version: str, summary: dict[str, float], protocol: 
         Tag.SCORE_CI_HIGH: f"{summary[Metric.SCORE_CI_HIGH]:.1f}",
         Tag.PROTOCOL: protocol,
     }
-    set_version_tags(client_for(_checked_uri()), name, version, tags)
+    set_version_tags(_client(), name, version, tags)
 
 
 def find_version(client, name: str, weights_sha256: str) -> str | None:
@@ -192,7 +197,7 @@ def describe(card: AgentCard, extra: str = "") -> str:
 
 def check_agent_uri(uri: str) -> None:
     """InputError of one line unless ``uri`` names a model in the tracking store."""
-    client = client_for(_checked_uri())
+    client = _client()
     version, _ = _resolve(client, uri)
     if version is None and not uri.startswith("runs:/"):
         raise InputError(f"--agent {uri}: no such model version in {displayed(tracking_uri())}")
@@ -203,7 +208,7 @@ def download_agent(uri: str, destination: Path) -> tuple[Path, str | None]:
     version (None for a ``runs:/`` model not registered)."""
     import mlflow.artifacts
 
-    client = client_for(_checked_uri())
+    client = _client()
     version, source = _resolve(client, uri)
     try:
         local = mlflow.artifacts.download_artifacts(
@@ -221,7 +226,7 @@ def download_curve(uri: str, destination: Path) -> bool:
     """The training curve (``curve.csv``) of the run that trained the agent at ``uri``, if it has one."""
     import shutil
 
-    client = client_for(_checked_uri())
+    client = _client()
     version, _ = _resolve(client, uri)
     if version is None:
         return False
@@ -240,7 +245,7 @@ def version_provenance(uri: str) -> tuple[str, str]:
     """(commit, experiment) of the run that registered the agent at ``uri``: its commit tag, and its DVC
     experiment, or ``sweep NAME trial ID`` when it is the train stage of a sweep trial (its parent run is the
     trial's, whose parent is the sweep's). The commit is "" when the run records none."""
-    client = client_for(_checked_uri())
+    client = _client()
     version, _ = _resolve(client, uri)
     name = uri.removeprefix("models:/").split("@")[0].split("/")[0]
     run_id = client.get_model_version(name, version).run_id if version else uri.removeprefix("runs:/").split("/")[0]
@@ -260,10 +265,15 @@ def _parent_tags(client, tags: dict[str, str]) -> dict[str, str]:
     return client.get_run(parent).data.tags if parent else {}
 
 
-def _checked_uri() -> str:
-    uri = tracking_uri()
-    check_store(uri)
-    return uri
+def _client():
+    """The MLflow client of the tracking store, checked and made once per process and tracking URI."""
+    return _client_of(tracking_uri())
+
+
+@functools.cache
+def _client_of(uri: str):
+    check_store(uri)  # a store that does not answer raises, and is not cached
+    return client_for(uri)
 
 
 def _resolve(client, uri: str) -> tuple[str | None, str]:
@@ -298,7 +308,7 @@ def _resolve(client, uri: str) -> tuple[str | None, str]:
 
 def version_scores(name: str, protocol: str) -> list[dict[str, Any]]:
     """Every version of ``name`` scored under ``protocol``: version, mean, CI low and high, label."""
-    client = client_for(_checked_uri())
+    client = _client()
     if not client.search_registered_models(f"name = '{name}'"):
         return []
     scored = []
@@ -321,7 +331,7 @@ def champion_version(name: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(client_for(_checked_uri()).get_model_version_by_alias(name, CHAMPION).version)
+        return str(_client().get_model_version_by_alias(name, CHAMPION).version)
     except MlflowException:
         return None
 
@@ -331,14 +341,14 @@ def check_version(name: str, version: str) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
-        client_for(_checked_uri()).get_model_version(name, str(version))
+        _client().get_model_version(name, str(version))
     except MlflowException:
         raise InputError(f"VERSION = {version}: {name} has no such version in {displayed(tracking_uri())}") from None
 
 
 def newest_version(name: str) -> str:
     """The highest version number of ``name`` (what the last train stage registered); InputError if none."""
-    client = client_for(_checked_uri())
+    client = _client()
     found = (
         client.search_model_versions(f"name = '{name}'") if client.search_registered_models(f"name = '{name}'") else []
     )
@@ -355,14 +365,14 @@ def _now() -> str:
 
 def champion_moves(name: str) -> list[dict[str, Any]]:
     """The alias's last moves, oldest first: time, from, to, by (``hand`` or ``paired test``) and why."""
-    return json.loads(client_for(_checked_uri()).get_registered_model(name).tags.get(Tag.CHAMPION_MOVES, "[]"))
+    return json.loads(_client().get_registered_model(name).tags.get(Tag.CHAMPION_MOVES, "[]"))
 
 
 def move_champion(name: str, version: str, reason: str, by: str) -> None:
     """Point ``champion`` at ``version``, ``by`` hand or a paired test, because of ``reason``; the move is
     appended to the model's tag ``Tag.CHAMPION_MOVES`` (the last ``KEPT_MOVES``; a tag holds 5,000
     characters) and the version is tagged with why."""
-    client = client_for(_checked_uri())
+    client = _client()
     previous = champion_version(name)
     client.set_registered_model_alias(name, CHAMPION, version)
     move = {"time": _now(), "from": previous, "to": version, "by": by, "why": reason}
@@ -377,12 +387,12 @@ KEPT_MOVES = 10
 def pin_champion(name: str, reason: str) -> None:
     """Hold the alias where it is: paired tests report but do not move it until ``unpin_champion``."""
     pin = {"time": _now(), "version": champion_version(name), "reason": reason}
-    client_for(_checked_uri()).set_registered_model_tag(name, Tag.CHAMPION_PIN, json.dumps(pin))
+    _client().set_registered_model_tag(name, Tag.CHAMPION_PIN, json.dumps(pin))
 
 
 def unpin_champion(name: str, reason: str) -> None:
     """Let paired tests move the alias again; the unpinning is kept in the moves' history."""
-    client = client_for(_checked_uri())
+    client = _client()
     if champion_pin(name):
         client.delete_registered_model_tag(name, Tag.CHAMPION_PIN)
     holder = champion_version(name)
@@ -392,18 +402,18 @@ def unpin_champion(name: str, reason: str) -> None:
 
 def champion_pin(name: str) -> dict[str, Any] | None:
     """The pin on the alias (time, version pinned, reason), None if it is not pinned."""
-    pin = client_for(_checked_uri()).get_registered_model(name).tags.get(Tag.CHAMPION_PIN)
+    pin = _client().get_registered_model(name).tags.get(Tag.CHAMPION_PIN)
     return json.loads(pin) if pin else None
 
 
 def record_challenge(name: str, version: str, outcome: str) -> None:
     """Tag ``version`` with its last paired test against the champion, in words."""
-    client_for(_checked_uri()).set_model_version_tag(name, version, Tag.CHAMPION_CHALLENGE, f"{_now()}: {outcome}")
+    _client().set_model_version_tag(name, version, Tag.CHAMPION_CHALLENGE, f"{_now()}: {outcome}")
 
 
 def champion_status(name: str) -> str:
     """The holder, the pin and the recorded moves, one line each."""
-    if not client_for(_checked_uri()).search_registered_models(f"name = '{name}'"):
+    if not _client().search_registered_models(f"name = '{name}'"):
         return f"{name}: no registered model in {displayed(tracking_uri())}"
     holder, pin = champion_version(name), champion_pin(name)
     lines = [f"{name}: champion {'v' + holder if holder else 'none'}"]
@@ -419,7 +429,7 @@ SCORES_HEADING = "Scores:"  # the paragraph of a version's description the repor
 
 def describe_scores(name: str, protocol: str, random_mean: float | None) -> None:
     """Write each version's latest scores under ``protocol`` (its tags) into its description, beside random's."""
-    client = client_for(_checked_uri())
+    client = _client()
     beside = f"; random scores {random_mean:.1f}" if random_mean is not None else ""
     for entry in version_scores(name, protocol):
         paragraph = (
