@@ -251,8 +251,11 @@ def is_experiment(ref: str) -> bool:
     """Whether ``ref`` names an experiment, refs/exps/<2 hex>/<38 hex>/<name>, not one of DVC's own refs
     (refs/exps/exec/EXEC_HEAD and the like, which may point at the baseline or at a root commit)."""
     parts = ref.split("/")
-    return len(parts) == 5 and len(parts[2]) == 2 and len(parts[3]) == 38 and all(
-        c in "0123456789abcdef" for c in parts[2] + parts[3]
+    return (
+        len(parts) == 5
+        and len(parts[2]) == 2
+        and len(parts[3]) == 38
+        and all(c in "0123456789abcdef" for c in parts[2] + parts[3])
     )
 
 
