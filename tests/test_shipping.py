@@ -198,11 +198,15 @@ def test_a_bad_agent_card_is_one_line_naming_the_file(tmp_path):
         assert "\n" not in str(raised.value) and str(tmp_path / "agent.json") in str(raised.value)
 
 
-def test_seed_groups_name_their_row_and_members_and_the_project_ships_five_seeds(tmp_path):
+def test_seed_groups_name_their_row_and_members_and_the_project_s_groups_pass_the_checks(tmp_path):
     group = {"dqn-100k x3 seeds": list(SEEDS)}
     assert seed_groups(shipped_with(tmp_path, group, SEEDS)) == [SeedGroup("dqn-100k x3 seeds", tuple(SEEDS))]
     five = tuple(f"dqn-100k-seed{seed}" for seed in range(5))
-    assert seed_groups(REPO) == [SeedGroup("dqn-100k x5 seeds, shared init", five)]  # checked like any other group
+    independent = tuple(f"dqn-100k-indep-seed{seed}" for seed in range(2))
+    assert seed_groups(REPO) == [  # checked like any other group
+        SeedGroup("dqn-100k x5 seeds, shared init", five),
+        SeedGroup("dqn-100k x2 seeds, independent", independent),
+    ]
 
 
 @pytest.mark.parametrize(
