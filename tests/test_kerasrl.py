@@ -289,7 +289,7 @@ def run(cached):
 plain, plain_rows, plain_calls = run(False)
 cached, cached_rows, cached_calls = run(True)
 print(json.dumps({
-    "identical": all(np.array_equal(a, b) for a, b in zip(plain, cached)),
+    "largest_difference": max(float(np.max(np.abs(a - b))) for a, b in zip(plain, cached)),
     "plain_rows": plain_rows, "plain_calls": plain_calls, "cached_rows": cached_rows, "cached_calls": cached_calls,
 }))
 """
@@ -305,7 +305,9 @@ def test_target_q_cache_trains_the_same_weights_with_fewer_target_predicts():
     # 280 updates of 8 next states each; the cache computes each distinct state once per target sync.
     assert report["plain_calls"] == report["plain_rows"] // 8 and report["plain_rows"] >= 280 * 8
     assert report["cached_rows"] < report["plain_rows"] // 4
-    assert report["identical"]  # the same targets, so the same updates, bit for bit
+    # The same targets up to float32 rounding: the cache predicts only the states it lacks, a smaller batch, and
+    # a CPU's kernels may round a row differently by batch size (bit for bit on AVX-512, not on AVX2).
+    assert report["largest_difference"] < 1e-4
 
 
 # Runs in its own interpreter (graph mode): the backend's training, every target sync and update counted.

@@ -146,8 +146,8 @@ def cache_target_q(agent) -> None:
     replay memory holds few states (``limit``): with the notebook's memory of 1000 each state is sampled ~32
     times in its life, and recomputed each time (docs/notebook.md: that predict's share of a step).
     This keeps each next state's target Q-values, keyed by a BLAKE2b digest of its frames, and forgets them
-    all when ``update_target_model_hard`` runs. Same network, same inputs: the values keras-rl2 computes
-    (checked bit for bit in tests/test_kerasrl.py). Soft target updates (``target_model_update < 1``)
+    all when ``update_target_model_hard`` runs. Same network, same inputs: the values keras-rl2 computes, up to
+    the float32 rounding of a smaller batch (tests/test_kerasrl.py). Soft target updates (``target_model_update < 1``)
     change the target network every step: then nothing is installed.
     """
     if agent.target_model_update < 1:
