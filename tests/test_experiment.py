@@ -17,8 +17,8 @@ from invaders.tracking.run import HeldMetrics, RecordingRun
 OVERRIDES = {f"{section}.{key}": value for section, values in TINY.items() for key, value in values.items()}
 
 
-def test_train_and_evaluate_runs_each_stage_in_its_own_run(tmp_path, monkeypatch):
-    monkeypatch.setenv("DVC_EXP_NAME", "from-python")  # the checkpoints' folder
+def recording_runs():
+    """Each stage's run, recorded in memory, and the ``open_run`` of train_and_evaluate that makes them."""
     runs: dict[str, RecordingRun] = {}
 
     @contextmanager
@@ -26,6 +26,13 @@ def test_train_and_evaluate_runs_each_stage_in_its_own_run(tmp_path, monkeypatch
         runs[stage] = RecordingRun(stage, resume_run_id)
         yield HeldMetrics(runs[stage]) if hold_metrics else runs[stage]
         runs[stage].flush()
+
+    return runs, open_run
+
+
+def test_train_and_evaluate_runs_each_stage_in_its_own_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "from-python")  # the checkpoints' folder
+    runs, open_run = recording_runs()
 
     workspace = Workspace(tmp_path)
     summary = train_and_evaluate(
@@ -67,13 +74,7 @@ def test_a_qr_dqn_agent_builds_trains_evaluates_and_says_so_in_its_card(tmp_path
     from invaders.models.networks import load_spec
 
     monkeypatch.setenv("DVC_EXP_NAME", "qr-from-python")
-    runs: dict[str, RecordingRun] = {}
-
-    @contextmanager
-    def open_run(stage, params, resume_run_id, hold_metrics):
-        runs[stage] = RecordingRun(stage, resume_run_id)
-        yield HeldMetrics(runs[stage]) if hold_metrics else runs[stage]
-        runs[stage].flush()
+    runs, open_run = recording_runs()
 
     workspace = Workspace(tmp_path)
     overrides = {**OVERRIDES, "train.steps": 400, "model.quantiles": 8}
