@@ -71,7 +71,7 @@ def test_repro_then_nothing_reruns_then_an_experiment(repo, monkeypatch):
         assert (scores % 5 == 0).all(), (folder, scores.tolist())
         assert scores.max() > 0, folder
     report = (repo / "report/report.md").read_text()
-    for agent in ["random", "native nature-dueling 6", "100,000 steps", "1,000,001 steps"]:
+    for agent in ["random", "native nature-dueling-streams 6", "100,000 steps", "1,000,001 steps"]:
         assert agent in report, agent
     assert (repo / "mlflow.db").is_file()
 

@@ -107,6 +107,7 @@ def test_ship_copies_the_run_and_records_its_commit(workspace, tmp_path):
     assert agent["git_commit"] == head and agent["trained_with"] == "dvc exp run -S train.steps=100000"
     assert agent["experiment"] == "workspace", "a committed dvc repro: the work tree is the commit"
     assert agent["dvc_train_md5"] == train_md5(workspace) and agent["dvc_train_md5"].endswith(".dir")
+    assert agent["head"] == "dueling-shared", "a card without a head gets the one its spec names"
     assert (target / "weights.npz").read_bytes() == (SHIPPED / "weights.npz").read_bytes()
 
 
@@ -173,18 +174,20 @@ def test_ship_refuses_to_overwrite_an_unfinished_run_or_a_bad_name(workspace, tm
 
 def test_agent_cards_of_shipped_agents_read_and_round_trip(tmp_path):
     card = AgentCard.read(SHIPPED)  # shipped before cards recorded the experiment: still read
-    assert card.label == "native nature-dueling 100,000 steps" and card.experiment is None
+    # Its card predates head names: the head Q-networks had then (keras-rl2's form), in the label.
+    assert card.label == "native nature-dueling-shared 100,000 steps" and card.experiment is None
     assert card.as_params()["agent.git_commit"] == card.git_commit
     card.write(tmp_path)
     assert AgentCard.read(tmp_path) == card
     assert json.loads((tmp_path / "agent.json").read_text()) == json.loads((SHIPPED / "agent.json").read_text())
     # An agent trained in bfloat16 says so in its label: the report's rows tell it from a float32 one.
-    assert AgentCard.read(SHIPPED.parent / "dqn-100k-bf16").label == "native nature-dueling 100,002 steps bf16"
+    assert AgentCard.read(SHIPPED.parent / "dqn-100k-bf16").label == "native nature-dueling-shared 100,002 steps bf16"
     # A QR-DQN agent's card records its quantiles (and its label names them); an expected-value one's has none.
     assert "quantiles" not in json.loads((SHIPPED / "agent.json").read_text()) and card.quantiles is None
-    qr = dataclasses.replace(card, quantiles=200)
+    qr = dataclasses.replace(card, quantiles=200, head="dueling-streams")
     qr.write(tmp_path)
-    assert AgentCard.read(tmp_path) == qr and qr.label == "native nature-dueling-qr200 100,000 steps"
+    assert AgentCard.read(tmp_path) == qr and qr.label == "native nature-dueling-streams-qr200 100,000 steps"
+    assert dataclasses.replace(card, dueling=False, head="plain").label == "native nature 100,000 steps"
 
 
 def test_a_bad_agent_card_is_one_line_naming_the_file(tmp_path):

@@ -34,6 +34,7 @@ from invaders import files
 from invaders.agents.card import AgentCard
 from invaders.config import as_flat_dict, load_params
 from invaders.errors import ConfigError, InputError, UserError
+from invaders.models.networks import NetworkSpec
 from invaders.repository import git_commit
 
 # (source inside the workspace, name inside shipped/<name>/, required)
@@ -178,6 +179,7 @@ def ship(workspace: Path, name: str, destination: Path, command: str = "") -> Pa
     experiment = experiment_of(workspace, commit)
     agent = dataclasses.replace(
         agent,
+        head=agent.head or spec_head(workspace / TRAINED),
         git_commit=commit,
         trained_with=command or agent.trained_with,
         experiment=experiment,
@@ -344,11 +346,17 @@ def ship_model(uri: str, name: str, destination: Path) -> Path:
             download_curve(uri, staging / "curve.csv")
             dataclasses.replace(
                 agent,
+                head=agent.head or spec_head(agent_dir),
                 git_commit=commit,
                 experiment=experiment or None,
                 trained_with=agent.trained_with or f"registered as {uri}",
             ).write(staging)
     return target
+
+
+def spec_head(agent_dir: Path) -> str:
+    """The head named by the agent's ``spec.json``: what its card records, for cards written before cards did."""
+    return NetworkSpec.from_json((agent_dir / "spec.json").read_text()).head
 
 
 def _target(name: str, destination: Path) -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 
 from invaders import files
 from invaders.errors import InputError
+from invaders.models.networks import HEAD_BEFORE_NAMES
 
 FILE = "agent.json"
 _KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
@@ -34,6 +35,7 @@ class AgentCard:
     train_run_id: str  # the MLflow run of its training
     precision: str | None = None  # arithmetic of its layers while it trained ("bfloat16"); unset: float32
     quantiles: int | None = None  # model.quantiles: quantiles per action of its QR-DQN head; unset: expected values
+    head: str | None = None  # its Q-network's output head (networks.HEADS); unset: older cards (HEAD_BEFORE_NAMES)
     git_commit: str | None = None  # commit that trained it, clean (shipped agents)
     trained_with: str | None = None  # how its training was started (shipped agents, optional)
     experiment: str | None = None  # the DVC experiment that trained it, or "sweep NAME trial ID" (shipped agents)
@@ -63,9 +65,10 @@ class AgentCard:
 
     @property
     def label(self) -> str:
-        """How reports name the agent: ``native nature-dueling 100,000 steps`` (``... steps bf16`` if trained so,
-        ``nature-dueling-qr200`` with a QR-DQN head of 200 quantiles)."""
-        head = ("-dueling" if self.dueling else "") + (f"-qr{self.quantiles}" if self.quantiles else "")
+        """How reports name the agent: ``native nature-dueling-streams 100,000 steps`` (its network and head;
+        ``... steps bf16`` if trained so, ``nature-dueling-streams-qr200`` with a QR-DQN head of 200 quantiles)."""
+        named = self.head or HEAD_BEFORE_NAMES[self.dueling]
+        head = ("" if named == "plain" else f"-{named}") + (f"-qr{self.quantiles}" if self.quantiles else "")
         arithmetic = " bf16" if self.precision == "bfloat16" else ""
         return f"{self.backend} {self.network}{head} {self.train_steps:,} steps{arithmetic}"
 

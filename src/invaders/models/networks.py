@@ -36,6 +36,8 @@ HEADS = {
 # The dueling head a network gets: the paper's streams for the Nature CNN; for the notebook's network,
 # the head keras-rl2 adds itself, which its notebook preset trains with.
 DUELING_HEADS = {"nature": "dueling-streams", "notebook": "dueling-shared"}
+# The head of a spec or agent card written before heads had names (by dueling): keras-rl2's form or none.
+HEAD_BEFORE_NAMES = {True: "dueling-shared", False: "plain"}
 QUANTILES_LAYER = "quantiles"  # the layer of a quantile head that outputs (batch, actions, quantiles)
 MAX_QUANTILES = 1000  # quantiles per action a spec accepts, as model.quantiles (Dopamine's QR-DQN uses 200)
 # Hidden Dense layers after each network's convolutions, in units; a two-stream head copies the last one.
@@ -81,8 +83,7 @@ class NetworkSpec:
     def from_json(cls, text: str) -> NetworkSpec:
         values = json.loads(text)
         dueling = values["dueling"]
-        # Specs written before the head had a name all had keras-rl2's form of the dueling head.
-        head = values.get("head", "dueling-shared" if dueling else "plain")
+        head = values.get("head", HEAD_BEFORE_NAMES[dueling])
         shape, actions = tuple(values["input_shape"]), values["num_actions"]
         return cls(values["network"], dueling, shape, actions, head, values.get("quantiles", 0))
 

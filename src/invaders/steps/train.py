@@ -73,6 +73,7 @@ def train(params: Params, run: Run, workspace: Workspace) -> dict[str, float]:
         network=agent.spec.network,
         dueling=agent.spec.dueling,
         quantiles=agent.spec.quantiles or None,
+        head=agent.spec.head,
         train_steps=result.steps,
         updates=result.updates,
         wall_time_s=round(result.wall_time_s, 1),
