@@ -46,8 +46,14 @@ def encoded_on_the_way(frames: Iterable[np.ndarray], path: Path, frames_per_seco
         for frame in frames:
             if writer is None:
                 writer = imageio_ffmpeg.write_frames(
-                    str(encoded), (frame.shape[1], frame.shape[0]), fps=frames_per_second, codec="libx264",
-                    pix_fmt_out="yuv420p", quality=None, macro_block_size=2, output_params=VIDEO_OUTPUT,
+                    str(encoded),
+                    (frame.shape[1], frame.shape[0]),
+                    fps=frames_per_second,
+                    codec="libx264",
+                    pix_fmt_out="yuv420p",
+                    quality=None,
+                    macro_block_size=2,
+                    output_params=VIDEO_OUTPUT,
                     ffmpeg_log_level="error",
                 )
                 writer.send(None)  # starts ffmpeg
