@@ -82,7 +82,7 @@ def test_a_qr_dqn_agent_builds_trains_evaluates_and_says_so_in_its_card(tmp_path
     assert load_spec(workspace.initial).quantiles == 8 and load_spec(workspace.trained).quantiles == 8
     assert json.loads((workspace.trained / "spec.json").read_text())["head"] == "dueling-streams"
     card = AgentCard.read(workspace.trained)
-    assert card.quantiles == 8 and card.label.startswith("native nature-dueling-qr8 ")
+    assert card.quantiles == 8 and card.label.startswith("native nature-dueling-streams-qr8 ")
     assert runs["build-model"].params["model.quantiles"] == "8"
     losses = [value for _, value in runs["train"].history(Metric.TRAIN_LOSS)]
     assert losses and all(value == value for value in losses), "quantile losses reach the run"

@@ -205,10 +205,10 @@ def test_seed_groups_name_their_row_and_members_and_the_project_s_groups_pass_th
     group = {"dqn-100k x3 seeds": list(SEEDS)}
     assert seed_groups(shipped_with(tmp_path, group, SEEDS)) == [SeedGroup("dqn-100k x3 seeds", tuple(SEEDS))]
     five = tuple(f"dqn-100k-seed{seed}" for seed in range(5))
-    independent = tuple(f"dqn-100k-indep-seed{seed}" for seed in range(2))
+    independent = tuple(f"dqn-100k-indep-seed{seed}" for seed in range(5))
     assert seed_groups(REPO) == [  # checked like any other group
         SeedGroup("dqn-100k x5 seeds, shared init", five),
-        SeedGroup("dqn-100k x2 seeds, independent", independent),
+        SeedGroup("dqn-100k x5 seeds, independent", independent),
     ]
 
 
