@@ -39,8 +39,9 @@ $(STAMP): requirements.lock pyproject.toml
 run: setup
 	dvc repro
 
+# --durations: every run (CI's too) ends with the slowest tests, to keep the suite near 20 minutes.
 test: setup server-setup sshd-setup
-	pytest -q -rs
+	pytest -q -rs --durations=30
 
 test-fast: setup server-setup sshd-setup
 	pytest -q -m "not e2e"
