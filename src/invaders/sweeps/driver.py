@@ -1,4 +1,5 @@
-"""Run a sweep file on Ray Tune: ``invaders-sweep sweeps/lr.yaml`` (``make sweep SWEEP=sweeps/lr.yaml``).
+"""Run a sweep file on Ray Tune: ``invaders-sweep sweeps/learning-rate.yaml``
+(``make sweep SWEEP=sweeps/learning-rate.yaml``).
 
 On a local Ray instance by default (its ports on 127.0.0.2, token authentication), or on the cluster at
 ``RAY_ADDRESS``. Tune keeps the sweep in ``sweep_results/<name>`` (``--storage`` for a shared filesystem or
@@ -310,7 +311,7 @@ def _yaml(value: Any) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run a sweep file on Ray Tune (RAY_ADDRESS: an existing cluster).")
-    parser.add_argument("sweep", type=Path, help="the sweep file, e.g. sweeps/lr.yaml")
+    parser.add_argument("sweep", type=Path, help="the sweep file, e.g. sweeps/learning-rate.yaml")
     parser.add_argument(
         "--storage", type=Path, default=Path("sweep_results"), help="Tune's storage (shared on multi-node)"
     )

@@ -1,11 +1,11 @@
 """A sweep file: which ``params.yaml`` keys to vary, over which seeds, for how long, judged by what.
 
-    # sweeps/lr.yaml
-    name: lr                         # the sweep's folder in sweep_results/ and its MLflow parent run
+    # sweeps/learning-rate.yaml
+    name: learning-rate              # the sweep's folder in sweep_results/ and its MLflow parent run
     steps: 100000                    # agent steps per trial (train.steps)
     seeds: [0, 1, 2]                 # train.seed: every configuration is trained once per seed
     params:                          # the same for every trial
-      train.epsilon_decay_steps: 50000
+      train.exploration_fraction: 0.5
     search:                          # one entry per varied key: grid, choice, uniform or loguniform
       train.learning_rate: {grid: [6.25e-5, 1.0e-4, 2.5e-4]}
     samples: 1                       # draws of the random (choice/uniform/loguniform) entries
