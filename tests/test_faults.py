@@ -350,8 +350,7 @@ def test_terminated_stage_marks_its_run_killed_and_fails(trained, stage_name, si
             try:
                 returncode = stage.wait(timeout=240)  # generous: a loaded machine, not a measurement
             except subprocess.TimeoutExpired:
-                errors.seek(0)
-                pytest.fail(f"{stage_name} did not stop within 240 s of the signal\n{errors.read()[-3000:]}")
+                returncode = None  # still running: the assertion below shows its stderr
         finally:
             stop(stage)
         errors.seek(0)
