@@ -19,6 +19,14 @@ TINY = {
     "report": {"bootstrap_samples": 200},
 }
 
+# The shipped agents a temporary repository keeps: one of each kind the pipeline handles (a 100k and the 1M
+# agent, a seed group, the notebook agent's published evaluation). The other shipped agents run the same
+# evaluate-shipped stage on other weights; each costs a stage run to every full `dvc repro`.
+SHIPPED = {
+    "shipped": ["dqn-100k", "dqn-1m", "dqn-100k-indep-seed0", "dqn-100k-indep-seed1", "notebook-10k"],
+    "seed_groups": {"dqn-100k x2 seeds, independent": ["dqn-100k-indep-seed0", "dqn-100k-indep-seed1"]},
+}
+
 
 def environment(root: Path) -> dict:
     """The environment of a command run in ``root``: this venv first, no tracking store or DVC root inherited."""
@@ -49,9 +57,10 @@ def write_params(root: Path, overrides: dict) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def make_repo(root: Path, overrides: dict | None = None) -> Path:
+def make_repo(root: Path, overrides: dict | None = None, shipped: dict = SHIPPED) -> Path:
     """Copy the project's files (no outputs, no dvc.lock, no MLflow store) into ``root`` and commit them
-    with the tiny params, updated with ``overrides``."""
+    with the tiny params, updated with ``overrides``, and the agents of ``shipped`` (``shipped/agents.yaml``'s
+    layout) alone."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=REPO,
@@ -61,10 +70,14 @@ def make_repo(root: Path, overrides: dict | None = None) -> Path:
     ).stdout.split()
     for name in files:
         source = REPO / name
+        agent = name.split("/")[1] if name.startswith("shipped/") and name.count("/") > 1 else None
+        if agent not in (None, *shipped["shipped"]):
+            continue
         if source.is_file() and not name.startswith(("tests/", "results/", "report/", "models/")):
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, root / name)
     (root / "dvc.lock").unlink(missing_ok=True)
+    (root / "shipped/agents.yaml").write_text(yaml.safe_dump(shipped, sort_keys=False))
     write_params(root, TINY)
     if overrides:
         write_params(root, overrides)

@@ -91,7 +91,7 @@ def team(tmp_path_factory):
     host_key = (tmp / "ssh/host.pub").read_text().split()[:2]
     (tmp / "home/.ssh/known_hosts").write_text(f"[{HOST}]:{settings['SSH_PORT']} {' '.join(host_key)}\n")
     try:
-        first = make_repo(tmp / "first", TINIER)
+        first = make_repo(tmp / "first", TINIER, shipped={"shipped": ["dqn-100k"]})
         # The notebook agent's weights (shipped-weights/, 139 MB, no stage's dep) live in the team's remote,
         # not in git: this clone has none to push.
         run(["git", "rm", "-rq", "shipped-weights"], first, env)

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from repo_copy import SHIPPED as SHIPPED_AGENTS
 from repo_copy import environment, make_repo, run
 
 from invaders.hardware import cpu_description
-from invaders.shipping import shipped_agents
 from invaders.tracking.queries import metric_history, stage_runs
 
 pytestmark = pytest.mark.e2e
 
-SHIPPED = [f"evaluate-shipped@{name}" for name in shipped_agents(Path(__file__).parents[1])]
+SHIPPED = [f"evaluate-shipped@{name}" for name in SHIPPED_AGENTS["shipped"]]
 STAGES = ["baseline", "build-model", "train", "evaluate", *SHIPPED, "report"]
 
 
@@ -71,7 +71,7 @@ def test_repro_then_nothing_reruns_then_an_experiment(repo, monkeypatch):
         assert (scores % 5 == 0).all(), (folder, scores.tolist())
         assert scores.max() > 0, folder
     report = (repo / "report/report.md").read_text()
-    for agent in ["random", "native nature-dueling-streams 6", "100,000 steps", "1,000,001 steps"]:
+    for agent in ["random", "native nature-dueling-streams 6", "100,000 steps", "1,000,001 steps", "x2 seeds"]:
         assert agent in report, agent
     assert (repo / "mlflow.db").is_file()
 
