@@ -22,7 +22,7 @@ TINY = {
 # The shipped agents a temporary repository keeps: one of each kind the pipeline handles (a 100k and the 1M
 # agent, a seed group, the notebook agent's published evaluation). The other shipped agents run the same
 # evaluate-shipped stage on other weights; each costs a stage run to every full `dvc repro`.
-SHIPPED = {
+TINY_SHIPPED = {
     "shipped": ["dqn-100k", "dqn-1m", "dqn-100k-indep-seed0", "dqn-100k-indep-seed1", "notebook-10k"],
     "seed_groups": {"dqn-100k x2 seeds, independent": ["dqn-100k-indep-seed0", "dqn-100k-indep-seed1"]},
 }
@@ -57,7 +57,7 @@ def write_params(root: Path, overrides: dict) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def make_repo(root: Path, overrides: dict | None = None, shipped: dict = SHIPPED) -> Path:
+def make_repo(root: Path, overrides: dict | None = None, shipped: dict = TINY_SHIPPED) -> Path:
     """Copy the project's files (no outputs, no dvc.lock, no MLflow store) into ``root`` and commit them
     with the tiny params, updated with ``overrides``, and the agents of ``shipped`` (``shipped/agents.yaml``'s
     layout) alone."""

@@ -6,15 +6,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from repo_copy import SHIPPED as SHIPPED_AGENTS
-from repo_copy import environment, make_repo, run
+from repo_copy import TINY_SHIPPED, environment, make_repo, run
 
 from invaders.hardware import cpu_description
 from invaders.tracking.queries import metric_history, stage_runs
 
 pytestmark = pytest.mark.e2e
 
-SHIPPED = [f"evaluate-shipped@{name}" for name in SHIPPED_AGENTS["shipped"]]
+SHIPPED = [f"evaluate-shipped@{name}" for name in TINY_SHIPPED["shipped"]]
 STAGES = ["baseline", "build-model", "train", "evaluate", *SHIPPED, "report"]
 
 

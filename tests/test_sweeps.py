@@ -516,11 +516,12 @@ def test_a_sweep_interrupted_then_its_driver_killed_resumes_each_time_with_the_s
     output = _ended(first, tmp_path / "first.log", 120, "the interrupted driver left Ray processes behind")
     assert first.returncode == 130 and "\nsweep: interrupted\n" in output, output[-3000:]
 
-    second = _sweep_driver(command, env, tmp_path / "second.log")
+    second_log = tmp_path / "second.log"
+    second = _sweep_driver(command, env, second_log)
     try:
         deadline = time.monotonic() + 300
-        while len(_resumed_trainings((tmp_path / "second.log").read_text())) < 2:
-            assert second.poll() is None and time.monotonic() < deadline, (tmp_path / "second.log").read_text()[-3000:]
+        while len(_resumed_trainings(second_log.read_text())) < 2:
+            assert second.poll() is None and time.monotonic() < deadline, second_log.read_text()[-3000:]
             time.sleep(1)
         second.kill()  # kill -9 of the driver alone, both trials training: a closed session, an OOM kill
         second.wait()
